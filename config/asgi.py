@@ -1,0 +1,46 @@
+"""ASGI entry point: /v1 to the lean gateway app, websockets to Channels, the rest to Django."""
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from asgiref.sync import sync_to_async  # noqa: E402
+
+from api.v1.app import v1_app  # noqa: E402
+from dashboard.routing import websocket_urlpatterns  # noqa: E402
+from orchestration.providers.pool import close_clients  # noqa: E402
+from orchestration.recording import writer  # noqa: E402
+
+
+async def http_router(scope, receive, send):
+    if scope["path"].startswith("/v1/"):
+        await v1_app(scope, receive, send)
+    else:
+        await django_asgi_app(scope, receive, send)
+
+
+async def lifespan(scope, receive, send):
+    """Servers that speak ASGI lifespan (uvicorn) get a flush of pending records on shutdown."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await close_clients()
+            await sync_to_async(writer.stop)()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+application = ProtocolTypeRouter({
+    "http": http_router,
+    "lifespan": lifespan,
+    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+})

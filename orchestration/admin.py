@@ -1,0 +1,87 @@
+"""The admin is how admins configure Podium: providers, models, routes, API keys."""
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from orchestration.models import APIKey, LLMModel, Provider, RouteAlias, Run, Step
+
+
+class ModelInline(admin.TabularInline):
+    model = LLMModel
+    extra = 0
+    fields = ["alias", "upstream_name", "tier", "price_in_per_m", "price_out_per_m", "enabled"]
+    show_change_link = True
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "base_url", "api_key_env", "is_local", "max_concurrency", "timeout_s", "enabled"]
+    list_filter = ["kind", "is_local", "enabled"]
+    search_fields = ["name", "base_url"]
+    inlines = [ModelInline]
+
+
+@admin.register(LLMModel)
+class LLMModelAdmin(admin.ModelAdmin):
+    list_display = ["alias", "provider", "upstream_name", "tier", "price_in_per_m", "price_out_per_m",
+                    "quality_prior", "context_window", "enabled"]
+    list_filter = ["tier", "enabled", "provider"]
+    search_fields = ["alias", "upstream_name", "provider__name"]
+    list_select_related = ["provider"]
+
+
+@admin.register(RouteAlias)
+class RouteAliasAdmin(admin.ModelAdmin):
+    list_display = ["name", "strategy", "candidates", "enabled"]
+    list_filter = ["strategy", "enabled"]
+    search_fields = ["name"]
+
+
+@admin.register(APIKey)
+class APIKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "prefix", "scopes", "budget_usd", "spent_usd", "created_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix"]
+    readonly_fields = ["prefix", "spent_usd", "created_at"]
+    fields = ["name", "scopes", "budget_usd", "requests_per_minute", "tokens_per_minute", "revoked_at",
+              "prefix", "spent_usd", "created_at"]
+    actions = ["revoke_keys"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        key, raw = APIKey.issue(obj.name, scopes=obj.scopes or None, budget_usd=obj.budget_usd,
+                                requests_per_minute=obj.requests_per_minute, tokens_per_minute=obj.tokens_per_minute)
+        obj.pk, obj.prefix, obj.key_hash, obj.created_at = key.pk, key.prefix, key.key_hash, key.created_at
+        obj._state.adding = False
+        # Shown once, here; only its digest is stored.
+        messages.warning(request, format_html("New API key (copy it now, it will not be shown again): <code>{}</code>", raw))
+
+    @admin.action(description="Revoke selected keys")
+    def revoke_keys(self, request, queryset):
+        for key in queryset.filter(revoked_at__isnull=True):
+            key.revoke()
+
+
+class StepInline(admin.TabularInline):
+    model = Step
+    extra = 0
+    can_delete = False
+    fields = ["key", "model_alias", "status", "tokens_in", "tokens_out", "cost_usd", "latency_ms", "error"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = ["id", "target", "kind", "status", "tokens_in", "tokens_out", "cost_usd", "latency_ms", "created_at"]
+    list_filter = ["status", "kind"]
+    search_fields = ["id", "target"]
+    inlines = [StepInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

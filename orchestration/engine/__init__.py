@@ -1,0 +1,1 @@
+"""The pure-asyncio executor. Nothing in this package imports Django."""

@@ -1,0 +1,30 @@
+"""The adapter interface and the lookup from a provider kind to its adapter."""
+from __future__ import annotations
+
+from typing import Protocol
+
+from orchestration.engine.types import ChatRequest, ChatResult, ModelSpec
+
+
+class ProviderAdapter(Protocol):
+    async def chat(self, model: ModelSpec, request: ChatRequest) -> ChatResult: ...
+
+
+def adapter_for(kind: str) -> ProviderAdapter:
+    # Imported lazily so a deployment without, say, Anthropic models never loads its module.
+    if kind == "mock":
+        from orchestration.providers.mock import MockAdapter
+        return _singleton(MockAdapter)
+    if kind == "openai_compatible":
+        from orchestration.providers.openai_compatible import OpenAICompatibleAdapter
+        return _singleton(OpenAICompatibleAdapter)
+    raise LookupError(f"no adapter for provider kind {kind!r}")
+
+
+_instances: dict[type, object] = {}
+
+
+def _singleton(cls):
+    if cls not in _instances:
+        _instances[cls] = cls()
+    return _instances[cls]

@@ -1,0 +1,68 @@
+"""The built-in mock provider: deterministic from a seed, no network.
+
+Options (Provider.mock_options, all optional):
+  seed               int, default 0 — the same seed gives the same sequence of latencies, failures, replies
+  latency_ms         mean latency, default 200
+  latency_jitter_ms  uniform jitter either side of the mean, default 0
+  failure_rate       probability a call fails with a retryable 503, default 0
+  reply              "echo" (default), a canned text, or a list of canned texts; "{input}" is replaced
+                     by the last user message
+  confidence         a number, or [low, high] drawn uniformly; default the model's quality prior
+  tokens_out         fixed output token count (default: counted from the reply)
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import zlib
+
+from orchestration.engine.types import (ChatRequest, ChatResult, ModelSpec, ProviderError,
+                                        estimate_tokens, messages_text)
+
+
+def last_user_message(messages: list[dict]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return messages_text([message])
+    return messages_text(messages[-1:]) if messages else ""
+
+
+class MockAdapter:
+    def __init__(self) -> None:
+        self._rngs: dict[tuple[str, int], random.Random] = {}
+
+    def _rng(self, model: ModelSpec) -> random.Random:
+        seed = int(model.provider.options.get("seed", 0))
+        key = (model.alias, seed)
+        rng = self._rngs.get(key)
+        if rng is None:
+            # A stable per-model stream: crc32 because hash() of str changes between processes.
+            rng = self._rngs[key] = random.Random(seed * 1_000_003 + zlib.crc32(model.alias.encode()))
+        return rng
+
+    async def chat(self, model: ModelSpec, request: ChatRequest) -> ChatResult:
+        opts = model.provider.options
+        rng = self._rng(model)
+        mean = float(opts.get("latency_ms", 200))
+        jitter = float(opts.get("latency_jitter_ms", 0))
+        latency = max(0.0, mean + rng.uniform(-jitter, jitter)) / 1000
+        fails = rng.random() < float(opts.get("failure_rate", 0))
+        draw = rng.random()
+        if latency:
+            await asyncio.sleep(latency)
+        if fails:
+            raise ProviderError("mock provider: injected failure", status=503, retryable=True)
+
+        user_text = last_user_message(request.messages)
+        reply = opts.get("reply", "echo")
+        if isinstance(reply, list) and reply:
+            reply = reply[int(draw * len(reply)) % len(reply)]
+        text = f"[{model.alias}] {user_text}" if reply == "echo" else str(reply).replace("{input}", user_text)
+
+        confidence = opts.get("confidence", model.quality_prior)
+        if isinstance(confidence, list) and len(confidence) == 2:
+            confidence = confidence[0] + (confidence[1] - confidence[0]) * draw
+        tokens_in = estimate_tokens(messages_text(request.messages))
+        tokens_out = int(opts.get("tokens_out", estimate_tokens(text)))
+        return ChatResult(text=text, tokens_in=tokens_in, tokens_out=tokens_out,
+                          confidence=max(0.0, min(1.0, float(confidence))))

@@ -1,0 +1,135 @@
+"""Turning engine events into Run/Step rows, and the batched writer of the /v1 hot path.
+
+The writer is a background thread: the request path only appends to a list, and
+rows are bulk-inserted at most WRITER_FLUSH_INTERVAL later. A failed flush keeps
+its rows for the next attempt; `stop()` (registered at exit and called on ASGI
+lifespan shutdown) flushes what is left, so a clean shutdown loses nothing.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from collections import defaultdict
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.db.models import F
+
+from orchestration.models import APIKey, Run, Step
+
+logger = logging.getLogger(__name__)
+STEP_EVENT_ATTRIBUTES = ("cached", "redacted", "retries", "fallback_from", "reason", "tokens_estimated",
+                         "tier_reason", "iteration", "branch")
+
+
+def ms_to_datetime(ms: float) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def money(value: float) -> Decimal:
+    return Decimal(repr(float(value))).quantize(Decimal("0.00000001"))
+
+
+def step_from_event(event: dict) -> Step:
+    """A `step.finished` event as an unsaved Step row."""
+    attributes = dict(event.get("attributes") or {})
+    for name in STEP_EVENT_ATTRIBUTES:
+        if event.get(name) not in (None, False, ""):
+            attributes.setdefault(name, event[name])
+    return Step(
+        id=event["step_id"], run_id=event["run_id"], parent_id=event.get("parent_id"), key=event["key"],
+        node_id=event.get("node_id", ""), node_type=event.get("node_type", "call"),
+        model_alias=event.get("model") or "", provider=event.get("provider") or "",
+        status=event["status"], prompt=event.get("prompt") or [], output=event.get("output") or "",
+        confidence=event.get("confidence"), tokens_in=event.get("tokens_in", 0),
+        tokens_out=event.get("tokens_out", 0), tokens_estimated=bool(event.get("tokens_estimated")),
+        cost_usd=money(event.get("cost_usd", 0.0)), latency_ms=event.get("latency_ms"),
+        error=event.get("error") or "", attributes=attributes,
+        started_at=ms_to_datetime(event.get("started_ts", event["ts"])), finished_at=ms_to_datetime(event["ts"]),
+    )
+
+
+class BatchedWriter:
+    def __init__(self, interval_s: float):
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # a flush returns only once earlier rows are committed
+        self._runs: list[Run] = []
+        self._steps: list[Step] = []
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.written_runs = 0
+        self.failed_flushes = 0
+
+    def add(self, run: Run, steps: list[Step]) -> None:
+        with self._lock:
+            self._runs.append(run)
+            self._steps.extend(steps)
+        if self._thread is None:
+            self._start()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._runs)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="podium-writer", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            self.flush()
+        close_old_connections()
+
+    def flush(self) -> int:
+        with self._flush_lock:
+            return self._flush()
+
+    def _flush(self) -> int:
+        with self._lock:
+            runs, steps = self._runs, self._steps
+            self._runs, self._steps = [], []
+        if not runs:
+            return 0
+        try:
+            spend: dict[int, Decimal] = defaultdict(Decimal)
+            for run in runs:
+                if run.api_key_id and run.cost_usd:
+                    spend[run.api_key_id] += run.cost_usd
+            with transaction.atomic():
+                Run.objects.bulk_create(runs)
+                Step.objects.bulk_create(steps)
+                for key_id, amount in spend.items():
+                    APIKey.objects.filter(pk=key_id).update(spent_usd=F("spent_usd") + amount)
+            self.written_runs += len(runs)
+            return len(runs)
+        except Exception:
+            # Keep the rows for the next attempt: nothing is lost because the database blinked.
+            self.failed_flushes += 1
+            logger.exception("batched writer: flush of %d runs failed; will retry", len(runs))
+            close_old_connections()
+            with self._lock:
+                self._runs[:0] = runs
+                self._steps[:0] = steps
+            return 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        self._thread = None
+        self.flush()
+        self._stopping.clear()
+
+
+writer = BatchedWriter(settings.PODIUM["WRITER_FLUSH_INTERVAL"])
+atexit.register(writer.stop)

@@ -1,0 +1,1 @@
+"""Podium helpers importable without Django settings (the client, the fake upstream)."""

@@ -1,0 +1,133 @@
+"""Shared fixtures: personas, API keys, a live Podium on loopback, the fake upstream."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+from django.contrib.auth import get_user_model
+
+from orchestration.demo import seed_demo_registry
+from orchestration.models import APIKey, LLMModel, Provider
+from orchestration.recording import writer
+from orchestration.registry import bump_version
+from podium.fake_upstream import FakeUpstream
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """config.asgi served by uvicorn in a thread of the test process: same database, same channel layer."""
+
+    def __init__(self) -> None:
+        from config.asgi import application
+
+        self.port = free_port()
+        config = uvicorn.Config(application, host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on", ws="websockets-sansio")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self._run, name="live-podium", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self.server.serve())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("live server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry_cache():
+    """Each test sees the registry its own database holds."""
+    bump_version()
+    yield
+    writer.flush()
+
+
+@pytest.fixture
+def podium_server(transactional_db):
+    server = LiveServer().start()
+    yield server
+    server.stop()
+    writer.flush()
+
+
+@pytest.fixture
+def fake_upstream():
+    upstream = FakeUpstream().start_in_thread()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture
+def demo_registry(db):
+    seed_demo_registry()
+    # Fast mocks with no injected failures, so tests are quick and deterministic.
+    Provider.objects.filter(kind="mock").update(mock_options={"seed": 1, "latency_ms": 5, "failure_rate": 0})
+    bump_version()
+
+
+@pytest.fixture
+def upstream_model(db, fake_upstream):
+    provider = Provider.objects.create(name="fake", kind=Provider.Kind.OPENAI_COMPATIBLE,
+                                       base_url=fake_upstream.base_url, timeout_s=2)
+    model = LLMModel.objects.create(provider=provider, alias="fake-gpt", upstream_name="fake-gpt-1",
+                                    price_in_per_m="2.0", price_out_per_m="8.0", quality_prior=0.7)
+    bump_version()
+    return model
+
+
+@pytest.fixture
+def api_key(db) -> str:
+    _, raw = APIKey.issue("test")
+    return raw
+
+
+@pytest.fixture
+def admin_user(db):
+    return get_user_model().objects.create_superuser("admin", "admin@example.com", "admin-password-1")
+
+
+@pytest.fixture
+def staff_user(db):
+    return get_user_model().objects.create_user("operator", password="operator-password-1", is_staff=True)
+
+
+@pytest.fixture
+def outsider(db):
+    return get_user_model().objects.create_user("outsider", password="outsider-password-1")
+
+
+def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02):
+    """Poll until predicate() is truthy; returns its value or fails the test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"condition not met within {timeout}s")
