@@ -2,6 +2,15 @@
 
 Channel-layer messages are at-most-once; an event that cannot be delivered is
 dropped and counted (`dropped_events`), never raised to the caller.
+
+Every event is a dict `{"type": ..., "ts": <epoch ms>, ...}`. Types in use:
+  step.started   run_id, step_id, parent_id, key, node_id, node_type, model, provider, prompt
+  step.finished  the same plus status, output, error, confidence, tokens_in, tokens_out, cost_usd,
+                 latency_ms, started_ts, attributes
+  run.updated    run_id, status, target, kind, api_key (prefix), and totals when final
+  review.created / review.updated / review.decided   review_id, run_id, status, ...
+  model.health   model, state (closed | open | half_open), in_flight
+  metrics.tick   per-model windows (see dashboard aggregation)
 """
 from __future__ import annotations
 

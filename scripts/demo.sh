@@ -6,7 +6,7 @@ KEY=$(sed -n 's/^API key: *//p' var/demo-credentials.txt)
 pids=()
 cleanup() { trap - INT TERM EXIT; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; echo; echo "Podium stopped."; }
 trap cleanup INT TERM EXIT
-"$(dirname "$PY")/daphne" -b "$HOST" -p "$PORT" config.asgi:application &
+"$(dirname "$PY")/daphne" -v 0 -b "$HOST" -p "$PORT" config.asgi:application &
 pids+=($!)
 "$PY" manage.py podium_demo_traffic --url "http://$HOST:$PORT" --key "$KEY" --rate 3 >/dev/null &
 pids+=($!)

@@ -54,6 +54,17 @@ class ChatResult:
     raw: dict | None = None
 
 
+@dataclass
+class StreamDelta:
+    """One piece of a streamed answer, already translated from the provider's wire format."""
+
+    text: str = ""
+    tool_calls: list[dict] | None = None  # OpenAI-format tool-call deltas (index, id, function.name/arguments)
+    finish_reason: str | None = None
+    tokens_in: int | None = None  # usage, on the last delta when the provider reports it
+    tokens_out: int | None = None
+
+
 class ProviderError(Exception):
     """An upstream call failed. `retryable` says whether trying again may help."""
 

@@ -3,11 +3,17 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from orchestration.engine.types import ChatRequest, ChatResult, ModelSpec
+from collections.abc import AsyncIterator
+
+from orchestration.engine.types import ChatRequest, ChatResult, ModelSpec, StreamDelta
 
 
 class ProviderAdapter(Protocol):
+    """Raises ProviderError (with `retryable`, `status`, `retry_after`) on any upstream failure."""
+
     async def chat(self, model: ModelSpec, request: ChatRequest) -> ChatResult: ...
+
+    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[StreamDelta]: ...
 
 
 def adapter_for(kind: str) -> ProviderAdapter:
