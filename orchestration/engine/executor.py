@@ -34,7 +34,28 @@ class RunContext:
     sink: EventSink
     data_class: str | None = None
     spent_usd: float = 0.0
+    budget_usd: float | None = None  # the run stops with budget_exceeded rather than pass it
+    deadline: float | None = None  # time.monotonic() value; the run stops with deadline_exceeded after it
     meta: dict = field(default_factory=dict)
+
+    def seconds_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def check_limits(self, next_cost_usd: float = 0.0) -> None:
+        """Raise before a call that the run's budget or deadline no longer allows."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise DeadlineExceeded("the run's deadline passed")
+        if self.budget_usd is not None and self.spent_usd + next_cost_usd > self.budget_usd:
+            raise BudgetExceeded(f"the run's budget of ${self.budget_usd:g} would be exceeded "
+                                 f"(spent ${self.spent_usd:.6f})")
+
+
+class BudgetExceeded(Exception):
+    """The run's USD budget would be exceeded; finished steps are kept."""
+
+
+class DeadlineExceeded(Exception):
+    """The run's deadline passed; finished steps are kept."""
 
 
 class StepFailed(Exception):
