@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help install demo test test-fast browser-deps run migrate clean bench
+.PHONY: help install demo test test-fast browser-deps run migrate clean bench bench-deps vendor
 
 help:
 	@echo "make demo   - set up and run Podium (embedded mode) with demo traffic on http://$(HOST):$(PORT)"
@@ -44,7 +44,20 @@ test: install browser-deps
 test-fast: install
 	$(PY) -m pytest -m "not browser and not production"
 
-bench: install
+# The dashboard's chart library, committed as a built file (no CDN at runtime); this re-fetches it from npm.
+CHARTJS_VERSION ?= 4.5.1
+vendor:
+	@tmp=$$(mktemp -d) && cd $$tmp && npm pack -s chart.js@$(CHARTJS_VERSION) >/dev/null && tar xzf chart.js-$(CHARTJS_VERSION).tgz && \
+	  cp package/dist/chart.umd.min.js $(CURDIR)/static/vendor/chart.umd.min.js && \
+	  cp package/LICENSE.md $(CURDIR)/static/vendor/chart.js.LICENSE.md && rm -rf $$tmp && \
+	  echo "static/vendor/chart.umd.min.js = chart.js $(CHARTJS_VERSION)"
+
+# The gateway benchmark's load generator is Debian's wrk (C, closed-loop; a Python client would be the bottleneck).
+bench-deps:
+	@command -v wrk >/dev/null || { echo "installing wrk (apt)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q wrk >/dev/null; else sudo apt-get install -y -q wrk >/dev/null; fi; }
+
+bench: install bench-deps
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:

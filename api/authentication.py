@@ -1,5 +1,6 @@
 """DRF authentication by API key (Authorization: Bearer pdm_…), sharing the /v1 key cache."""
 from django.contrib.auth.models import AnonymousUser
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from orchestration.apikeys import load_key
@@ -33,3 +34,13 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return "Bearer"
+
+
+class APIKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Documents the API key in the OpenAPI schema (`Authorization: Bearer pdm_…`)."""
+
+    target_class = "api.authentication.APIKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "An API key: `Authorization: Bearer pdm_…`"}

@@ -1,4 +1,5 @@
 """Typed readers for environment variables: fail loudly, name the variable."""
+import ipaddress
 import os
 from urllib.parse import urlparse
 
@@ -58,3 +59,15 @@ def env_url(name: str, schemes: set[str]) -> str:
         allowed = ", ".join(sorted(schemes))
         raise ImproperlyConfigured(f"{name} is not a valid URL (expected a scheme among: {allowed})")
     return raw
+
+
+def env_networks(name: str, default: str) -> list:
+    """Comma-separated CIDR networks ("none" for an empty list)."""
+    raw = os.environ.get(name, "").strip() or default
+    if raw.lower() == "none":
+        return []
+    try:
+        return [ipaddress.ip_network(item.strip(), strict=False) for item in raw.split(",") if item.strip()]
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a comma-separated list of networks "
+                                   "(e.g. 10.0.0.0/8,127.0.0.1/32)") from None

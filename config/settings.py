@@ -9,7 +9,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_str, env_url
+from config.env import env_bool, env_float, env_int, env_list, env_networks, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PODIUM_VAR_DIR", str(BASE_DIR / "var")))
@@ -75,7 +75,7 @@ TEMPLATES = [
 DATABASE_URL = env_url("DATABASE_URL", {"postgres", "postgresql", "sqlite"})
 if DATABASE_URL:
     try:
-        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
     except Exception:
         raise ImproperlyConfigured("DATABASE_URL could not be parsed") from None
 else:
@@ -89,6 +89,11 @@ else:
             "TEST": {"NAME": str(BASE_DIR / f".test-{env_str('PYTEST_XDIST_WORKER', 'main')}.sqlite3")},
         }
     }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A connection pool per process, not a persistent connection per thread: ASGI runs each request's sync
+    # code in a thread of its own, and per-thread connections would pile up to PostgreSQL's max_connections.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1, "max_size": env_int("PODIUM_DB_POOL_SIZE", 10), "timeout": 10}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- redis: channel layer, cache, celery -----------------------------------
@@ -100,7 +105,9 @@ if REDIS_URL:
             "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
         }
     }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # Short socket timeouts: a Redis blip must degrade the hot path (stale registry, local limits), not hang it.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}}}
     CELERY_BROKER_URL = REDIS_URL
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
@@ -110,6 +117,14 @@ else:
 PODIUM_RUNNER = env_str("PODIUM_RUNNER", "celery" if REDIS_URL else "inprocess")
 if PODIUM_RUNNER not in {"celery", "inprocess"}:
     raise ImproperlyConfigured("PODIUM_RUNNER must be 'celery' or 'inprocess'")
+
+# Review queue: a claim lapses after this long without a decision; items fall due after PODIUM_REVIEW_DUE_S
+# unless the gate says otherwise. The scheduler (embedded mode; Celery beat in production) runs expiry,
+# claim lapse every PODIUM_SCHEDULER_INTERVAL_S and the model-statistics recompute every PODIUM_LEARNING_INTERVAL_S.
+PODIUM_REVIEW_CLAIM_TTL_S = env_int("PODIUM_REVIEW_CLAIM_TTL_S", 900)
+PODIUM_REVIEW_DUE_S = env_int("PODIUM_REVIEW_DUE_S", 24 * 3600)
+PODIUM_SCHEDULER_INTERVAL_S = env_float("PODIUM_SCHEDULER_INTERVAL_S", 10.0)
+PODIUM_LEARNING_INTERVAL_S = env_float("PODIUM_LEARNING_INTERVAL_S", 60.0)
 
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -125,11 +140,23 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
-CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
-SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+# Production (PODIUM_PRODUCTION=true) defaults to HTTPS-only cookies, redirects and HSTS; each can be overridden.
+PRODUCTION = env_bool("PODIUM_PRODUCTION", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]  # probes and scrapers speak plain HTTP
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PRODUCTION)
+if env_bool("PODIUM_BEHIND_TLS_PROXY", False):  # the proxy terminates TLS and sets X-Forwarded-Proto
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# Failed logins (admin and site) per username and per address; see orchestration/login_throttle.py.
+AUTHENTICATION_BACKENDS = ["orchestration.login_throttle.LoginThrottleBackend",
+                           "django.contrib.auth.backends.ModelBackend"]
+PODIUM_LOGIN_MAX_FAILURES = env_int("PODIUM_LOGIN_MAX_FAILURES", 10)
+PODIUM_LOGIN_LOCKOUT_S = env_int("PODIUM_LOGIN_LOCKOUT_S", 900)
 X_FRAME_OPTIONS = "DENY"
 
 LANGUAGE_CODE = "en-us"
@@ -154,6 +181,10 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Bounded JSON (size, depth, UTF-8) answered with clear 4xx: api/input.py.
+    "DEFAULT_PARSER_CLASSES": ["api.input.StrictJSONParser", "rest_framework.parsers.FormParser",
+                               "rest_framework.parsers.MultiPartParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.KeyLimitsThrottle"],  # per-key limits, orchestration/limits.py
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
 }
@@ -161,6 +192,14 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Podium API",
     "DESCRIPTION": "Multi-LLM orchestration gateway: runs, workflows, registry, reviews.",
     "VERSION": "0.1.0",
+    # Several models have a `kind` and a `status`: name each choice set instead of a hashed suffix.
+    "ENUM_NAME_OVERRIDES": {
+        "RunKindEnum": "orchestration.models.runs.Run.Kind",
+        "ProviderKindEnum": "orchestration.models.registry.Provider.Kind",
+        "RunStatusEnum": "orchestration.models.runs.RunStatus",
+        "StepStatusEnum": "orchestration.models.runs.StepStatus",
+        "ReviewStatusEnum": "orchestration.models.reviews.ReviewItem.Status",
+    },
 }
 
 # --- Podium --------------------------------------------------------------------
@@ -171,6 +210,15 @@ PODIUM = {
     "REGISTRY_CHECK_INTERVAL": env_float("PODIUM_REGISTRY_CHECK_INTERVAL", 1.0),
     "MAX_BODY_BYTES": env_int("PODIUM_MAX_BODY_BYTES", 4 * 1024 * 1024),
     "METRICS_TOKEN": env_str("PODIUM_METRICS_TOKEN", ""),
+    # where people reach this Podium: links printed by command-line tools (e.g. a run's review page)
+    "PUBLIC_URL": env_str("PODIUM_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+    # resilience (README "Resilience"): retries of one model, and the per-model circuit breaker
+    "RETRY_MAX": env_int("PODIUM_RETRY_MAX", 2),
+    "RETRY_BASE_DELAY_S": env_float("PODIUM_RETRY_BASE_DELAY_S", 0.25),
+    "CIRCUIT_FAILURES": env_int("PODIUM_CIRCUIT_FAILURES", 5),
+    "CIRCUIT_COOLDOWN_S": env_float("PODIUM_CIRCUIT_COOLDOWN_S", 30.0),
+    # /metrics without the token: only from these networks ("none" = token only)
+    "METRICS_ALLOWED_NETWORKS": env_networks("PODIUM_METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128"),
 }
 
 LOGGING = {

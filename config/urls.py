@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from api import health
+from api import health, metrics
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -11,5 +11,6 @@ urlpatterns = [
     path("api/", include("api.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("", include("dashboard.urls")),
 ]

@@ -1,27 +1,49 @@
-"""The dashboard websocket: authenticate, join the events group, send a snapshot, forward events."""
-from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+"""The dashboard websocket: staff session (or an API key with scope `events`, see key_auth.py); subscribe
+to topics, get a snapshot, then forwarded frames.
 
-from dashboard.snapshots import overview_snapshot
-from orchestration.live import EVENTS_GROUP
+Thin on purpose: topic state, coalescing and sequence numbers live in dashboard/hub.py and
+dashboard/protocol.py (the protocol is described there). A bad message gets an error frame;
+the connection stays open.
+"""
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from dashboard.hub import get_hub
+from dashboard.key_auth import key_may_watch
+from dashboard.protocol import encode, parse_client_message
 
 
-class DashboardConsumer(AsyncJsonWebsocketConsumer):
+class DashboardConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated or not user.is_staff:
+        staff = user is not None and user.is_authenticated and user.is_staff
+        if not staff and not await key_may_watch(self.scope):  # programs: an API key with scope `events`
             await self.close(code=4403)
             return
-        await self.channel_layer.group_add(EVENTS_GROUP, self.channel_name)
+        self.topics: set[str] = set()
+        self.hub = await get_hub()
         await self.accept()
-        await self.send_json({"type": "snapshot", "data": await database_sync_to_async(overview_snapshot)()})
 
     async def disconnect(self, code):
-        await self.channel_layer.group_discard(EVENTS_GROUP, self.channel_name)
+        for topic in getattr(self, "topics", ()):
+            await self.hub.unsubscribe(topic, self.channel_name)
 
-    async def receive_json(self, content, **kwargs):
-        if isinstance(content, dict) and content.get("type") == "ping":
-            await self.send_json({"type": "pong"})
+    async def receive(self, text_data=None, bytes_data=None):
+        message, error = parse_client_message(text_data)
+        if error:
+            await self.send(text_data=encode(error))
+            return
+        topic = message.get("topic")
+        if message["type"] == "ping":
+            await self.send(text_data='{"type":"pong"}')
+        elif message["type"] == "unsubscribe":
+            if topic in self.topics:
+                self.topics.discard(topic)
+                await self.hub.unsubscribe(topic, self.channel_name)
+        else:  # subscribe or resync: join first, so no frame after the snapshot is missed
+            if topic not in self.topics:
+                self.topics.add(topic)
+                await self.hub.subscribe(topic, self.channel_name)
+            await self.send(text_data=encode(await self.hub.snapshot(topic)))
 
-    async def podium_event(self, message):
-        await self.send_json(message["event"])
+    async def dashboard_frame(self, message):
+        await self.send(text_data=message["text"])

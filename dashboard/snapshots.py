@@ -1,26 +1,187 @@
-"""Read-only selectors that build the state a dashboard starts from."""
-from django.db.models import Avg, Count, Sum
+"""Read-only selectors that build the state a dashboard topic starts from, and its row shapes.
 
-from orchestration.models import Step
+Each builder makes a fixed number of queries whatever the data (pinned in
+tests/test_dashboard_protocol.py): dashboards die of N+1. Rows built from live events
+have the same shape as rows built from the database, so a page renders both alike.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import Count, Min, Q, Sum
+
+from orchestration.models import APIKey, LLMModel, ReviewItem, Run, Step
 
 RECENT_CALLS = 25
+RECENT_RUNS = 50
+PREVIEW_CHARS = 500
+TEXT_CHARS = 100_000  # run detail shows whole prompts and outputs, within reason
+REVIEW_STATUSES_OPEN = (ReviewItem.Status.PENDING, ReviewItem.Status.CLAIMED)
+STEP_MARKERS = ("cached", "redacted", "retries", "fallback_from", "reason", "iteration", "branch", "tokens_estimated")
+
+
+def epoch_ms(value: datetime | None) -> int | None:
+    return int(value.timestamp() * 1000) if value else None
+
+
+# --- row shapes --------------------------------------------------------------------------
+def call_row(step: Step) -> dict:
+    return {"step_id": str(step.id), "run_id": str(step.run_id), "model": step.model_alias, "status": step.status,
+            "tokens_in": step.tokens_in, "tokens_out": step.tokens_out, "cost_usd": float(step.cost_usd),
+            "latency_ms": step.latency_ms, "output": step.output[:PREVIEW_CHARS], "error": step.error[:PREVIEW_CHARS],
+            "ts": epoch_ms(step.finished_at)}
+
+
+def call_row_from_event(event: dict) -> dict:
+    return {"step_id": event["step_id"], "run_id": event["run_id"], "model": event.get("model") or "",
+            "status": event.get("status"), "tokens_in": event.get("tokens_in") or 0,
+            "tokens_out": event.get("tokens_out") or 0, "cost_usd": float(event.get("cost_usd") or 0),
+            "latency_ms": event.get("latency_ms"), "output": (event.get("output") or "")[:PREVIEW_CHARS],
+            "error": (event.get("error") or "")[:PREVIEW_CHARS], "ts": event.get("ts")}
+
+
+def run_row(run: Run) -> dict:
+    return {"run_id": str(run.id), "status": run.status, "target": run.target, "kind": run.kind,
+            "api_key": run.api_key.prefix if run.api_key_id else "", "created_ts": epoch_ms(run.created_at),
+            "finished_ts": epoch_ms(run.finished_at), "tokens_in": run.tokens_in, "tokens_out": run.tokens_out,
+            "cost_usd": float(run.cost_usd), "latency_ms": run.latency_ms, "error": run.error[:PREVIEW_CHARS]}
+
+
+def run_row_from_event(event: dict, previous: dict | None = None) -> dict:
+    row = dict(previous or {"run_id": event["run_id"], "created_ts": event.get("ts"), "finished_ts": None,
+                            "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "latency_ms": None, "error": "",
+                            "api_key": "", "kind": "", "target": ""})
+    row["status"] = event.get("status") or row.get("status")
+    for name in ("target", "kind", "api_key", "tokens_in", "tokens_out", "latency_ms"):
+        if event.get(name) not in (None, ""):
+            row[name] = event[name]
+    if event.get("cost_usd") is not None:
+        row["cost_usd"] = float(event["cost_usd"])
+    if event.get("error"):
+        row["error"] = str(event["error"])[:PREVIEW_CHARS]
+    if event.get("status") not in (None, "queued", "running", "awaiting_review"):
+        row["finished_ts"] = event.get("ts")
+    return row
+
+
+def markers(attributes: dict) -> dict:
+    return {name: attributes[name] for name in STEP_MARKERS if attributes.get(name) not in (None, False, "", 0)}
 
 
 def step_row(step: Step) -> dict:
-    return {"step_id": str(step.id), "run_id": str(step.run_id), "model": step.model_alias, "status": step.status,
+    return {"step_id": str(step.id), "parent_id": str(step.parent_id) if step.parent_id else None, "key": step.key,
+            "node_id": step.node_id, "node_type": step.node_type, "model": step.model_alias,
+            "provider": step.provider, "status": step.status, "prompt": step.prompt,
+            "output": step.output[:TEXT_CHARS], "error": step.error[:TEXT_CHARS], "confidence": step.confidence,
             "tokens_in": step.tokens_in, "tokens_out": step.tokens_out, "cost_usd": float(step.cost_usd),
-            "latency_ms": step.latency_ms, "output": step.output[:500], "error": step.error[:500],
-            "ts": int(step.finished_at.timestamp() * 1000) if step.finished_at else None}
+            "latency_ms": step.latency_ms, "started_ts": epoch_ms(step.started_at),
+            "finished_ts": epoch_ms(step.finished_at), "markers": markers(step.attributes or {})}
+
+
+def step_row_from_event(event: dict, previous: dict | None = None) -> dict:
+    row = dict(previous or {})
+    attributes = dict(event.get("attributes") or {})
+    for name in STEP_MARKERS:
+        if event.get(name) not in (None, False, ""):
+            attributes.setdefault(name, event[name])
+    finished = event["type"] == "step.finished"
+    row.update({
+        "step_id": event["step_id"], "parent_id": event.get("parent_id"), "key": event.get("key", ""),
+        "node_id": event.get("node_id", ""), "node_type": event.get("node_type", "call"),
+        "model": event.get("model") or "", "provider": event.get("provider") or "",
+        "status": event.get("status") if finished else row.get("status", "running"),
+        "started_ts": event.get("started_ts") or row.get("started_ts") or event.get("ts"),
+        "finished_ts": event.get("ts") if finished else None,
+        "markers": {**row.get("markers", {}), **markers(attributes)},
+    })
+    if event.get("prompt") is not None:
+        row["prompt"] = event["prompt"]
+    row.setdefault("prompt", [])
+    for name in ("output", "error"):
+        row[name] = str(event.get(name) or row.get(name) or "")[:TEXT_CHARS]
+    for name in ("confidence", "tokens_in", "tokens_out", "latency_ms"):
+        row[name] = event.get(name, row.get(name))
+    row["cost_usd"] = float(event.get("cost_usd") or row.get("cost_usd") or 0)
+    return row
+
+
+def review_row(item: ReviewItem) -> dict:
+    return {"review_id": str(item.id), "run_id": str(item.run_id), "reason": item.reason, "status": item.status,
+            "assignee": item.assignee.get_username() if item.assignee_id else None,
+            "created_ts": epoch_ms(item.created_at), "due_ts": epoch_ms(item.due_at),
+            "candidates": [{"model": c.get("model", ""), "confidence": c.get("confidence"),
+                            "cost_usd": c.get("cost_usd"), "preview": str(c.get("output", ""))[:120]}
+                           for c in (item.candidates or []) if isinstance(c, dict)]}
+
+
+def key_row(key: APIKey) -> dict:
+    return {"name": key.name, "prefix": key.prefix, "budget_usd": float(key.budget_usd) if key.budget_usd else None,
+            "spent_usd": float(key.spent_usd)}
+
+
+def model_row(model: LLMModel) -> dict:
+    return {"alias": model.alias, "tier": model.tier, "provider": model.provider.name,
+            "enabled": model.enabled and model.provider.enabled, "admin_id": model.pk}
+
+
+# --- topic snapshots ------------------------------------------------------------------------
+def model_list() -> list[dict]:
+    """Every configured model: one query."""
+    return [model_row(m) for m in LLMModel.objects.select_related("provider").order_by("alias")]
+
+
+def active_keys() -> list[dict]:
+    """Every API key not revoked, with its spending: one query."""
+    return [key_row(k) for k in APIKey.objects.filter(revoked_at__isnull=True).order_by("name")]
+
+
+def review_backlog() -> dict:
+    """Pending and claimed counts and the oldest pending item's creation time: one query."""
+    row = ReviewItem.objects.aggregate(
+        pending=Count("id", filter=Q(status=ReviewItem.Status.PENDING)),
+        claimed=Count("id", filter=Q(status=ReviewItem.Status.CLAIMED)),
+        oldest=Min("created_at", filter=Q(status=ReviewItem.Status.PENDING)))
+    return {"pending": row["pending"], "claimed": row["claimed"], "oldest_pending_ts": epoch_ms(row["oldest"])}
 
 
 def overview_snapshot() -> dict:
-    """Latest calls and per-model counters: two queries whatever the traffic."""
-    recent = [step_row(s) for s in Step.objects.filter(node_type="call").order_by("-finished_at")[:RECENT_CALLS]]
-    counters = {
-        row["model_alias"]: {"calls": row["calls"], "tokens": (row["tin"] or 0) + (row["tout"] or 0),
-                             "cost_usd": float(row["cost"] or 0), "latency_sum_ms": float(row["lat_avg"] or 0) * row["calls"]}
-        for row in Step.objects.filter(node_type="call").values("model_alias")
-        .annotate(calls=Count("id"), tin=Sum("tokens_in"), tout=Sum("tokens_out"), cost=Sum("cost_usd"),
-                  lat_avg=Avg("latency_ms"))
+    """What the overview starts from: five queries whatever the traffic."""
+    calls = Step.objects.filter(node_type="call", finished_at__isnull=False).order_by("-finished_at")[:RECENT_CALLS]
+    totals = {
+        row["model_alias"]: {"calls": row["calls"], "failures": row["failures"],
+                             "tokens": (row["tin"] or 0) + (row["tout"] or 0), "cost_usd": float(row["cost"] or 0)}
+        for row in Step.objects.filter(node_type="call").exclude(status="running").values("model_alias")
+        .annotate(calls=Count("id"), failures=Count("id", filter=Q(status="failed")), tin=Sum("tokens_in"),
+                  tout=Sum("tokens_out"), cost=Sum("cost_usd"))
     }
-    return {"recent": recent, "models": counters}
+    return {"recent": [call_row(s) for s in calls], "totals": totals, "keys": active_keys(), "backlog": review_backlog(),
+            "models": model_list()}
+
+
+def runs_snapshot(limit: int = RECENT_RUNS) -> dict:
+    """The newest runs: one query."""
+    return {"runs": [run_row(r) for r in Run.objects.select_related("api_key").order_by("-created_at")[:limit]]}
+
+
+def run_snapshot(run_id: str) -> dict:
+    """One run and its step tree: two queries. A run not recorded yet gives run None."""
+    run = Run.objects.select_related("api_key").filter(pk=run_id).first()
+    steps = [step_row(s) for s in Step.objects.filter(run_id=run_id).order_by("started_at", "key")]
+    return {"run": run_row(run) if run else None, "steps": steps}
+
+
+def open_reviews(limit: int = 200) -> list[dict]:
+    items = (ReviewItem.objects.filter(status__in=REVIEW_STATUSES_OPEN).select_related("assignee")
+             .order_by("created_at")[:limit])
+    return [review_row(item) for item in items]
+
+
+def reviews_snapshot() -> dict:
+    """Pending and claimed review items with their counts: two queries."""
+    return {"items": open_reviews(), "counts": review_backlog()}
+
+
+def review_state(review_id: str) -> dict | None:
+    """One review item as the reviews topic shows it, or None once it is no longer open: one query."""
+    item = ReviewItem.objects.select_related("assignee").filter(pk=review_id).first()
+    return review_row(item) if item and item.status in REVIEW_STATUSES_OPEN else None

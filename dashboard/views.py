@@ -1,7 +1,46 @@
+"""The control room's pages: server-rendered shells that small scripts keep live over /ws/dashboard/."""
 from django.contrib.admin.views.decorators import staff_member_required
 from django.shortcuts import render
+from django.urls import reverse
+
+from dashboard import model_stats
+from dashboard.run_filters import RunFilterForm, filtered_runs, page_of
+from dashboard.snapshots import model_list, run_row
+from orchestration.metrics_window import local_window
+from orchestration.models import Run
 
 
 @staff_member_required
 def overview(request):
     return render(request, "dashboard/overview.html")
+
+
+@staff_member_required
+def runs(request):
+    form = RunFilterForm(request.GET or None)
+    rows, next_cursor = page_of(filtered_runs(form), request.GET.get("before"))
+    query = request.GET.copy()
+    query.pop("before", None)
+    return render(request, "dashboard/runs.html", {
+        "form": form, "runs": [run_row(r) for r in rows], "next_cursor": next_cursor,
+        "first_page": not request.GET.get("before"), "filter_query": query.urlencode(),
+        "live_filter": form.live_filter(), "page_size": len(rows)})
+
+
+@staff_member_required
+def run_detail(request, run_id):
+    # A run still going may not be recorded yet: the page fills in from the live snapshot.
+    run = Run.objects.select_related("api_key").filter(pk=run_id).first()
+    return render(request, "dashboard/run_detail.html", {"run": run, "run_id": str(run_id)})
+
+
+@staff_member_required
+def models(request):
+    rows = []
+    stats = {window: model_stats.model_stats(window) for window in model_stats.WINDOWS}
+    for model in model_list():
+        rows.append({**model, "stats": {window: stats[window].get(model["alias"]) for window in stats},
+                     "history": local_window.circuit_history(model["alias"]),
+                     "admin_url": reverse("admin:orchestration_llmmodel_change", args=[model["admin_id"]])})
+    return render(request, "dashboard/models.html", {"models": rows, "windows": list(model_stats.WINDOWS),
+                                                     "any_history": any(row["history"] for row in rows)})

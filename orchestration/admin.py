@@ -85,3 +85,6 @@ class RunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+from orchestration import workflow_admin  # noqa: E402,F401  (Workflow and WorkflowVersion admins)

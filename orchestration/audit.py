@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from orchestration.models import AuditEvent
 
 GENESIS = "0" * 64
+AUDIT_LOCK_ID = 0x706F6469756D  # "podium": the advisory lock that orders audit writers on PostgreSQL
 
 
 def event_digest(prev_hash: str, created_at_iso: str, actor: str, action: str, subject: str, data: dict) -> str:
@@ -27,8 +28,12 @@ def record(*, actor: str, action: str, subject: str = "", data: dict | None = No
     """Append one event (who, what, on what, why) to the chain."""
     data = data or {}
     with transaction.atomic():
-        # Serialise writers so two events never chain to the same predecessor.
-        last = AuditEvent.objects.select_for_update().order_by("-id").first()
+        # Serialise writers so two events never chain to the same predecessor. Locking the last row is not
+        # enough on PostgreSQL: a writer that waited for it would still read it as the last one.
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [AUDIT_LOCK_ID])
+        last = AuditEvent.objects.order_by("-id").first()  # SQLite: IMMEDIATE transactions already serialise
         prev_hash = last.hash if last else GENESIS
         created_at = timezone.now()
         digest = event_digest(prev_hash, created_at.isoformat(), actor, action, subject, data)

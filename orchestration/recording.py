@@ -10,12 +10,13 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 from collections import defaultdict
 from datetime import datetime, timezone
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connections, router, transaction
 from django.db.models import F
 
 from orchestration.models import APIKey, Run, Step
@@ -33,13 +34,34 @@ def money(value: float) -> Decimal:
     return Decimal(repr(float(value))).quantize(Decimal("0.00000001"))
 
 
-def step_from_event(event: dict) -> Step:
-    """A `step.finished` event as an unsaved Step row."""
+class Row(dict):
+    """An unsaved row as plain values by attribute name (`Row(Run, id=..., api_key_id=...)`), readable like a
+    model instance (`row.tokens_in`; a field left out reads as its default). The hot path hands these to the
+    writer: building a Model instance costs about ten times more, and the writer only needs the values."""
+
+    __slots__ = ("model",)
+
+    def __init__(self, model, values=(), **fields):
+        super().__init__(values, **fields)
+        self.model = model
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            pass
+        try:
+            return self.model._meta.get_field(name).get_default()
+        except Exception:
+            raise AttributeError(name) from None
+
+
+def step_values(event: dict) -> dict:
     attributes = dict(event.get("attributes") or {})
     for name in STEP_EVENT_ATTRIBUTES:
         if event.get(name) not in (None, False, ""):
             attributes.setdefault(name, event[name])
-    return Step(
+    return dict(
         id=event["step_id"], run_id=event["run_id"], parent_id=event.get("parent_id"), key=event["key"],
         node_id=event.get("node_id", ""), node_type=event.get("node_type", "call"),
         model_alias=event.get("model") or "", provider=event.get("provider") or "",
@@ -50,6 +72,69 @@ def step_from_event(event: dict) -> Step:
         error=event.get("error") or "", attributes=attributes,
         started_at=ms_to_datetime(event.get("started_ts", event["ts"])), finished_at=ms_to_datetime(event["ts"]),
     )
+
+
+def step_from_event(event: dict) -> Step:
+    """A `step.finished` event as an unsaved Step row."""
+    return Step(**step_values(event))
+
+
+def step_row(event: dict) -> Row:
+    """A `step.finished` event as a Row for the batched writer (the hot path's `step_from_event`)."""
+    return Row(Step, step_values(event))
+
+
+_insert_plans: dict[tuple, tuple] = {}
+INSERT_CHUNK = 25  # rows prepared between two GIL yields (about 1 ms of work)
+# Values of these field types reach the database driver as they are; only the others (JSON, UUID,
+# datetime, decimal, relations) need Django's per-backend preparation.
+PLAIN_FIELD_TYPES = frozenset({"CharField", "TextField", "IntegerField", "PositiveIntegerField", "BigIntegerField",
+                               "SmallIntegerField", "PositiveSmallIntegerField", "FloatField", "BooleanField"})
+
+
+def _plain(value):
+    return str(value) if isinstance(value, str) and type(value) is not str else value  # TextChoices -> str
+
+
+_MISSING = object()
+
+
+def _row_value(obj, field):
+    """A field's value from a Model instance or a Row (default when the Row lacks it)."""
+    if isinstance(obj, dict):
+        value = obj.get(field.attname, _MISSING)
+        return field.get_default() if value is _MISSING else value
+    return field.pre_save(obj, True)
+
+
+def insert_rows(model, objs: list) -> None:
+    """What `bulk_create` does for rows whose primary keys are set, minus its per-row SQL compilation.
+
+    Several times cheaper, and it matters: the writer thread holds the GIL while it prepares rows, and
+    every millisecond it holds it is a millisecond the event loop serving /v1 waits.
+    """
+    if not objs:
+        return
+    connection = connections[router.db_for_write(model)]
+    plan = _insert_plans.get((model, connection.alias))
+    if plan is None:
+        fields = model._meta.concrete_fields
+        quote = connection.ops.quote_name
+        sql = (f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+               f"VALUES ({', '.join(['%s'] * len(fields))})")
+        plain = tuple(f.get_internal_type() in PLAIN_FIELD_TYPES and not getattr(f, "auto_now", False)
+                      and not getattr(f, "auto_now_add", False) for f in fields)
+        plan = _insert_plans[(model, connection.alias)] = (sql, tuple(zip(fields, plain)))
+    sql, columns = plan
+    with connection.cursor() as cursor:
+        for start in range(0, len(objs), INSERT_CHUNK):
+            if start:
+                time.sleep(0)  # let a waiting event loop have the GIL between chunks: short stalls, not one long one
+            rows = [tuple(_plain(_row_value(obj, field)) if plain
+                          else field.get_db_prep_save(_row_value(obj, field), connection)
+                          for field, plain in columns)
+                    for obj in objs[start:start + INSERT_CHUNK]]
+            cursor.executemany(sql, rows)
 
 
 class BatchedWriter:
@@ -65,7 +150,7 @@ class BatchedWriter:
         self.written_runs = 0
         self.failed_flushes = 0
 
-    def add(self, run: Run, steps: list[Step]) -> None:
+    def add(self, run: Run | Row, steps: list[Step | Row]) -> None:
         with self._lock:
             self._runs.append(run)
             self._steps.extend(steps)
@@ -101,14 +186,21 @@ class BatchedWriter:
             return 0
         try:
             spend: dict[int, Decimal] = defaultdict(Decimal)
+            usage: dict[int, tuple[int, float]] = {}
             for run in runs:
                 if run.api_key_id and run.cost_usd:
                     spend[run.api_key_id] += run.cost_usd
+                if run.api_key_id:
+                    tokens, cost = usage.get(run.api_key_id, (0, 0.0))
+                    usage[run.api_key_id] = (tokens + run.tokens_in + run.tokens_out, cost + float(run.cost_usd))
             with transaction.atomic():
-                Run.objects.bulk_create(runs)
-                Step.objects.bulk_create(steps)
+                insert_rows(Run, runs)
+                insert_rows(Step, steps)
                 for key_id, amount in spend.items():
                     APIKey.objects.filter(pk=key_id).update(spent_usd=F("spent_usd") + amount)
+            from orchestration import limits  # imports services, which imports this module
+
+            limits.settle(usage)  # tokens/min and budget counters, once the rows are committed
             self.written_runs += len(runs)
             return len(runs)
         except Exception:

@@ -6,6 +6,7 @@ REGISTRY_CHECK_INTERVAL and rebuilds its snapshot when the stamp moved.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -17,6 +18,7 @@ from django.core.cache import cache
 from orchestration.engine.registry import Registry, RouteSpec
 from orchestration.engine.types import ModelSpec, ProviderSpec
 
+logger = logging.getLogger(__name__)
 VERSION_KEY = "podium:registry:version"
 _lock = threading.Lock()
 _state = {"registry": None, "version": None, "checked_at": 0.0}
@@ -24,7 +26,11 @@ _state = {"registry": None, "version": None, "checked_at": 0.0}
 
 def bump_version() -> None:
     """Mark every process's snapshot stale (called on admin saves)."""
-    cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
+    try:
+        cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
+    except Exception:  # cache (Redis) down: this process still rebuilds; others catch up when it returns
+        logger.warning("registry version not bumped: the cache is unavailable")
+        _state["registry"] = None
     _state["checked_at"] = 0.0
 
 
@@ -70,7 +76,12 @@ def get_registry() -> Registry:
     if _state["registry"] is not None and now - _state["checked_at"] < interval:
         return _state["registry"]
     with _lock:
-        version = _current_version()
+        try:
+            version = _current_version()
+        except Exception:
+            # Redis blinked: keep serving the snapshot we have (the hot path must not fail with it).
+            logger.warning("registry version check failed: the cache is unavailable")
+            version = _state["version"] if _state["registry"] is not None else "cache-unavailable"
         if _state["registry"] is None or version != _state["version"]:
             _state["registry"] = build_registry(version)
             _state["version"] = version

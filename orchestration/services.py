@@ -12,13 +12,17 @@ from orchestration.apikeys import KeyInfo
 from orchestration.engine.events import now_ms
 from orchestration.engine.executor import Engine, NodeResult, RunContext, StepFailed
 from orchestration.engine.registry import Registry
+from orchestration.engine.embeddings import call_embeddings, serves_embeddings
+from orchestration.engine.streaming import ModelStream, stream_model
+from orchestration.engine.policy import PolicyViolation
 from orchestration.engine.types import ChatRequest
+from orchestration.engine_config import configured_engine
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
-from orchestration.recording import money, ms_to_datetime, step_from_event, writer
+from orchestration.recording import Row, money, ms_to_datetime, step_row, writer
 from orchestration.registry import cached_registry, get_registry
 
-engine = Engine()
+engine = configured_engine()  # retries, circuit breakers and the response cache from settings.PODIUM
 
 
 class GatewayError(Exception):
@@ -37,6 +41,7 @@ class ChatOutcome:
     created: int
     model: str
     result: NodeResult
+    pending: dict | None = None  # a workflow run paused for review: what the client gets instead (HTTP 202)
 
 
 class PublishingSink:
@@ -56,40 +61,257 @@ async def current_registry() -> Registry:
 
 
 async def chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict], params: dict,
-                          metadata: dict | None = None) -> ChatOutcome:
-    """A direct call to one model: no database write in the request path (the batched writer records it)."""
+                          metadata: dict | None = None, data_class: str | None = None,
+                          use_cache: bool = True) -> ChatOutcome:
+    """A direct call to one model: no database write in the request path (the batched writer records it).
+
+    `data_class` and `use_cache` come from the request's `podium` object (policy and response cache)."""
     registry = await current_registry()
     model = registry.models.get(model_name)
-    if model is None:
+    if model is None and model_name not in registry.routes:
         raise GatewayError(404, f"The model '{model_name}' does not exist or you do not have access to it.",
                            code="model_not_found", param="model")
     run_id = str(uuid.uuid4())
     sink = PublishingSink()
-    ctx = RunContext(run_id=run_id, registry=registry, sink=sink)
+    ctx = RunContext(run_id=run_id, registry=registry, sink=sink, data_class=data_class)
+    route_attributes = None
+    if model is None:  # a route alias: its strategy picks the model; its other candidates are the fallbacks
+        model, route_attributes = await resolve_chat_route(ctx, model_name, messages)
     started_ms = now_ms()
     started = time.perf_counter()
     live.publish({"type": "run.updated", "ts": started_ms, "run_id": run_id, "status": RunStatus.RUNNING,
                   "target": model_name, "kind": Run.Kind.CHAT, "api_key": key.prefix})
-    result, error = None, ""
+    result, error, refused = None, "", None
     try:
-        result = await engine.call_model(ctx, model, ChatRequest(messages=messages, params=params))
+        result = await engine.call_model(ctx, model, ChatRequest(messages=messages, params=params), cache=use_cache,
+                                         attributes=route_attributes)
     except StepFailed as exc:
         error = str(exc)
+    except PolicyViolation as exc:  # refused before any call; still recorded as a failed run
+        error, refused = str(exc), exc
     latency_ms = (time.perf_counter() - started) * 1000
     status = RunStatus.SUCCEEDED if result else RunStatus.FAILED
-    run = Run(
-        id=run_id, kind=Run.Kind.CHAT, target=model_name, api_key_id=key.id, status=status,
+    run = Row(  # plain values: the writer needs no Model instance (recording.Row)
+        Run, id=run_id, kind=Run.Kind.CHAT, target=model_name, api_key_id=key.id, status=status,
         input={"messages": messages}, output=result.output if result else "",
         confidence=result.confidence if result else None,
         tokens_in=result.tokens_in if result else 0, tokens_out=result.tokens_out if result else 0,
         cost_usd=money(ctx.spent_usd), latency_ms=latency_ms, error=error, metadata=metadata or {},
         created_at=ms_to_datetime(started_ms), started_at=ms_to_datetime(started_ms), finished_at=ms_to_datetime(now_ms()),
     )
-    writer.add(run, [step_from_event(event) for event in sink.finished])
+    writer.add(run, [step_row(event) for event in sink.finished])
     live.publish({"type": "run.updated", "ts": now_ms(), "run_id": run_id, "status": status, "target": model_name,
                   "kind": Run.Kind.CHAT, "api_key": key.prefix, "cost_usd": ctx.spent_usd,
                   "latency_ms": latency_ms, "tokens_in": run.tokens_in, "tokens_out": run.tokens_out})
+    if refused is not None:
+        raise GatewayError(403, error, code=refused.code, type="permission_error", param="podium.data_class",
+                           run_id=run_id)
     if result is None:
         raise GatewayError(502, f"The upstream model failed: {error}", code="upstream_error", type="api_error",
                            run_id=run_id)
     return ChatOutcome(run_id=run_id, created=int(started_ms / 1000), model=model_name, result=result)
+
+
+class ChatStream:
+    """A streamed completion under way: iterate for its deltas; the run is recorded when the iteration ends,
+    however it ends (finished, failed, or closed because the client went away)."""
+
+    def __init__(self, *, key: KeyInfo, model_name: str, messages: list[dict], metadata: dict | None,
+                 ctx: RunContext, sink: PublishingSink, stream: ModelStream) -> None:
+        self.key, self.model = key, model_name
+        self.run_id, self.ctx, self.sink, self.stream = ctx.run_id, ctx, sink, stream
+        self.messages, self.metadata = messages, metadata or {}
+        self.started_ms = now_ms()
+        self.created = int(self.started_ms / 1000)
+        self._started = time.perf_counter()
+        self._iterator = self._deltas()
+
+    def __aiter__(self):
+        return self._iterator
+
+    async def aclose(self) -> None:
+        await self._iterator.aclose()
+
+    async def _deltas(self):
+        status, error = RunStatus.FAILED, ""
+        live.publish({"type": "run.updated", "ts": self.started_ms, "run_id": self.run_id, "status": RunStatus.RUNNING,
+                      "target": self.model, "kind": Run.Kind.CHAT, "api_key": self.key.prefix})
+        try:
+            async for delta in self.stream:
+                yield delta
+            status = RunStatus.SUCCEEDED
+        except Exception as exc:  # StepFailed, PolicyViolation, the run's limits
+            error = str(exc) or type(exc).__name__
+            raise
+        except BaseException:  # GeneratorExit or CancelledError: the client went away
+            status, error = RunStatus.CANCELLED, "the client disconnected"
+            raise
+        finally:
+            await self.stream.aclose()
+            self._record(status, error)
+
+    def _record(self, status: str, error: str) -> None:
+        result, ctx = self.stream.result, self.ctx
+        finished = self.sink.finished
+        latency_ms = (time.perf_counter() - self._started) * 1000
+        tokens_in = sum(event.get("tokens_in", 0) for event in finished)
+        tokens_out = sum(event.get("tokens_out", 0) for event in finished)
+        output = result.output if result else (finished[-1].get("output", "") if finished else "")
+        run = Row(
+            Run, id=self.run_id, kind=Run.Kind.CHAT, target=self.model, api_key_id=self.key.id, status=status,
+            input={"messages": self.messages}, output=output, confidence=result.confidence if result else None,
+            tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=money(ctx.spent_usd), latency_ms=latency_ms,
+            error=error, metadata={**self.metadata, "stream": True}, created_at=ms_to_datetime(self.started_ms),
+            started_at=ms_to_datetime(self.started_ms), finished_at=ms_to_datetime(now_ms()),
+        )
+        writer.add(run, [step_row(event) for event in finished])
+        live.publish({"type": "run.updated", "ts": now_ms(), "run_id": self.run_id, "status": status,
+                      "target": self.model, "kind": Run.Kind.CHAT, "api_key": self.key.prefix,
+                      "cost_usd": ctx.spent_usd, "latency_ms": latency_ms, "tokens_in": tokens_in,
+                      "tokens_out": tokens_out})
+
+
+async def stream_chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict], params: dict,
+                                 metadata: dict | None = None, data_class: str | None = None,
+                                 use_cache: bool = True) -> ChatStream:
+    """A streamed call to a model or route alias (with fallbacks): resolved now, so an unknown model is a
+    plain 404. Streams are never served from the response cache (`use_cache` is accepted and ignored)."""
+    registry = await current_registry()
+    model = registry.models.get(model_name)
+    if model is None and model_name not in registry.routes:
+        raise GatewayError(404, f"The model '{model_name}' does not exist or you do not have access to it.",
+                           code="model_not_found", param="model")
+    sink = PublishingSink()
+    ctx = RunContext(run_id=str(uuid.uuid4()), registry=registry, sink=sink, data_class=data_class)
+    route_attributes = None
+    if model is None:
+        model, route_attributes = await resolve_chat_route(ctx, model_name, messages)
+    stream = stream_model(engine, ctx, model, ChatRequest(messages=messages, params=params),
+                          attributes=route_attributes)
+    return ChatStream(key=key, model_name=model_name, messages=messages, metadata=metadata, ctx=ctx, sink=sink,
+                      stream=stream)
+
+
+@dataclass
+class EmbeddingsOutcome:
+    run_id: str
+    data: dict  # OpenAI's embeddings answer, with the public alias as its model
+
+
+async def create_embeddings(*, key: KeyInfo, model_name: str, params: dict,
+                            metadata: dict | None = None) -> EmbeddingsOutcome:
+    """Embeddings from an openai_compatible model, recorded as a run of one step like a chat call."""
+    registry = await current_registry()
+    model = registry.models.get(model_name)
+    if model is None:
+        raise GatewayError(404, f"The model '{model_name}' does not exist or you do not have access to it.",
+                           code="model_not_found", param="model")
+    if not serves_embeddings(engine, model):
+        raise GatewayError(400, f"The model '{model_name}' does not serve embeddings.", code="unsupported_model",
+                           param="model")
+    run_id = str(uuid.uuid4())
+    sink = PublishingSink()
+    ctx = RunContext(run_id=run_id, registry=registry, sink=sink)
+    started_ms = now_ms()
+    result, error = None, ""
+    try:
+        result = await call_embeddings(engine, ctx, model, params)
+    except StepFailed as exc:
+        error = str(exc)
+    status = RunStatus.SUCCEEDED if result else RunStatus.FAILED
+    text = params.get("input")
+    run = Row(
+        Run, id=run_id, kind=Run.Kind.EMBEDDINGS, target=model_name, api_key_id=key.id, status=status,
+        input={"input": text if isinstance(text, str) else f"{len(text)} inputs"},
+        output=f"{len(result.data['data'])} embeddings" if result else "",
+        tokens_in=result.tokens_in if result else 0, cost_usd=money(ctx.spent_usd),
+        latency_ms=result.latency_ms if result else None, error=error, metadata=metadata or {},
+        created_at=ms_to_datetime(started_ms), started_at=ms_to_datetime(started_ms), finished_at=ms_to_datetime(now_ms()),
+    )
+    writer.add(run, [step_row(event) for event in sink.finished])
+    live.publish({"type": "run.updated", "ts": now_ms(), "run_id": run_id, "status": status, "target": model_name,
+                  "kind": Run.Kind.EMBEDDINGS, "api_key": key.prefix, "cost_usd": ctx.spent_usd,
+                  "tokens_in": run.tokens_in, "tokens_out": 0})
+    if result is None:
+        raise GatewayError(502, f"The upstream model failed: {error}", code="upstream_error", type="api_error",
+                           run_id=run_id)
+    return EmbeddingsOutcome(run_id=run_id, data={**result.data, "model": model_name})
+
+
+async def resolve_chat_route(ctx: RunContext, route_name: str, messages: list[dict]):
+    """(model, step attributes) a route alias picks for a chat request (see orchestration/engine/routing.py)."""
+    from orchestration.engine.routing import resolve_route
+    from orchestration.engine.workflow import input_text
+    from orchestration.runs import routing_stats
+
+    async def classify(alias: str, prompt: str) -> NodeResult:
+        return await engine.call_model(ctx, ctx.registry.model(alias),
+                                       ChatRequest(messages=[{"role": "user", "content": prompt}]),
+                                       key="classify", node_id="classify", attributes={"role": "classifier"})
+
+    try:
+        return await resolve_route(ctx.registry.routes[route_name], ctx.registry, text=input_text({"messages": messages}),
+                                   stats=await sync_to_async(routing_stats)(), classify=classify)
+    except (LookupError, StepFailed) as exc:
+        raise GatewayError(503, f"The route '{route_name}' has no model to send this request to: {exc}",
+                           code="route_unavailable", type="api_error") from None
+
+
+WORKFLOW_PREFIX = "workflow/"
+WORKFLOW_STATUS_ERRORS = {  # run status -> (HTTP status, code) for /v1 callers
+    RunStatus.FAILED: (502, "workflow_failed"),
+    RunStatus.BUDGET_EXCEEDED: (402, "budget_exceeded"),
+    RunStatus.DEADLINE_EXCEEDED: (504, "deadline_exceeded"),
+    RunStatus.CANCELLED: (409, "run_cancelled"),
+}
+
+
+async def run_workflow_sync(*, key: KeyInfo, model_name: str, messages: list[dict], params: dict,
+                            metadata: dict | None = None, stream: bool = False, data_class: str | None = None,
+                            use_cache: bool = True) -> ChatOutcome:
+    """`model: "workflow/<slug>"` on /v1: the run executes in this request and answers like one model.
+
+    A run that pauses at a gate answers with `pending` (HTTP 202: the run id and where to review it).
+    Sampling params are not applied to a workflow's calls (its spec sets their params).
+    """
+    from orchestration import runs
+
+    if stream:
+        raise GatewayError(400, "Workflows cannot stream yet; send stream=false.", code="unsupported_parameter",
+                           param="stream")
+    slug = model_name.removeprefix(WORKFLOW_PREFIX)
+    meta = {**(metadata or {}), **({"data_class": data_class} if data_class else {})}
+    try:
+        run = await sync_to_async(runs.create_run)(workflow_slug=slug, input={"messages": messages}, metadata=meta,
+                                                   api_key_id=key.id, status=RunStatus.RUNNING)
+    except runs.WorkflowNotFound as exc:
+        raise GatewayError(404, str(exc), code="model_not_found", param="model") from None
+    run_id = str(run.pk)
+    await runs.execute_run_async(run_id)
+    run, review_id = await sync_to_async(_finished_run)(run_id)
+    created = int(run.created_at.timestamp())
+    if run.status == RunStatus.AWAITING_REVIEW:
+        pending = {"id": run_id, "object": "podium.run", "status": run.status, "model": model_name,
+                   "run_url": f"/api/runs/{run_id}/",
+                   "review_url": f"/api/reviews/{review_id}/" if review_id else f"/api/runs/{run_id}/"}
+        return ChatOutcome(run_id=run_id, created=created, model=model_name,
+                           result=NodeResult(output="", confidence=0.0), pending=pending)
+    if run.status != RunStatus.SUCCEEDED:
+        status, code = WORKFLOW_STATUS_ERRORS.get(run.status, (502, "workflow_failed"))
+        raise GatewayError(status, f"The workflow run ended {run.status}: {run.error}", code=code, type="api_error",
+                           run_id=run_id)
+    result = NodeResult(output=run.output, confidence=run.confidence or 0.0, tokens_in=run.tokens_in,
+                        tokens_out=run.tokens_out, cost_usd=float(run.cost_usd), latency_ms=run.latency_ms or 0.0,
+                        model=model_name)
+    return ChatOutcome(run_id=run_id, created=created, model=model_name, result=result)
+
+
+def _finished_run(run_id: str):
+    from orchestration.models import ReviewItem
+
+    run = Run.objects.get(pk=run_id)
+    review_id = None
+    if run.status == RunStatus.AWAITING_REVIEW:
+        review_id = (ReviewItem.objects.filter(run_id=run_id).order_by("-created_at")
+                     .values_list("id", flat=True).first())
+    return run, review_id

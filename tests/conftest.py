@@ -11,6 +11,7 @@ import uvicorn
 from django.contrib.auth import get_user_model
 
 from orchestration.demo import seed_demo_registry
+from orchestration.engine.circuit_breaker import circuit_breakers
 from orchestration.models import APIKey, LLMModel, Provider
 from orchestration.recording import writer
 from orchestration.registry import bump_version
@@ -26,10 +27,10 @@ def free_port() -> int:
 class LiveServer:
     """config.asgi served by uvicorn in a thread of the test process: same database, same channel layer."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         from config.asgi import application
 
-        self.port = free_port()
+        self.port = port or free_port()  # a fixed port lets a test restart the server where clients reconnect
         config = uvicorn.Config(application, host="127.0.0.1", port=self.port, log_level="warning",
                                 lifespan="on", ws="websockets-sansio")
         self.server = uvicorn.Server(config)
@@ -62,8 +63,9 @@ class LiveServer:
 
 @pytest.fixture(autouse=True)
 def fresh_registry_cache():
-    """Each test sees the registry its own database holds."""
+    """Each test sees the registry its own database holds, and closed circuits (breakers are process-wide)."""
     bump_version()
+    circuit_breakers.reset()
     yield
     writer.flush()
 
@@ -115,6 +117,18 @@ def admin_user(db):
 @pytest.fixture
 def staff_user(db):
     return get_user_model().objects.create_user("operator", password="operator-password-1", is_staff=True)
+
+
+@pytest.fixture
+def reviewer(db):
+    """A staff member in the `reviewers` group (created by a migration; re-created after a transactional flush)."""
+    from django.contrib.auth.models import Group, Permission
+
+    group, _ = Group.objects.get_or_create(name="reviewers")
+    group.permissions.add(Permission.objects.get(codename="decide_reviewitem", content_type__app_label="orchestration"))
+    user = get_user_model().objects.create_user("rita", password="reviewer-password-1", is_staff=True)
+    user.groups.add(group)
+    return user
 
 
 @pytest.fixture

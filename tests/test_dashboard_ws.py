@@ -1,50 +1,51 @@
-"""The live dashboard websocket: staff only, origin-checked, and a /v1 call arrives as step.finished."""
+"""The live dashboard websocket: staff only, origin-checked, snapshot on subscribe, and a /v1 call arrives live."""
 import asyncio
 
 import httpx
 import pytest
 import websockets
 
+from orchestration.recording import writer
+from tests.dashboardhelpers import TopicMirror, chat, subscribe
 from tests.livehelpers import connect_dashboard, next_event, session_cookie
 
 
-def test_a_v1_call_arrives_live_as_step_finished(podium_server, staff_user, api_key, demo_registry):
+def test_a_v1_call_arrives_live_on_the_overview(podium_server, staff_user, api_key, demo_registry):
     cookie = session_cookie(staff_user)
 
     async def scenario():
         async with connect_dashboard(podium_server, cookie) as socket:
-            snapshot = await next_event(socket, lambda f: f["type"] == "snapshot")
-            assert snapshot["data"]["recent"] == []
-            async with httpx.AsyncClient() as client:
-                response = await client.post(
-                    f"{podium_server.url}/v1/chat/completions", headers={"authorization": f"Bearer {api_key}"},
-                    json={"model": "atlas-pro", "messages": [{"role": "user", "content": "live?"}]})
+            snapshot = await subscribe(socket, "overview")
+            assert snapshot["data"]["streams"]["calls"] == []
+            response = await chat(podium_server, api_key, "atlas-pro", "live?")
             assert response.status_code == 200
-            event = await next_event(socket, lambda f: f["type"] == "step.finished")
-            return response, event
+            frame = await next_event(socket, lambda f: f["type"] in ("delta", "metrics.tick") and f["appends"])
+            return response, snapshot, frame
 
-    response, event = asyncio.run(scenario())
-    assert event["run_id"] == response.headers["x-podium-run-id"]
-    assert event["model"] == "atlas-pro" and event["status"] == "succeeded"
-    assert event["output"] == "[atlas-pro] live?"
-    assert event["tokens_out"] > 0 and event["cost_usd"] > 0 and isinstance(event["ts"], int)
+    response, snapshot, frame = asyncio.run(scenario())
+    assert frame["topic"] == "overview" and frame["seq"] > snapshot["seq"]
+    [call] = frame["appends"]["calls"]
+    assert call["run_id"] == response.headers["x-podium-run-id"]
+    assert call["model"] == "atlas-pro" and call["status"] == "succeeded"
+    assert call["output"] == "[atlas-pro] live?"
+    assert call["tokens_out"] > 0 and call["cost_usd"] > 0 and isinstance(call["ts"], int)
+    assert frame["changes"]["totals.atlas-pro"]["calls"] == 1
 
 
 def test_the_snapshot_holds_earlier_calls(podium_server, staff_user, api_key, demo_registry):
     httpx.post(f"{podium_server.url}/v1/chat/completions", headers={"authorization": f"Bearer {api_key}"},
                json={"model": "swift-mini", "messages": [{"role": "user", "content": "earlier"}]})
-    from orchestration.recording import writer
     writer.flush()
-
     cookie = session_cookie(staff_user)
 
     async def scenario():
         async with connect_dashboard(podium_server, cookie) as socket:
-            return await next_event(socket, lambda f: f["type"] == "snapshot")
+            return await subscribe(socket, "overview")
 
     snapshot = asyncio.run(scenario())
-    assert [row["output"] for row in snapshot["data"]["recent"]] == ["[swift-mini] earlier"]
-    assert snapshot["data"]["models"]["swift-mini"]["calls"] == 1
+    mirror = TopicMirror(snapshot)
+    assert [row["output"] for row in mirror.streams["calls"]] == ["[swift-mini] earlier"]
+    assert mirror.values["totals.swift-mini"]["calls"] == 1
 
 
 @pytest.mark.parametrize("who", ["anonymous", "outsider"])

@@ -6,22 +6,31 @@ and run records go to the batched writer.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from api.v1.wire import completion_body, error_body, parse_json, validate_chat_request
+from api.v1.wire import (DONE_EVENT, ChunkEncoder, completion_body, error_body, error_event, parse_json,
+                         podium_options, validate_chat_request, validate_embeddings_request)
+from orchestration import limits
 from orchestration.apikeys import KeyInfo, cached_key, load_key
-from orchestration.services import GatewayError, chat_completion, current_registry
+from orchestration.engine.executor import StepFailed
+from orchestration.engine.policy import PolicyViolation
+from orchestration.engine.types import StreamDelta
+from orchestration.services import (GatewayError, chat_completion, create_embeddings, current_registry,
+                                    run_workflow_sync, stream_chat_completion)
 
 logger = logging.getLogger(__name__)
 JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+               (b"x-accel-buffering", b"no")]  # tells nginx not to buffer the stream
 
 
 async def send_json(send, status: int, body: bytes, extra_headers: list | None = None) -> None:
-    headers = JSON_HEADERS + (extra_headers or [])
+    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), *(extra_headers or ())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -71,18 +80,113 @@ async def authenticate(scope, required_scope: str) -> KeyInfo:
     if not info.allows(required_scope):
         raise GatewayError(403, f"This API key lacks the '{required_scope}' scope.", code="insufficient_scope",
                            type="permission_error")
+    await limits.admit_async(info)  # requests/min, tokens/min, budget: 429 + Retry-After (orchestration/limits.py)
     return info
 
 
 async def chat_completions(scope, receive, send) -> None:
     key = await authenticate(scope, "chat")
     data = parse_json(await read_body(receive, settings.PODIUM["MAX_BODY_BYTES"]))
-    if data.get("stream"):
-        raise GatewayError(400, "Streaming is not available yet on this server; send stream=false.",
-                           code="unsupported_parameter", param="stream")
     model, messages, params, metadata = validate_chat_request(data)
-    outcome = await chat_completion(key=key, model_name=model, messages=messages, params=params, metadata=metadata)
+    if model.startswith("workflow/"):  # the run executes to its end, or to a gate awaiting review (202)
+        # Streamed, a workflow's answer comes as one delta once its run finished (its steps are live on the
+        # dashboard meanwhile): the engine's final node does not stream token by token yet.
+        outcome = await run_workflow_sync(key=key, model_name=model, messages=messages, params=params,
+                                          metadata=metadata, stream=False, **podium_options(data))
+        if data.get("stream") and not outcome.pending:
+            await send_outcome_as_stream(send, outcome, include_usage(data))
+            return
+        body = orjson.dumps(outcome.pending) if outcome.pending else completion_body(outcome)
+        await send_json(send, 202 if outcome.pending else 200, body, [(b"x-podium-run-id", outcome.run_id.encode())])
+        return
+    if data.get("stream"):
+        stream = await stream_chat_completion(key=key, model_name=model, messages=messages, params=params,
+                                              metadata=metadata, **podium_options(data))
+        await until_disconnect(receive, send_stream(send, stream, include_usage(data)))
+        return
+    outcome = await chat_completion(key=key, model_name=model, messages=messages, params=params, metadata=metadata,
+                                    **podium_options(data))
     await send_json(send, 200, completion_body(outcome), [(b"x-podium-run-id", outcome.run_id.encode())])
+
+
+def include_usage(data: dict) -> bool:
+    options = data.get("stream_options")
+    return bool(isinstance(options, dict) and options.get("include_usage"))
+
+
+async def send_outcome_as_stream(send, outcome, usage: bool) -> None:
+    """A finished answer in the streaming wire format: one content delta, its finish, usage, [DONE]."""
+    result = outcome.result
+    encoder = ChunkEncoder(run_id=outcome.run_id, created=outcome.created, model=outcome.model, include_usage=usage)
+    body = encoder.delta(StreamDelta(text=result.output)) + encoder.closing(result.finish_reason)
+    if usage:
+        body += encoder.usage(result.tokens_in, result.tokens_out)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [*SSE_HEADERS, (b"x-podium-run-id", outcome.run_id.encode())]})
+    await send({"type": "http.response.body", "body": body + DONE_EVENT})
+
+
+async def until_disconnect(receive, work) -> None:
+    """Run `work` unless the client goes away first; then cancel it (which closes the upstream request)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+    await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        watcher.cancel()
+        return task.result()
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, GatewayError):
+        pass
+
+
+async def wait_for_disconnect(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def send_stream(send, stream, include_usage: bool) -> None:
+    """SSE in OpenAI's format. Headers wait for the first delta: a chain that fails before it is a plain 502."""
+    deltas = stream.__aiter__()
+    encoder = ChunkEncoder(run_id=stream.run_id, created=stream.created, model=stream.model,
+                           include_usage=include_usage)
+    try:
+        try:
+            first = await anext(deltas, None)
+        except StepFailed as exc:
+            raise GatewayError(502, f"The upstream model failed: {exc}", code="upstream_error", type="api_error",
+                               run_id=stream.run_id) from None
+        except PolicyViolation as exc:
+            raise GatewayError(403, str(exc), code=exc.code, type="permission_error", param="podium.data_class",
+                               run_id=stream.run_id) from None
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [*SSE_HEADERS, (b"x-podium-run-id", stream.run_id.encode())]})
+        try:
+            if first is not None:
+                await send({"type": "http.response.body", "body": encoder.delta(first), "more_body": True})
+            async for delta in deltas:
+                await send({"type": "http.response.body", "body": encoder.delta(delta), "more_body": True})
+        except Exception as exc:  # StepFailed after tokens were sent; nothing else is expected here
+            if not isinstance(exc, StepFailed):
+                logger.exception("stream %s failed", stream.run_id)
+            await send({"type": "http.response.body", "body": error_event(f"The upstream model failed: {exc}")})
+            return
+        result = stream.stream.result
+        tail = encoder.closing(result.finish_reason if result else "stop")
+        if include_usage and result is not None:
+            tail += encoder.usage(result.tokens_in, result.tokens_out)
+        await send({"type": "http.response.body", "body": tail + DONE_EVENT})
+    finally:
+        await deltas.aclose()
+
+
+async def embeddings(scope, receive, send) -> None:
+    key = await authenticate(scope, "chat")
+    data = parse_json(await read_body(receive, settings.PODIUM["MAX_BODY_BYTES"]))
+    model, params, metadata = validate_embeddings_request(data)
+    outcome = await create_embeddings(key=key, model_name=model, params=params, metadata=metadata)
+    await send_json(send, 200, orjson.dumps(outcome.data), [(b"x-podium-run-id", outcome.run_id.encode())])
 
 
 async def list_models(scope, receive, send) -> None:
@@ -97,6 +201,7 @@ async def list_models(scope, receive, send) -> None:
 
 ROUTES = {
     ("POST", "/v1/chat/completions"): chat_completions,
+    ("POST", "/v1/embeddings"): embeddings,
     ("GET", "/v1/models"): list_models,
 }
 

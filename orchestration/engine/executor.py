@@ -1,14 +1,23 @@
 """Executes calls (and, through node handlers, workflow specs) and reports every step to the sink."""
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
 
+from orchestration.engine.cache import (MemoryResponseCache, ResponseCache, cache_key, entry_from_result,
+                                        result_from_entry)
+from orchestration.engine.circuit_breaker import CLOSED, CircuitBreakers, circuit_breakers
 from orchestration.engine.events import EventSink, now_ms
+from orchestration.engine.policy import allows, check_data_class, needs_redaction, redact_messages
 from orchestration.engine.registry import Registry
+from orchestration.engine.resilience import RetryPolicy, call_with_retries, fallback_chain, timeout_for, with_timeout
 from orchestration.engine.types import ChatRequest, ChatResult, ModelSpec, ProviderError
 from orchestration.providers.base import adapter_for
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,6 +34,7 @@ class NodeResult:
     finish_reason: str = "stop"
     tool_calls: list | None = None
     tokens_estimated: bool = False
+    raw: dict | None = None  # the provider's own answer, for the /v1 pass-through (n > 1, logprobs, ...)
 
 
 @dataclass
@@ -67,36 +77,160 @@ class StepFailed(Exception):
 
 
 class Engine:
-    def __init__(self, adapters=adapter_for):
+    """Calls models for runs. Retry policy, circuit breakers and response cache are the process's own
+    unless given (tests give their own; `orchestration/engine_config.py` configures the gateway's)."""
+
+    def __init__(self, adapters=adapter_for, *, retry: RetryPolicy | None = None,
+                 breakers: CircuitBreakers | None = None, cache: ResponseCache | None = None):
         self._adapters = adapters
+        self.retry = retry or RetryPolicy()
+        self.breakers = breakers or circuit_breakers
+        self.cache = cache if cache is not None else MemoryResponseCache()
+
+    def chain_for(self, ctx: RunContext, model: ModelSpec) -> list[ModelSpec]:
+        """The model and those of its fallbacks that may receive the run's data class.
+
+        Raises PolicyViolation when the model itself may not: a client that named a model learns why,
+        rather than being quietly served by another one.
+        """
+        check_data_class(model, ctx.data_class)
+        return [spec for spec in fallback_chain(model, ctx.registry) if allows(spec, ctx.data_class)]
+
+    @staticmethod
+    def prepare(model: ModelSpec, request: ChatRequest) -> tuple[ChatRequest, dict[str, int]]:
+        """The request as this model's provider may see it (PII redacted unless the provider is local),
+        and the redaction counts per kind."""
+        if not needs_redaction(model.provider):
+            return request, {}
+        messages, counts = redact_messages(request.messages)
+        return (ChatRequest(messages=messages, params=request.params), counts) if counts else (request, counts)
 
     async def call_model(self, ctx: RunContext, model: ModelSpec, request: ChatRequest, *,
-                         key: str = "call", node_id: str = "call", parent_id: str | None = None) -> NodeResult:
-        """One model call as one step: started/finished events, cost from the registry prices."""
-        step_id = str(uuid.uuid4())
-        base = {"run_id": ctx.run_id, "step_id": step_id, "parent_id": parent_id, "key": key,
-                "node_id": node_id, "node_type": "call", "model": model.alias, "provider": model.provider.name}
-        started_ms = now_ms()
-        ctx.sink.emit({"type": "step.started", "ts": started_ms, **base, "prompt": request.messages})
-        started = time.perf_counter()
+                         key: str = "call", node_id: str = "call", parent_id: str | None = None,
+                         attributes: dict | None = None, cache: bool = True) -> NodeResult:
+        """One model call: policy -> cache -> circuit breaker -> provider, with retries and fallbacks.
+
+        Each model tried is one step (key `key`, then `key.fallback<n>` for the n-th model of the chain);
+        its retries are counted on it. Step attributes: `retries`, `attempt_errors`, `backoff_s`,
+        `fallback_from` (the model asked for), `circuit` (the breaker's state when it is not closed, or
+        after a half-open probe), `circuit_skipped` (models passed over because their circuit is open),
+        `cached`, `redacted` (counts per kind). Raises PolicyViolation before any call, StepFailed when
+        every model failed, DeadlineExceeded / BudgetExceeded when the run's limits stop it.
+        """
+        chain = self.chain_for(ctx, model)
+        caller_attributes = dict(attributes or {})  # the caller's markers (route, tier_reason, iteration, branch)
+        failure: ProviderError | None = None
+        skipped: list[str] = []
+        out_of_time = False
+        for position, candidate in enumerate(chain):
+            sent, redacted = self.prepare(candidate, request)
+            step = _StepReport(ctx, candidate, key=key if position == 0 else f"{key}.fallback{position}",
+                               node_id=node_id, parent_id=parent_id, attributes=caller_attributes)
+            if position:
+                step.attributes["fallback_from"] = chain[0].alias
+            if skipped:
+                step.attributes["circuit_skipped"] = list(skipped)
+            if redacted:
+                step.attributes["redacted"] = redacted
+            use_cache = cache and candidate.cache_ttl_s > 0
+            entry_key = cache_key(candidate, sent) if use_cache else ""
+            if use_cache and (hit := await self._cache_get(entry_key)) is not None:
+                step.start(sent.messages)
+                step.attributes["cached"] = True
+                return step.succeeded(result_from_entry(hit), cost=0.0)
+
+            breaker = self.breakers.for_model(candidate)
+            admission = breaker.admit(ctx.sink)
+            if admission is None:
+                skipped.append(candidate.alias)
+                continue
+            step.start(sent.messages)
+            adapter = self._adapters(candidate.provider.kind)
+            try:
+                attempts = await call_with_retries(
+                    lambda: with_timeout(adapter.chat(candidate, sent), timeout_for(candidate, ctx.seconds_left())),
+                    breaker=breaker, admission=admission, policy=self.retry.for_model(candidate), sink=ctx.sink,
+                    deadline=ctx.deadline, before_attempt=ctx.check_limits)
+            except asyncio.CancelledError:
+                step.failed("cancelled", status="cancelled")
+                raise
+            except Exception as exc:  # the run's budget or deadline, or a bug: the step still ends
+                step.failed(str(exc) or type(exc).__name__)
+                raise
+            if attempts.retries:
+                step.attributes.update(retries=attempts.retries, backoff_s=round(attempts.waited_s, 3))
+            if attempts.errors:
+                step.attributes["attempt_errors"] = attempts.errors
+            if attempts.probe or breaker.state != CLOSED:
+                step.attributes["circuit"] = breaker.state
+            if attempts.result is not None:
+                if use_cache:
+                    await self._cache_set(entry_key, entry_from_result(attempts.result), candidate.cache_ttl_s)
+                return step.succeeded(attempts.result)
+            failure, out_of_time = attempts.error, out_of_time or attempts.out_of_time
+            step.failed(str(failure))
+        ctx.check_limits()  # a deadline that passed while we retried is the run's status, not a model failure
+        if out_of_time:
+            raise DeadlineExceeded(f"the run's deadline left no time to retry after: {failure}")
+        if failure is None:
+            # Every circuit was open: no call was made; one failed step says so.
+            step = _StepReport(ctx, chain[0], key=key, node_id=node_id, parent_id=parent_id,
+                               attributes={**caller_attributes, "circuit": "open", "circuit_skipped": skipped})
+            step.start(self.prepare(chain[0], request)[0].messages)  # recorded as it would have been sent
+            failure = ProviderError(f"circuit open for {', '.join(skipped)}", retryable=True, kind="circuit_open")
+            step.failed(str(failure))
+        message = str(failure) if len(chain) == 1 else f"every model of the fallback chain failed; last: {failure}"
+        raise StepFailed(message, error=failure)
+
+    async def _cache_get(self, key: str) -> dict | None:
         try:
-            result: ChatResult = await self._adapters(model.provider.kind).chat(model, request)
-        except ProviderError as exc:
-            latency_ms = (time.perf_counter() - started) * 1000
-            ctx.sink.emit({"type": "step.finished", "ts": now_ms(), **base, "started_ts": started_ms,
-                           "status": "failed", "error": str(exc), "latency_ms": latency_ms,
-                           "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "output": "", "confidence": None})
-            raise StepFailed(str(exc), error=exc) from exc
-        latency_ms = (time.perf_counter() - started) * 1000
-        cost = model.cost_usd(result.tokens_in, result.tokens_out)
-        ctx.spent_usd += cost
+            return await self.cache.get(key)
+        except Exception:  # a cache outage costs a provider call, never the request
+            logger.warning("response cache read failed", exc_info=True)
+            return None
+
+    async def _cache_set(self, key: str, entry: dict, ttl_s: int) -> None:
+        try:
+            await self.cache.set(key, entry, ttl_s)
+        except Exception:
+            logger.warning("response cache write failed", exc_info=True)
+
+
+class _StepReport:
+    """The step.started / step.finished events of one model tried, and the NodeResult of a success."""
+
+    def __init__(self, ctx: RunContext, model: ModelSpec, *, key: str, node_id: str, parent_id: str | None,
+                 attributes: dict):
+        self.ctx, self.model = ctx, model
+        self.attributes = dict(attributes)
+        self.base = {"run_id": ctx.run_id, "step_id": str(uuid.uuid4()), "parent_id": parent_id, "key": key,
+                     "node_id": node_id, "node_type": "call", "model": model.alias, "provider": model.provider.name}
+
+    def start(self, prompt: list[dict]) -> None:
+        self.started_ms = now_ms()
+        self.started = time.perf_counter()
+        self.ctx.sink.emit({"type": "step.started", "ts": self.started_ms, **self.base, "prompt": prompt,
+                            "attributes": dict(self.attributes)})
+
+    def _finished(self, **fields) -> float:
+        latency_ms = (time.perf_counter() - self.started) * 1000
+        self.ctx.sink.emit({"type": "step.finished", "ts": now_ms(), **self.base, "started_ts": self.started_ms,
+                            "latency_ms": latency_ms, "attributes": dict(self.attributes), **fields})
+        return latency_ms
+
+    def failed(self, error: str, status: str = "failed") -> None:
+        self._finished(status=status, error=error, tokens_in=0, tokens_out=0, cost_usd=0.0, output="",
+                       confidence=None)
+
+    def succeeded(self, result: ChatResult, cost: float | None = None) -> NodeResult:
+        model = self.model
+        cost = model.cost_usd(result.tokens_in, result.tokens_out) if cost is None else cost
+        self.ctx.spent_usd += cost
         confidence = result.confidence if result.confidence is not None else model.quality_prior
-        ctx.sink.emit({"type": "step.finished", "ts": now_ms(), **base, "started_ts": started_ms,
-                       "status": "succeeded", "error": "", "latency_ms": latency_ms,
-                       "tokens_in": result.tokens_in, "tokens_out": result.tokens_out,
-                       "tokens_estimated": result.tokens_estimated, "cost_usd": cost,
-                       "output": result.text, "confidence": confidence})
+        latency_ms = self._finished(status="succeeded", error="", tokens_in=result.tokens_in,
+                                    tokens_out=result.tokens_out, tokens_estimated=result.tokens_estimated,
+                                    cost_usd=cost, output=result.text, confidence=confidence)
         return NodeResult(output=result.text, confidence=confidence, tokens_in=result.tokens_in,
                           tokens_out=result.tokens_out, cost_usd=cost, latency_ms=latency_ms, model=model.alias,
                           finish_reason=result.finish_reason, tool_calls=result.tool_calls,
-                          tokens_estimated=result.tokens_estimated)
+                          tokens_estimated=result.tokens_estimated, raw=result.raw)

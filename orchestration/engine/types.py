@@ -63,6 +63,9 @@ class StreamDelta:
     finish_reason: str | None = None
     tokens_in: int | None = None  # usage, on the last delta when the provider reports it
     tokens_out: int | None = None
+    tokens_estimated: bool = False  # the usage above was estimated, the provider reported none
+    index: int = 0  # the choice this delta belongs to (requests with n > 1)
+    logprobs: dict | None = None  # passed through as the provider sent them
 
 
 class ProviderError(Exception):

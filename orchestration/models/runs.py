@@ -31,6 +31,7 @@ class Run(models.Model):
     class Kind(models.TextChoices):
         CHAT = "chat"  # a direct /v1 call to a model or route alias
         WORKFLOW = "workflow"
+        EMBEDDINGS = "embeddings"  # a /v1/embeddings call
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.CHAT)

@@ -33,3 +33,8 @@ class WorkflowVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workflow.slug} v{self.number}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise ValueError("A workflow version is immutable; save the workflow with a new spec instead.")
+        super().save(*args, **kwargs)

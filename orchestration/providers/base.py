@@ -24,6 +24,12 @@ def adapter_for(kind: str) -> ProviderAdapter:
     if kind == "openai_compatible":
         from orchestration.providers.openai_compatible import OpenAICompatibleAdapter
         return _singleton(OpenAICompatibleAdapter)
+    if kind == "anthropic":
+        from orchestration.providers.anthropic import AnthropicAdapter
+        return _singleton(AnthropicAdapter)
+    if kind == "ollama":
+        from orchestration.providers.ollama import OllamaAdapter
+        return _singleton(OllamaAdapter)
     raise LookupError(f"no adapter for provider kind {kind!r}")
 
 

@@ -9,15 +9,30 @@ Options (Provider.mock_options, all optional):
                      by the last user message
   confidence         a number, or [low, high] drawn uniformly; default the model's quality prior
   tokens_out         fixed output token count (default: counted from the reply)
+  reply_rules        [{"contains": "...", "model": "alias", "reply": ..., "confidence": ...}]: the first rule
+                     whose "contains" (case-insensitive, any message) and "model" (when given) match
+                     overrides reply and confidence — lets a mock act as planner, judge or critic
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import zlib
+from collections.abc import AsyncIterator
 
-from orchestration.engine.types import (ChatRequest, ChatResult, ModelSpec, ProviderError,
+from orchestration.engine.types import (ChatRequest, ChatResult, ModelSpec, ProviderError, StreamDelta,
                                         estimate_tokens, messages_text)
+from orchestration.providers.pool import concurrency_limit
+
+
+def matching_rule(rules, alias: str, messages: list[dict]) -> dict | None:
+    text = messages_text(messages).lower()
+    for rule in rules or ():
+        if isinstance(rule, dict) and rule.get("model", alias) == alias \
+                and str(rule.get("contains", "")).lower() in text:
+            return rule
+    return None
 
 
 def last_user_message(messages: list[dict]) -> str:
@@ -49,20 +64,42 @@ class MockAdapter:
         fails = rng.random() < float(opts.get("failure_rate", 0))
         draw = rng.random()
         if latency:
-            await asyncio.sleep(latency)
+            async with concurrency_limit(model.provider):  # a mock honours max_concurrency like a real provider
+                await asyncio.sleep(latency)
         if fails:
             raise ProviderError("mock provider: injected failure", status=503, retryable=True)
 
         user_text = last_user_message(request.messages)
-        reply = opts.get("reply", "echo")
+        rule = matching_rule(opts.get("reply_rules"), model.alias, request.messages) or {}
+        reply = rule.get("reply", opts.get("reply", "echo"))
         if isinstance(reply, list) and reply:
             reply = reply[int(draw * len(reply)) % len(reply)]
         text = f"[{model.alias}] {user_text}" if reply == "echo" else str(reply).replace("{input}", user_text)
 
-        confidence = opts.get("confidence", model.quality_prior)
+        confidence = rule.get("confidence", opts.get("confidence", model.quality_prior))
         if isinstance(confidence, list) and len(confidence) == 2:
             confidence = confidence[0] + (confidence[1] - confidence[0]) * draw
         tokens_in = estimate_tokens(messages_text(request.messages))
         tokens_out = int(opts.get("tokens_out", estimate_tokens(text)))
         return ChatResult(text=text, tokens_in=tokens_in, tokens_out=tokens_out,
                           confidence=max(0.0, min(1.0, float(confidence))))
+
+    async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[StreamDelta]:
+        """The same reply as `chat`, as word deltas with the model's latency spread across them."""
+        opts = model.provider.options
+        instant = dataclasses.replace(model, provider=dataclasses.replace(
+            model.provider, options={**opts, "latency_ms": 0, "latency_jitter_ms": 0}))
+        jitter = float(opts.get("latency_jitter_ms", 0))
+        latency = max(0.0, float(opts.get("latency_ms", 200)) + self._rng(model).uniform(-jitter, jitter)) / 1000
+        try:
+            result = await self.chat(instant, request)
+        except ProviderError:
+            await asyncio.sleep(latency / 2)
+            raise
+        words = result.text.split(" ")
+        pause = latency / (len(words) + 1)
+        for index, word in enumerate(words):
+            await asyncio.sleep(pause)
+            yield StreamDelta(text=word if index == 0 else " " + word)
+        await asyncio.sleep(pause)
+        yield StreamDelta(finish_reason=result.finish_reason, tokens_in=result.tokens_in, tokens_out=result.tokens_out)

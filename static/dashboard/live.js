@@ -1,30 +1,106 @@
-// One websocket to /ws/dashboard/ with reconnect and a visible connection state.
-// Model output is untrusted: callers must render it with textContent, never innerHTML.
-export function connectLive({ onSnapshot, onEvent }) {
-  const badge = document.getElementById("connection");
-  let delay = 500;
-  const setState = (state, text) => { if (badge) { badge.dataset.state = state; badge.textContent = text; } };
-  function open() {
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const socket = new WebSocket(`${scheme}://${location.host}/ws/dashboard/`);
-    socket.onopen = () => { delay = 500; setState("open", "live"); };
-    socket.onmessage = (message) => {
-      const event = JSON.parse(message.data);
-      if (event.type === "snapshot") onSnapshot(event.data); else onEvent(event);
-    };
-    socket.onclose = () => {
-      setState("closed", "disconnected — reconnecting");
-      setTimeout(open, delay);
-      delay = Math.min(delay * 2, 10000);
-    };
+// The dashboard's one websocket: topics, snapshots, sequence-checked frames, reconnect with backoff.
+// Protocol: dashboard/protocol.py. Model output is untrusted: render it with textContent, never innerHTML.
+const topics = new Map(); // topic -> {seq, synced, handlers}
+const stats = { frames: 0, gaps: 0, snapshots: 0, reconnects: 0, errors: [] };
+let socket = null;
+let delay = 500;
+let lastMessageAt = 0;
+window.podiumLive = { stats, topics };
+
+function badge(state, text) {
+  const el = document.getElementById("connection");
+  if (el) { el.dataset.state = state; el.textContent = text; }
+  document.body.dataset.connection = state;
+}
+
+function send(message) {
+  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+}
+
+function resync(topic, entry) {
+  entry.synced = false;
+  send({ type: "resync", topic });
+}
+
+function onMessage(message) {
+  lastMessageAt = Date.now();
+  const frame = JSON.parse(message.data);
+  if (frame.type === "error") { stats.errors.push(frame); console.warn("podium live:", frame.code, frame.message); return; }
+  if (frame.type === "pong") return;
+  const entry = topics.get(frame.topic);
+  if (!entry) return;
+  if (frame.type === "snapshot") {
+    entry.seq = frame.seq; entry.synced = true; stats.snapshots += 1;
+    entry.handlers.snapshot(frame.data, frame);
+    return;
   }
-  open();
+  if (!entry.synced || frame.seq <= entry.seq) return; // older than our snapshot, or waiting for one
+  if (frame.seq !== entry.seq + 1) { stats.gaps += 1; resync(frame.topic, entry); return; }
+  entry.seq = frame.seq; stats.frames += 1;
+  entry.handlers.frame(frame);
+}
+
+function open() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  socket = new WebSocket(`${scheme}://${location.host}/ws/dashboard/`);
+  socket.onopen = () => {
+    delay = 500; lastMessageAt = Date.now(); badge("open", "live");
+    for (const [topic, entry] of topics) { entry.synced = false; send({ type: "subscribe", topic }); }
+  };
+  socket.onmessage = onMessage;
+  socket.onclose = () => {
+    socket = null;
+    badge("closed", "disconnected — reconnecting");
+    stats.reconnects += 1;
+    setTimeout(open, delay + Math.random() * delay * 0.3);
+    delay = Math.min(delay * 2, 8000);
+  };
+}
+
+// A silent half-open connection is closed (and so retried) after 30 s without any message.
+setInterval(() => {
+  if (!socket || socket.readyState !== WebSocket.OPEN) return;
+  if (Date.now() - lastMessageAt > 30000) socket.close(); else send({ type: "ping" });
+}, 15000);
+
+// subscribe(topic, {snapshot(data, frame), frame(frame)})
+export function subscribe(topic, handlers) {
+  topics.set(topic, { seq: 0, synced: false, handlers });
+  if (!socket) { badge("connecting", "connecting…"); open(); } else send({ type: "subscribe", topic });
+}
+
+// A topic's state as the client keeps it: absolute values by key plus newest-first streams.
+export class Mirror {
+  constructor(limits = {}) { this.values = new Map(); this.streams = new Map(); this.limits = limits; }
+  load(data) {
+    this.values = new Map(Object.entries(data.values || {}));
+    this.streams = new Map(Object.entries(data.streams || {}));
+  }
+  apply(frame) {
+    for (const [key, value] of Object.entries(frame.changes || {})) {
+      if (value === null) this.values.delete(key); else this.values.set(key, value);
+    }
+    for (const [name, items] of Object.entries(frame.appends || {})) {
+      const merged = items.concat(this.streams.get(name) || []);
+      this.streams.set(name, merged.slice(0, this.limits[name] || 25));
+    }
+  }
+  prefixed(prefix) {
+    const out = [];
+    for (const [key, value] of this.values) if (key.startsWith(prefix)) out.push([key.slice(prefix.length), value]);
+    return out;
+  }
 }
 
 export function cell(row, text, className) {
   const td = document.createElement("td");
-  td.textContent = text;
+  td.textContent = text == null ? "" : String(text);
   if (className) td.className = className;
   row.appendChild(td);
   return td;
+}
+
+// Backwards-compatible entry for pages written against the first slice: one topic, snapshot + frames.
+export function connectLive({ topic = "overview", onSnapshot, onFrame }) {
+  subscribe(topic, { snapshot: onSnapshot, frame: onFrame || (() => {}) });
 }

@@ -1,54 +1,110 @@
-import { connectLive, cell } from "./live.js";
+import { subscribe, Mirror, cell } from "./live.js";
+import { age, ms, num, pct, statusCell, time, usd } from "./format.js";
+import { SeriesCharts } from "./charts.js";
 
-const MAX_ROWS = 25;
-const counters = new Map();
+const state = new Mirror({ calls: 25 });
+let models = {}; // alias -> row of the latest metrics tick
+const charts = new SeriesCharts({
+  tokens: document.getElementById("tokens-chart"),
+  cost: document.getElementById("cost-chart"),
+  latency: document.getElementById("latency-chart"),
+});
+const statusBody = document.querySelector("#model-status tbody");
 const callsBody = document.querySelector("#recent-calls tbody");
-const modelsBody = document.querySelector("#model-counters tbody");
+const keysBody = document.querySelector("#key-budgets tbody");
+const backlog = document.getElementById("review-backlog");
 
-function renderCounters() {
-  modelsBody.replaceChildren();
-  for (const [model, c] of [...counters.entries()].sort()) {
+function renderModels() {
+  const totals = Object.fromEntries(state.prefixed("totals."));
+  const aliases = [...new Set([...Object.keys(models), ...Object.keys(totals)])].sort();
+  statusBody.replaceChildren(...aliases.map((alias) => {
+    const m = models[alias] || {};
     const row = document.createElement("tr");
-    row.dataset.model = model;
-    cell(row, model);
-    cell(row, String(c.calls), "calls");
-    cell(row, String(c.tokens), "tokens");
-    cell(row, c.cost_usd.toFixed(6), "cost");
-    cell(row, c.calls ? (c.latency_sum_ms / c.calls).toFixed(0) : "–", "latency");
-    modelsBody.appendChild(row);
-  }
+    row.dataset.model = alias;
+    const th = document.createElement("th");
+    th.scope = "row";
+    if (m.admin_id) {
+      const link = document.createElement("a");
+      link.href = "/models/"; link.textContent = alias; th.appendChild(link);
+    } else th.textContent = alias;
+    row.appendChild(th);
+    statusCell(cell(row, ""), m.status || "healthy");
+    cell(row, num(m.in_flight), "in-flight");
+    cell(row, num(m.req_per_s, 2), "req-s");
+    cell(row, num(m.tokens_per_s, 1), "tokens-s");
+    cell(row, usd(m.cost_per_min), "cost-min");
+    cell(row, pct(m.error_rate), "error-rate");
+    cell(row, ms(m.latency_p50_ms), "p50");
+    cell(row, ms(m.latency_p95_ms), "p95");
+    cell(row, num(totals[alias]?.calls ?? 0), "calls");
+    return row;
+  }));
 }
 
-function callRow(step) {
+function callRow(call) {
   const row = document.createElement("tr");
-  row.dataset.stepId = step.step_id;
-  cell(row, step.ts ? new Date(step.ts).toLocaleTimeString() : "");
-  cell(row, step.model || "");
-  cell(row, step.status, `status-${step.status}`);
-  cell(row, `${step.tokens_in} / ${step.tokens_out}`);
-  cell(row, Number(step.cost_usd || 0).toFixed(6));
-  cell(row, step.latency_ms == null ? "" : Number(step.latency_ms).toFixed(0));
-  cell(row, step.status === "failed" ? step.error : step.output, "output");
+  row.dataset.stepId = call.step_id;
+  cell(row, time(call.ts));
+  cell(row, call.model);
+  statusCell(cell(row, ""), call.status);
+  cell(row, `${call.tokens_in} / ${call.tokens_out}`);
+  cell(row, usd(call.cost_usd));
+  cell(row, ms(call.latency_ms));
+  cell(row, call.status === "failed" ? call.error : call.output, "output");
+  const link = document.createElement("a");
+  link.href = `/runs/${call.run_id}/`;
+  link.textContent = "open";
+  link.setAttribute("aria-label", `open run ${call.run_id}`);
+  row.appendChild(document.createElement("td")).appendChild(link);
   return row;
 }
 
-connectLive({
-  onSnapshot(data) {
-    counters.clear();
-    for (const [model, c] of Object.entries(data.models)) counters.set(model, { ...c });
-    renderCounters();
-    callsBody.replaceChildren(...data.recent.map(callRow));
+function renderCalls() { callsBody.replaceChildren(...(state.streams.get("calls") || []).map(callRow)); }
+
+function renderKeys() {
+  keysBody.replaceChildren(...state.prefixed("key.").sort().map(([prefix, key]) => {
+    const row = document.createElement("tr");
+    row.dataset.key = prefix;
+    const th = document.createElement("th");
+    th.scope = "row";
+    th.textContent = `${key.name} (${key.prefix}…)`;
+    row.appendChild(th);
+    cell(row, usd(key.spent_usd, 4));
+    cell(row, key.budget_usd == null ? "no budget" : usd(key.budget_usd, 2));
+    const used = row.appendChild(document.createElement("td"));
+    if (key.budget_usd) {
+      const share = key.spent_usd / key.budget_usd;
+      const meter = used.appendChild(document.createElement("meter"));
+      meter.min = 0; meter.max = 1; meter.low = 0.7; meter.high = 0.9; meter.optimum = 0; meter.value = Math.min(share, 1);
+      meter.setAttribute("aria-label", `${key.name} budget used`);
+      used.append(` ${pct(share)}`);
+    } else used.textContent = "–";
+    return row;
+  }));
+}
+
+function renderBacklog() {
+  const b = state.values.get("backlog") || {};
+  backlog.querySelector('[data-field="pending"]').textContent = num(b.pending);
+  backlog.querySelector('[data-field="claimed"]').textContent = num(b.claimed);
+  backlog.querySelector('[data-field="oldest"]').textContent = b.oldest_pending_ts ? age(b.oldest_pending_ts) : "none pending";
+}
+setInterval(renderBacklog, 1000);
+
+subscribe("overview", {
+  snapshot(data) {
+    state.load(data);
+    models = data.metrics.models;
+    charts.merge(data.metrics.series, true);
+    renderModels(); renderCalls(); renderKeys(); renderBacklog();
   },
-  onEvent(event) {
-    if (event.type !== "step.finished" || event.node_type !== "call") return;
-    const c = counters.get(event.model) || { calls: 0, tokens: 0, cost_usd: 0, latency_sum_ms: 0 };
-    c.calls += 1;
-    c.tokens += (event.tokens_in || 0) + (event.tokens_out || 0);
-    c.cost_usd += event.cost_usd || 0;
-    c.latency_sum_ms += event.latency_ms || 0;
-    counters.set(event.model, c);
-    renderCounters();
-    callsBody.prepend(callRow(event));
-    while (callsBody.rows.length > MAX_ROWS) callsBody.deleteRow(-1);
+  frame(frame) {
+    state.apply(frame);
+    if (frame.metrics) { models = frame.metrics.models; charts.merge(frame.metrics.series); }
+    const changed = Object.keys(frame.changes || {});
+    if (frame.metrics || changed.some((k) => k.startsWith("totals."))) renderModels();
+    if (frame.appends && frame.appends.calls) renderCalls();
+    if (changed.some((k) => k.startsWith("key."))) renderKeys();
+    if (changed.includes("backlog")) renderBacklog();
   },
 });

@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from orchestration.demo import seed_demo_registry
+from orchestration.demo import seed_demo_registry, seed_demo_workflows
 from orchestration.models import APIKey
 
 
@@ -19,6 +19,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, username, **options):
         seed_demo_registry()
+        seed_demo_workflows()
         User = get_user_model()
         password = secrets.token_urlsafe(12)
         user, created = User.objects.get_or_create(username=username, defaults={"is_staff": True, "is_superuser": True})

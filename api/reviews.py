@@ -1,0 +1,196 @@
+"""REST doors into the review queue: list and filter, claim, release, approve, edit, reject, bulk approve.
+
+Who may do what: staff and reviewers may read; members of the `reviewers` group (the
+`orchestration.decide_reviewitem` permission) may claim and decide; an API key may read and
+decide only with the `reviews:decide` scope. The rules live in `orchestration.reviews`; these
+views translate them to HTTP (403 forbidden, 404 unknown item, 409 someone else holds or decided it).
+"""
+import uuid
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, permissions, serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from orchestration import reviews
+from orchestration.apikeys import KeyInfo
+from orchestration.models import ReviewItem
+
+
+def reviewer_for(request) -> reviews.Reviewer:
+    if isinstance(request.auth, KeyInfo):
+        return reviews.Reviewer(key=request.auth)
+    return reviews.Reviewer(user=request.user)
+
+
+class CanSeeReviews(permissions.BasePermission):
+    message = "Only staff, reviewers and API keys with the 'reviews:decide' scope may see review items."
+
+    def has_permission(self, request, view):
+        if isinstance(request.auth, KeyInfo):
+            return request.auth.allows(reviews.DECIDE_SCOPE)
+        return reviews.may_view(request.user)
+
+
+class ReviewItemSerializer(serializers.ModelSerializer):
+    run_status = serializers.CharField(source="run.status", read_only=True)
+    run_target = serializers.CharField(source="run.target", read_only=True)
+    assignee = serializers.SerializerMethodField()
+    decided_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ReviewItem
+        fields = ["id", "run", "run_status", "run_target", "step_key", "node_id", "reason", "category", "status",
+                  "request", "candidates", "default_action", "assignee", "claimed_at", "decided_by", "decided_at",
+                  "chosen_index", "edited_output", "comment", "due_at", "created_at"]
+
+    def get_assignee(self, item) -> str | None:
+        return item.assignee.get_username() if item.assignee_id else None
+
+    def get_decided_by(self, item) -> str | None:
+        return reviews.decider_label(item)
+
+
+class ReviewQuerysetMixin:
+    permission_classes = [CanSeeReviews]
+    serializer_class = ReviewItemSerializer
+
+    def get_queryset(self):
+        return ReviewItem.objects.select_related("run", "assignee", "decided_by", "decided_by_key")
+
+
+class ReviewList(ReviewQuerysetMixin, generics.ListAPIView):
+    """Filters: status (comma-separated), open=true, reason, category, run, assignee (a username or "me")."""
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        params = self.request.query_params
+        if params.get("status"):
+            queryset = queryset.filter(status__in=params["status"].split(","))
+        if params.get("open", "").lower() in {"1", "true", "yes"}:
+            queryset = queryset.filter(status__in=reviews.OPEN_STATUSES)
+        for name in ("reason", "category"):
+            if params.get(name):
+                queryset = queryset.filter(**{name: params[name]})
+        if params.get("run"):
+            try:
+                queryset = queryset.filter(run_id=uuid.UUID(params["run"]))
+            except ValueError:
+                raise serializers.ValidationError({"run": "Not a run id."}) from None
+        assignee = params.get("assignee")
+        if assignee == "me":
+            queryset = queryset.filter(assignee_id=getattr(self.request.user, "pk", None))
+        elif assignee:
+            queryset = queryset.filter(assignee__username=assignee)
+        return queryset
+
+
+class ReviewDetail(ReviewQuerysetMixin, generics.RetrieveAPIView):
+    pass
+
+
+class CommentInput(serializers.Serializer):
+    comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+
+
+class ApproveInput(CommentInput):
+    candidate = serializers.IntegerField(required=False, allow_null=True, min_value=0, default=None)
+
+
+class EditInput(CommentInput):
+    output = serializers.CharField(trim_whitespace=False, max_length=1_000_000)
+    candidate = serializers.IntegerField(required=False, allow_null=True, min_value=0, default=None,
+                                         help_text="The candidate the text was edited from.")
+
+
+class BulkApproveInput(CommentInput):
+    ids = serializers.ListField(child=serializers.UUIDField(), min_length=1, max_length=200)
+
+
+class RefusalSerializer(serializers.Serializer):
+    review_id = serializers.UUIDField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    holder = serializers.CharField(allow_null=True, required=False)
+
+
+class BulkApproveOutput(serializers.Serializer):
+    approved = serializers.ListField(child=serializers.UUIDField())
+    refused = RefusalSerializer(many=True)
+
+
+def error_response(exc: reviews.ReviewError) -> Response:
+    return Response({"detail": exc.message, **exc.details}, status=exc.status)
+
+
+class ReviewAction(APIView):
+    """One POST per operation; the body is validated by the view's `input_serializer`."""
+
+    permission_classes = [CanSeeReviews]
+    input_serializer = CommentInput
+
+    def act(self, request, pk, data) -> ReviewItem:
+        raise NotImplementedError
+
+    def post(self, request, pk):
+        body = self.input_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            item = self.act(request, pk, body.validated_data)
+        except reviews.ReviewError as exc:
+            return error_response(exc)
+        return Response(ReviewItemSerializer(item).data)
+
+
+@extend_schema(request=None, responses=ReviewItemSerializer)
+class ReviewClaim(ReviewAction):
+    def act(self, request, pk, data):
+        return reviews.claim_review(item_id=pk, reviewer=reviewer_for(request))
+
+
+@extend_schema(request=None, responses=ReviewItemSerializer)
+class ReviewRelease(ReviewAction):
+    def act(self, request, pk, data):
+        return reviews.release_claim(item_id=pk, reviewer=reviewer_for(request))
+
+
+@extend_schema(request=ApproveInput, responses=ReviewItemSerializer)
+class ReviewApprove(ReviewAction):
+    input_serializer = ApproveInput
+
+    def act(self, request, pk, data):
+        return reviews.approve_review(item_id=pk, reviewer=reviewer_for(request), candidate=data["candidate"],
+                                      comment=data["comment"])
+
+
+@extend_schema(request=EditInput, responses=ReviewItemSerializer)
+class ReviewEdit(ReviewAction):
+    input_serializer = EditInput
+
+    def act(self, request, pk, data):
+        return reviews.edit_review(item_id=pk, reviewer=reviewer_for(request), output=data["output"],
+                                   candidate=data["candidate"], comment=data["comment"])
+
+
+@extend_schema(request=CommentInput, responses=ReviewItemSerializer)
+class ReviewReject(ReviewAction):
+    def act(self, request, pk, data):
+        return reviews.reject_review(item_id=pk, reviewer=reviewer_for(request), comment=data["comment"])
+
+
+@extend_schema(request=BulkApproveInput, responses=BulkApproveOutput)
+class ReviewBulkApprove(APIView):
+    """Approve the best candidate of each listed item; refusals (409/404) are reported per item."""
+
+    permission_classes = [CanSeeReviews]
+
+    def post(self, request):
+        body = BulkApproveInput(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            approved, refused = reviews.bulk_approve(item_ids=body.validated_data["ids"],
+                                                     reviewer=reviewer_for(request),
+                                                     comment=body.validated_data["comment"])
+        except reviews.ReviewError as exc:
+            return error_response(exc)
+        return Response({"approved": [str(item.id) for item in approved], "refused": refused})

@@ -1,0 +1,112 @@
+"""/api/runs/: start a workflow run (202), read runs with their step tree, cancel.
+
+API keys need the `runs` scope to start or cancel (`runs` or `runs:read` to read) and see only
+the runs they started; staff sessions see and may act on every run.
+"""
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, permissions, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from api.serializers import RunDetailSerializer, RunSerializer
+from orchestration import runs
+from orchestration.apikeys import KeyInfo
+from orchestration.models import Run
+
+
+class RunsAccess(permissions.BasePermission):
+    message = "API keys need the 'runs' scope (or 'runs:read' to read); sessions must be staff."
+
+    def has_permission(self, request, view):
+        if isinstance(request.auth, KeyInfo):
+            if request.method in permissions.SAFE_METHODS:
+                return request.auth.allows("runs") or request.auth.allows("runs:read")
+            return request.auth.allows("runs")
+        return bool(request.user and request.user.is_authenticated and request.user.is_staff)
+
+
+class WorkflowRunFields(serializers.Serializer):
+    workflow = serializers.SerializerMethodField()
+    workflow_version = serializers.SerializerMethodField()
+
+    def get_workflow(self, run) -> str | None:
+        return run.workflow_version.workflow.slug if run.workflow_version_id else None
+
+    def get_workflow_version(self, run) -> int | None:
+        return run.workflow_version.number if run.workflow_version_id else None
+
+
+class RunListSerializer(RunSerializer, WorkflowRunFields):
+    class Meta(RunSerializer.Meta):
+        fields = RunSerializer.Meta.fields + ["workflow", "workflow_version"]
+
+
+class RunTreeSerializer(RunDetailSerializer, WorkflowRunFields):
+    step_tree = serializers.SerializerMethodField()
+
+    class Meta(RunDetailSerializer.Meta):
+        fields = RunDetailSerializer.Meta.fields + ["workflow", "workflow_version", "budget_usd", "deadline_at",
+                                                    "step_tree"]
+
+    def get_step_tree(self, run) -> list[dict]:
+        """Steps nested under their parents (each with its id, key, type, model, status and children)."""
+        nodes = {step.id: {"id": str(step.id), "key": step.key, "node_type": step.node_type,
+                           "model": step.model_alias, "status": step.status, "children": []}
+                 for step in run.steps.all()}
+        roots = []
+        for step in run.steps.all():
+            parent = nodes.get(step.parent_id)
+            (parent["children"] if parent else roots).append(nodes[step.id])
+        return roots
+
+
+class RunCreateSerializer(serializers.Serializer):
+    workflow = serializers.SlugField(help_text="The workflow's slug.")
+    input = serializers.JSONField(help_text="Text or any JSON; templates read it as {{input}}.")
+    metadata = serializers.DictField(required=False, default=dict)
+    budget_usd = serializers.DecimalField(max_digits=12, decimal_places=6, min_value=0, required=False,
+                                          allow_null=True)
+    deadline_s = serializers.FloatField(min_value=0.001, required=False, allow_null=True)
+
+
+class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    permission_classes = [RunsAccess]
+
+    def get_queryset(self):
+        queryset = Run.objects.select_related("workflow_version__workflow")
+        if isinstance(self.request.auth, KeyInfo):
+            queryset = queryset.filter(api_key_id=self.request.auth.id)
+        if self.action == "retrieve":
+            queryset = queryset.prefetch_related("steps")
+        status_filter = self.request.query_params.get("status")
+        return queryset.filter(status=status_filter) if status_filter else queryset
+
+    def get_serializer_class(self):
+        if self.action == "create":
+            return RunCreateSerializer
+        return RunTreeSerializer if self.action == "retrieve" else RunListSerializer
+
+    @extend_schema(request=RunCreateSerializer, responses={202: RunListSerializer})
+    def create(self, request, *args, **kwargs):
+        data = RunCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = data.validated_data
+        try:
+            run = runs.start_run(
+                workflow_slug=fields["workflow"], input=fields["input"], metadata=fields.get("metadata") or {},
+                api_key_id=request.auth.id if isinstance(request.auth, KeyInfo) else None,
+                budget_usd=float(fields["budget_usd"]) if fields.get("budget_usd") is not None else None,
+                deadline_s=fields.get("deadline_s"))
+        except runs.WorkflowNotFound as exc:
+            return Response({"workflow": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        body = RunListSerializer(run).data  # as created (queued): the runner may already have moved on
+        return Response({**body, "url": f"/api/runs/{run.pk}/"}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={200: RunListSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        run = self.get_object()
+        if not runs.cancel_run(run.pk):
+            return Response({"detail": f"The run already ended ({run.status})."}, status=status.HTTP_409_CONFLICT)
+        run.refresh_from_db()
+        return Response(RunListSerializer(run).data)

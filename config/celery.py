@@ -1,0 +1,80 @@
+"""The Celery app: async runs and review resumes execute in workers, periodic jobs run from beat.
+
+Delivery is at least once, so every task is idempotent (see orchestration/tasks.py):
+- acks_late + reject_on_worker_lost: a task is acknowledged only once it finished; a worker that
+  dies mid-run (SIGKILL, OOM, lost machine) leaves the message to be delivered again;
+- the Redis transport re-delivers an unacknowledged message after `visibility_timeout`, so it
+  must be longer than the longest run: the hard time limit is derived from it and stays below it;
+- prefetch 1: a worker holds only the task it runs, so a burst spreads over every worker.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from celery import Celery  # noqa: E402
+from celery.signals import worker_process_shutdown  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from config.env import env_int  # noqa: E402
+
+app = Celery("podium")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+
+def time_limits(visibility_timeout_s: int) -> tuple[int, int]:
+    """(soft, hard) task time limits that end a task before Redis would hand it to another worker."""
+    hard = max(1, visibility_timeout_s - min(60, visibility_timeout_s // 5))
+    return max(1, hard - min(30, hard // 10)), hard
+
+
+def beat_schedule() -> dict:
+    scheduler_s = float(getattr(settings, "PODIUM_SCHEDULER_INTERVAL_S", 10.0))
+    learning_s = float(getattr(settings, "PODIUM_LEARNING_INTERVAL_S", 60.0))
+    return {
+        "expire-reviews": {"task": "orchestration.tasks.expire_reviews_task", "schedule": scheduler_s},
+        "lapse-review-claims": {"task": "orchestration.tasks.lapse_claims_task", "schedule": scheduler_s},
+        "learning-cycle": {"task": "orchestration.tasks.learning_cycle_task", "schedule": learning_s},
+        "recover-stalled-runs": {"task": "orchestration.tasks.recover_stalled_runs_task", "schedule": 60.0},
+    }
+
+
+VISIBILITY_TIMEOUT_S = int(settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"])  # PODIUM_VISIBILITY_TIMEOUT
+SOFT_LIMIT_S, HARD_LIMIT_S = time_limits(VISIBILITY_TIMEOUT_S)
+RESTORE_INTERVAL_S = env_int("PODIUM_BROKER_RESTORE_INTERVAL_S", 30)
+
+app.conf.update(
+    broker_url=settings.CELERY_BROKER_URL,
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={
+        "visibility_timeout": VISIBILITY_TIMEOUT_S,
+        # How often a worker looks for messages whose worker died (unacknowledged past the visibility timeout).
+        "unacked_restore_interval": RESTORE_INTERVAL_S, "unacked_restore_throttle": 1,
+        "socket_connect_timeout": 5, "socket_keepalive": True,
+    },
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    task_acks_on_failure_or_timeout=True,
+    worker_prefetch_multiplier=1,
+    task_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    result_backend=None,
+    task_soft_time_limit=SOFT_LIMIT_S,
+    task_time_limit=HARD_LIMIT_S,
+    # A leak in one long-lived child is bounded; the parent replaces it.
+    worker_max_tasks_per_child=2000,
+    worker_hijack_root_logger=False,
+    beat_schedule=beat_schedule(),
+    timezone="UTC",
+)
+app.autodiscover_tasks(["orchestration"])
+
+
+@worker_process_shutdown.connect
+def forget_dead_process_gauges(pid=None, **kwargs):
+    """Prometheus multiprocess mode: a finished pool process's live gauges must not linger."""
+    from orchestration.prometheus import mark_process_dead
+
+    mark_process_dead(pid or os.getpid())

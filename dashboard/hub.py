@@ -1,0 +1,402 @@
+"""One hub per process (per event loop): the only subscriber to the live events group.
+
+The hub folds every event into topic state once, however many browsers watch, and every
+FLUSH_INTERVAL_S sends each changed topic one coalesced frame, encoded once, to that
+topic's channel-layer group; consumers only forward. Overview, runs and recent run step
+trees live in memory (bootstrapped from the database when the hub starts); review rows are
+re-read from the database when a review event names them, since the events carry only ids.
+
+Loss: publishers stamp each event with their origin and a counter (`stamp_origin`). A
+number still missing after ORDER_GRACE_S means the channel layer dropped an event on its
+way here, so the hub reloads its state and skips a sequence number on every topic: each
+subscriber sees the gap and asks for a fresh snapshot.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections import OrderedDict
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from dashboard import snapshots
+from dashboard.protocol import FLUSH_INTERVAL_S, TopicState, encode, run_id_of
+from orchestration.live import EVENTS_GROUP
+from orchestration.metrics_window import local_window
+
+logger = logging.getLogger(__name__)
+
+TICK_INTERVAL_S = 1.0
+REFRESH_INTERVAL_S = 10.0  # model list and key budgets: admins change them rarely
+METRICS_WINDOW_S = 60
+TRACKED_RUNS = 300
+ORDER_GRACE_S = 2.0
+DEGRADED_ERROR_RATE = 0.05
+DEGRADED_MIN_FAILURES = 3
+
+ORIGIN = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+_origin_counter = itertools.count(1)
+_origin_lock = threading.Lock()
+
+
+def stamp_origin(event: dict) -> None:
+    """A live-event observer: number this process's events so a receiver can tell one went missing."""
+    with _origin_lock:
+        event["origin"] = ORIGIN
+        event["oseq"] = next(_origin_counter)
+
+
+def model_status(enabled: bool, metrics: dict) -> str:
+    """healthy | degraded | circuit_open | disabled, for the status grid."""
+    if not enabled:
+        return "disabled"
+    circuit = metrics.get("circuit", "closed")
+    if circuit == "open":
+        return "circuit_open"
+    if circuit == "half_open" or (metrics.get("failures", 0) >= DEGRADED_MIN_FAILURES
+                                  and metrics.get("error_rate", 0) >= DEGRADED_ERROR_RATE):
+        return "degraded"
+    return "healthy"
+
+
+class OriginSequence:
+    """The event counters seen from one publisher; numbers may arrive out of order for a moment."""
+
+    def __init__(self, first: int) -> None:
+        self.high = first
+        self.missing: dict[int, float] = {}
+
+    def see(self, number: int, now: float) -> int:
+        """Returns how many events are certainly lost (a jump too big to wait for)."""
+        if number > self.high:
+            if number - self.high > 10_000:
+                lost = number - self.high - 1
+                self.high = number
+                return lost
+            for absent in range(self.high + 1, number):
+                self.missing[absent] = now
+            self.high = number
+        else:
+            self.missing.pop(number, None)
+        return 0
+
+    def lost(self, now: float) -> int:
+        late = [number for number, since in self.missing.items() if now - since > ORDER_GRACE_S]
+        for number in late:
+            del self.missing[number]
+        return len(late)
+
+
+class Hub:
+    def __init__(self, layer) -> None:
+        self.layer = layer
+        self.id = uuid.uuid4().hex[:10]
+        self.topics: dict[str, TopicState] = {
+            "overview": TopicState("overview", {"calls": snapshots.RECENT_CALLS}),
+            "runs": TopicState("runs"),
+            "reviews": TopicState("reviews"),
+        }
+        self.subscribers: dict[str, set[str]] = {}
+        self.runs: OrderedDict[str, dict] = OrderedDict()  # run_id -> {"run": row | None, "steps": {id: row}}
+        self.models: list[dict] = []
+        self.origins: dict[str, OriginSequence] = {}
+        self.lost_events = 0
+        self.frames_sent = 0
+        self._reviews_to_refresh: set[str] = set()
+        self._tasks: list[asyncio.Task] = []
+        self.ready = asyncio.Event()
+        self.channel = ""
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        # The default "specific." prefix: channels-redis receives every process-local channel through one
+        # Redis list per prefix, and a second prefix would starve (consumers hold its receive lock).
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(EVENTS_GROUP, self.channel)
+        await self._load()
+        for loop_body in (self._receive_loop, self._flush_loop, self._tick_loop, self._refresh_loop):
+            self._tasks.append(asyncio.create_task(loop_body(), name=f"dashboard-hub-{loop_body.__name__}"))
+        self.ready.set()
+
+    async def _load(self) -> None:
+        data = await database_sync_to_async(snapshots.overview_snapshot)()
+        overview = self.topics["overview"]
+        overview.values = {f"totals.{alias}": row for alias, row in data["totals"].items()}
+        overview.values.update({f"key.{row['prefix']}": row for row in data["keys"]})
+        overview.values["backlog"] = data["backlog"]
+        overview.streams["calls"].clear()
+        overview.streams["calls"].extend(data["recent"])
+        self.models = data["models"]
+
+    def group(self, topic: str) -> str:
+        return f"dashboard.{self.id}.{topic.replace(':', '.')}"
+
+    # --- subscriptions --------------------------------------------------------------------------
+    async def subscribe(self, topic: str, channel_name: str) -> None:
+        if topic not in self.topics:
+            self.topics[topic] = TopicState(topic)
+        self.subscribers.setdefault(topic, set()).add(channel_name)
+        await self.layer.group_add(self.group(topic), channel_name)
+
+    async def unsubscribe(self, topic: str, channel_name: str) -> None:
+        members = self.subscribers.get(topic, set())
+        members.discard(channel_name)
+        await self.layer.group_discard(self.group(topic), channel_name)
+        if not members and topic.startswith("run:"):
+            self.topics.pop(topic, None)
+            self.subscribers.pop(topic, None)
+
+    async def snapshot(self, topic: str) -> dict:
+        """A snapshot frame: the topic's whole state at its current sequence number."""
+        state = self.topics[topic]
+        seq = state.seq  # taken first: frames after it carry absolute values, so overlap is harmless
+        if topic == "overview":
+            data = {"values": dict(state.values), "streams": {"calls": list(state.streams["calls"])},
+                    "metrics": self.metrics(full_series=True)}
+        elif topic == "runs":
+            data = await self._runs_data()
+        elif topic == "reviews":
+            db = await database_sync_to_async(snapshots.reviews_snapshot)()
+            values = {f"item.{row['review_id']}": row for row in db["items"]}
+            values["counts"] = db["counts"]
+            data = {"values": values, "streams": {}}
+        else:
+            data = await self._run_data(run_id_of(topic))
+        return {"type": "snapshot", "topic": topic, "seq": seq, "data": data}
+
+    async def _runs_data(self) -> dict:
+        db = await database_sync_to_async(snapshots.runs_snapshot)()
+        rows = {row["run_id"]: row for row in db["runs"]}
+        for run_id, tracked in self.runs.items():
+            if tracked["run"]:
+                rows[run_id] = {**rows.get(run_id, {}), **tracked["run"]}
+        newest = sorted(rows.values(), key=lambda r: r.get("created_ts") or 0, reverse=True)[:snapshots.RECENT_RUNS]
+        return {"values": {f"run.{row['run_id']}": row for row in newest}, "streams": {}}
+
+    async def _run_data(self, run_id: str) -> dict:
+        db = await database_sync_to_async(snapshots.run_snapshot)(run_id)
+        values = {f"step.{row['step_id']}": row for row in db["steps"]}
+        run = db["run"]
+        tracked = self.runs.get(run_id)
+        if tracked:
+            if tracked["run"]:
+                run = {**(run or {}), **tracked["run"]}
+            for step_id, row in tracked["steps"].items():
+                values[f"step.{step_id}"] = {**values.get(f"step.{step_id}", {}), **row}
+        if run:
+            values["run"] = run
+        return {"values": values, "streams": {}}
+
+    # --- events -------------------------------------------------------------------------------------
+    async def _receive_loop(self) -> None:
+        try:
+            while True:
+                try:
+                    message = await self.layer.receive(self.channel)
+                    if message.get("type") == "podium.event":
+                        self.apply(message["event"])
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("dashboard hub: an event could not be applied")
+        finally:  # the server is stopping: leave the group so publishers stop queueing for us
+            try:
+                await asyncio.wait_for(self.layer.group_discard(EVENTS_GROUP, self.channel), 1)
+            except BaseException:
+                pass
+
+    def apply(self, event: dict) -> None:
+        """Fold one live event into the topics it changes."""
+        self._note_sequence(event)
+        kind = event.get("type", "")
+        if kind in ("step.started", "step.finished"):
+            self._apply_step(event)
+        elif kind == "run.updated":
+            self._apply_run(event)
+        elif kind.startswith("review.") and event.get("review_id"):
+            self._reviews_to_refresh.add(str(event["review_id"]))
+
+    def _note_sequence(self, event: dict) -> None:
+        origin, number = event.get("origin"), event.get("oseq")
+        if origin is None or not isinstance(number, int):
+            return
+        sequence = self.origins.get(origin)
+        if sequence is None:
+            self.origins[origin] = OriginSequence(number)
+            return
+        lost = sequence.see(number, time.monotonic())
+        if lost:
+            self._upstream_lost(lost)
+
+    def _track(self, run_id: str) -> dict:
+        tracked = self.runs.get(run_id)
+        if tracked is None:
+            tracked = self.runs[run_id] = {"run": None, "steps": {}}
+            if len(self.runs) > TRACKED_RUNS:
+                old_id, _ = self.runs.popitem(last=False)
+                self.topics["runs"].values.pop(f"run.{old_id}", None)
+        else:
+            self.runs.move_to_end(run_id)
+        return tracked
+
+    def _apply_step(self, event: dict) -> None:
+        tracked = self._track(event["run_id"])
+        row = snapshots.step_row_from_event(event, tracked["steps"].get(event["step_id"]))
+        tracked["steps"][event["step_id"]] = row
+        run_topic = self.topics.get(f"run:{event['run_id']}")
+        if run_topic is not None:
+            run_topic.set(f"step.{event['step_id']}", row)
+        if event["type"] == "step.finished" and event.get("node_type", "call") == "call" and event.get("model"):
+            overview = self.topics["overview"]
+            key = f"totals.{event['model']}"
+            totals = dict(overview.values.get(key) or {"calls": 0, "failures": 0, "tokens": 0, "cost_usd": 0.0})
+            totals["calls"] += 1
+            totals["failures"] += event.get("status") == "failed"
+            totals["tokens"] += (event.get("tokens_in") or 0) + (event.get("tokens_out") or 0)
+            totals["cost_usd"] = round(totals["cost_usd"] + float(event.get("cost_usd") or 0), 8)
+            overview.set(key, totals)
+            overview.append("calls", snapshots.call_row_from_event(event))
+
+    def _apply_run(self, event: dict) -> None:
+        tracked = self._track(event["run_id"])
+        row = snapshots.run_row_from_event(event, tracked["run"])
+        tracked["run"] = row
+        self.topics["runs"].set(f"run.{event['run_id']}", row)
+        run_topic = self.topics.get(f"run:{event['run_id']}")
+        if run_topic is not None:
+            run_topic.set("run", row)
+        if row["finished_ts"] and event.get("api_key") and event.get("cost_usd"):
+            overview = self.topics["overview"]
+            key = overview.values.get(f"key.{event['api_key']}")
+            if key is not None:
+                overview.set(f"key.{event['api_key']}",
+                             {**key, "spent_usd": round(key["spent_usd"] + float(event["cost_usd"]), 8)})
+
+    def _upstream_lost(self, count: int) -> None:
+        self.lost_events += count
+        logger.warning("dashboard hub: %d live events lost upstream; subscribers will resync", count)
+        asyncio.get_running_loop().create_task(self._recover())
+
+    async def _recover(self) -> None:
+        try:
+            await self._load()
+        finally:
+            for state in self.topics.values():
+                state.mark_lost()
+
+    # --- periodic work --------------------------------------------------------------------------
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("dashboard hub: flush failed")
+
+    async def flush(self) -> None:
+        now = time.monotonic()
+        lost = sum(sequence.lost(now) for sequence in self.origins.values())
+        if lost:
+            self._upstream_lost(lost)
+        if self._reviews_to_refresh:
+            await self._refresh_reviews()
+        for topic, state in list(self.topics.items()):
+            frame = state.take_frame()
+            if frame is None or not self.subscribers.get(topic):
+                continue
+            await self.layer.group_send(self.group(topic), {"type": "dashboard.frame", "text": encode(frame)})
+            self.frames_sent += 1
+
+    async def _refresh_reviews(self) -> None:
+        review_ids, self._reviews_to_refresh = self._reviews_to_refresh, set()
+        rows = await database_sync_to_async(lambda: {i: snapshots.review_state(i) for i in review_ids})()
+        backlog = await database_sync_to_async(snapshots.review_backlog)()
+        reviews = self.topics["reviews"]
+        for review_id, row in rows.items():
+            reviews.set(f"item.{review_id}", row)
+        reviews.set("counts", backlog)
+        self.topics["overview"].set("backlog", backlog)
+
+    def metrics(self, full_series: bool = False) -> dict:
+        rates = local_window.model_metrics(window_s=METRICS_WINDOW_S)
+        models = {}
+        for model in self.models:
+            row = rates.get(model["alias"]) or {}
+            models[model["alias"]] = {**model, **self._rate_defaults(), **row,
+                                      "status": model_status(model["enabled"], row)}
+        for alias, row in rates.items():  # seen live but not (yet) in the model list
+            if alias not in models:
+                models[alias] = {"alias": alias, "tier": "", "provider": "", "enabled": True, "admin_id": None,
+                                 **row, "status": model_status(True, row)}
+        series = local_window.series(span_s=900 if full_series else 20, step_s=10)
+        return {"window_s": METRICS_WINDOW_S, "models": models, "series": series}
+
+    @staticmethod
+    def _rate_defaults() -> dict:
+        return {"calls": 0, "failures": 0, "req_per_s": 0.0, "tokens_per_s": 0.0, "cost_per_min": 0.0,
+                "error_rate": 0.0, "latency_p50_ms": None, "latency_p95_ms": None, "in_flight": 0,
+                "circuit": "closed"}
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_INTERVAL_S)
+            if self.subscribers.get("overview"):
+                try:
+                    self.topics["overview"].tick(self.metrics())
+                except Exception:
+                    logger.exception("dashboard hub: metrics tick failed")
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_INTERVAL_S)
+            try:
+                await self.refresh_registry()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("dashboard hub: refresh failed")
+
+    async def refresh_registry(self) -> None:
+        """Pick up models and API keys an admin added or changed."""
+        self.models = await database_sync_to_async(snapshots.model_list)()
+        keys = await database_sync_to_async(snapshots.active_keys)()
+        overview = self.topics["overview"]
+        for row in keys:
+            current = overview.values.get(f"key.{row['prefix']}")
+            # The database lags live spending by the writer's flush interval: never step back.
+            merged = {**row, "spent_usd": max(row["spent_usd"], (current or {}).get("spent_usd", 0))}
+            if merged != current:
+                overview.set(f"key.{row['prefix']}", merged)
+
+
+_hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.WeakKeyDictionary()
+
+
+async def get_hub() -> Hub:
+    """This event loop's hub, started on first use."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub(get_channel_layer())
+        try:
+            await hub.start()
+        except Exception:
+            del _hubs[loop]
+            raise
+    await hub.ready.wait()
+    return hub
+
+
+def running_hubs() -> list[Hub]:
+    """Hubs whose event loop is still running (a stopped server's hub lingers until collected)."""
+    return [hub for loop, hub in list(_hubs.items()) if loop.is_running()]

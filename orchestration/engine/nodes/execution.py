@@ -1,0 +1,217 @@
+"""One run's execution of a workflow tree: scopes, spans, model calls and reuse of finished steps."""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+
+from orchestration.engine.events import now_ms
+from orchestration.engine.executor import Engine, NodeResult, RunContext, StepFailed
+from orchestration.engine.policy import PolicyViolation
+from orchestration.engine.routing import RouteRequest, choose, resolve_route
+from orchestration.engine.spec import node_ids
+from orchestration.engine.templates import render
+from orchestration.engine.types import ChatRequest, ModelSpec, estimate_tokens, messages_text
+
+STEP_NAMESPACE = uuid.UUID("5f0f1d1e-58a4-4d55-9d8e-7f3cfc0f3a11")
+
+
+class RunCancelled(Exception):
+    """Someone cancelled the run; raised at the next node boundary."""
+
+
+def span_step_id(run_id: str, key: str) -> str:
+    """Deterministic, so a re-executed node keeps its row and its children's parent pointers."""
+    return str(uuid.uuid5(STEP_NAMESPACE, f"{run_id}:{key}"))
+
+
+def total(output: str, confidence: float, parts: list[NodeResult], *, model: str = "") -> NodeResult:
+    """A composite node's result: its own output and confidence, its children's tokens and cost."""
+    return NodeResult(output=output, confidence=max(0.0, min(1.0, float(confidence))),
+                      tokens_in=sum(p.tokens_in for p in parts), tokens_out=sum(p.tokens_out for p in parts),
+                      cost_usd=sum(p.cost_usd for p in parts), model=model,
+                      tokens_estimated=any(p.tokens_estimated for p in parts))
+
+
+def result_from_stored(stored: dict) -> NodeResult:
+    return NodeResult(output=stored.get("output") or "", confidence=float(stored.get("confidence") or 0.0),
+                      tokens_in=int(stored.get("tokens_in") or 0), tokens_out=int(stored.get("tokens_out") or 0),
+                      cost_usd=float(stored.get("cost_usd") or 0.0), latency_ms=float(stored.get("latency_ms") or 0.0),
+                      model=stored.get("model") or "", tokens_estimated=bool(stored.get("tokens_estimated")))
+
+
+@dataclass
+class Scope:
+    """What a node can read: the run's input, the previous stage's output, finished nodes' outputs."""
+
+    input: str
+    previous: str
+    outputs: dict[str, str]
+    parent_id: str | None = None
+    attributes: dict = field(default_factory=dict)  # markers for the calls below (e.g. branch)
+
+    def render(self, template: str) -> str:
+        return render(template, input=self.input, previous=self.previous, outputs=self.outputs)
+
+    def child(self, *, parent_id: str | None = None, previous: str | None = None, **attributes) -> "Scope":
+        return Scope(input=self.input, previous=self.previous if previous is None else previous,
+                     outputs=self.outputs, parent_id=self.parent_id if parent_id is None else parent_id,
+                     attributes={**self.attributes, **attributes})
+
+
+@dataclass
+class Span:
+    step_id: str
+    key: str
+    attributes: dict = field(default_factory=dict)
+    result: NodeResult | None = None  # the handler sets it before leaving the span
+
+
+def messages_for(node: dict, scope: Scope, prompt: str | None = None) -> list[dict]:
+    messages = []
+    if node.get("system"):
+        messages.append({"role": "system", "content": scope.render(node["system"])})
+    messages.append({"role": "user", "content": prompt if prompt is not None else scope.render(node["prompt"])})
+    return messages
+
+
+class Execution:
+    """Runs nodes for one RunContext. Handlers (nodes/*.py) call back into `run_node`, `call` and `span`."""
+
+    def __init__(self, engine: Engine, ctx: RunContext):
+        self.engine = engine
+        self.ctx = ctx
+        self.completed: dict[str, dict] = ctx.meta.get("completed_steps") or {}
+
+    # --- bookkeeping ------------------------------------------------------------------------------
+    def reused(self, key: str) -> NodeResult | None:
+        stored = self.completed.get(key)
+        if stored is None:
+            # A call that a fallback answered finished under `<key>.fallback<n>` (see Engine.call_model).
+            stored = next((value for name, value in self.completed.items()
+                           if name.startswith(f"{key}.fallback") and name[len(key) + 9:].isdigit()), None)
+        return result_from_stored(stored) if stored is not None else None
+
+    def check(self, next_cost_usd: float = 0.0) -> None:
+        if self.ctx.meta.get("cancel_requested"):
+            raise RunCancelled("the run was cancelled")
+        self.ctx.check_limits(next_cost_usd)
+
+    async def run_node(self, node: dict, scope: Scope) -> NodeResult:
+        from orchestration.engine.nodes import HANDLERS
+
+        result = self.reused(node["id"])
+        if result is None:
+            self.check()
+            result = await HANDLERS[node["type"]](self, node, scope)
+        else:
+            # Later templates may read any node under this one: their stored outputs stand in too.
+            for node_id in node_ids(node):
+                if node_id in self.completed:
+                    scope.outputs[node_id] = self.completed[node_id].get("output") or ""
+        scope.outputs[node["id"]] = result.output
+        return result
+
+    @asynccontextmanager
+    async def span(self, node: dict, scope: Scope, key: str | None = None):
+        """Started/finished events around a composite node; a failure is recorded, a pause is not."""
+        key = key or node["id"]
+        span = Span(step_id=span_step_id(self.ctx.run_id, key), key=key, attributes=dict(scope.attributes))
+        base = {"run_id": self.ctx.run_id, "step_id": span.step_id, "parent_id": scope.parent_id, "key": key,
+                "node_id": node["id"], "node_type": node["type"], "model": "", "provider": ""}
+        started_ms = now_ms()
+        self.ctx.sink.emit({"type": "step.started", "ts": started_ms, **base, "prompt": []})
+        started = time.perf_counter()
+        try:
+            yield span
+        except StepFailed as exc:
+            self.ctx.sink.emit({"type": "step.finished", "ts": now_ms(), **base, "started_ts": started_ms,
+                                "status": "failed", "error": str(exc), "output": "", "confidence": None,
+                                "latency_ms": (time.perf_counter() - started) * 1000, "tokens_in": 0,
+                                "tokens_out": 0, "cost_usd": 0.0, "attributes": span.attributes})
+            raise
+        result = span.result
+        result.latency_ms = (time.perf_counter() - started) * 1000
+        self.ctx.sink.emit({"type": "step.finished", "ts": now_ms(), **base, "model": result.model,
+                            "started_ts": started_ms, "status": "succeeded", "error": "", "output": result.output,
+                            "confidence": result.confidence, "latency_ms": result.latency_ms,
+                            "tokens_in": result.tokens_in, "tokens_out": result.tokens_out,
+                            "tokens_estimated": result.tokens_estimated, "cost_usd": result.cost_usd,
+                            "attributes": span.attributes})
+
+    # --- model calls ----------------------------------------------------------------------------
+    async def resolve(self, target: str, text: str, *, key: str, node_id: str,
+                      parent_id: str | None) -> tuple[ModelSpec, dict]:
+        """A model alias as is, or a route alias through its strategy."""
+        registry = self.ctx.registry
+        if target in registry.models:
+            return registry.models[target], {}
+        route = registry.routes.get(target)
+        if route is None:
+            raise StepFailed(f"unknown model or route alias '{target}'")
+        return await resolve_route(route, registry, text=text, stats=self.ctx.meta.get("model_stats") or {},
+                                   classify=self.classifier(key=key, node_id=node_id, parent_id=parent_id))
+
+    def classifier(self, *, key: str, node_id: str, parent_id: str | None):
+        async def classify(alias: str, prompt: str) -> NodeResult:
+            return await self.call(alias, [{"role": "user", "content": prompt}], key=f"{key}/classify",
+                                   node_id=node_id, parent_id=parent_id, attributes={"role": "classifier"})
+        return classify
+
+    async def call(self, target: str | ModelSpec, messages: list[dict], *, key: str, node_id: str,
+                   parent_id: str | None, params: dict | None = None, attributes: dict | None = None) -> NodeResult:
+        """One model call as one step, or the stored result of a step this run already finished.
+
+        `target` is a model alias, a route alias (resolved by its strategy) or an already chosen ModelSpec.
+        """
+        reused = self.reused(key)
+        if reused is not None:
+            return reused
+        self.check()
+        if isinstance(target, ModelSpec):
+            model, route_attributes = target, {}
+        else:
+            model, route_attributes = await self.resolve(target, messages_text(messages[-1:]), key=key,
+                                                         node_id=node_id, parent_id=parent_id)
+        # "Would exceed": the prompt alone must fit in what is left of the budget.
+        self.check(model.cost_usd(estimate_tokens(messages_text(messages)), 0))
+        try:
+            return await self.engine.call_model(
+                self.ctx, model, ChatRequest(messages=messages, params=dict(params or {})), key=key,
+                node_id=node_id, parent_id=parent_id, attributes={**route_attributes, **(attributes or {})})
+        except PolicyViolation as exc:  # refused before any call: for a workflow, a failed step like any other
+            raise StepFailed(str(exc)) from exc
+
+    async def route_call(self, strategy: str, candidates: list[str], options: dict, messages: list[dict], *,
+                         key: str, node_id: str, parent_id: str | None, params: dict | None,
+                         attributes: dict) -> NodeResult:
+        """Choose among `candidates` by `strategy`, then call the choice (the others as its fallbacks)."""
+        registry = self.ctx.registry
+        specs = [registry.models[alias] for alias in candidates if alias in registry.models]
+        text = messages_text(messages[-1:])
+        request = RouteRequest(text=text, options=dict(options), stats=self.ctx.meta.get("model_stats") or {},
+                               models=registry.models,
+                               classify=self.classifier(key=key, node_id=node_id, parent_id=parent_id))
+        try:
+            choice = await choose(strategy, specs, request)
+        except LookupError as exc:
+            raise StepFailed(f"route {node_id}: {exc}") from exc
+        model = registry.models.get(choice.model)
+        if model is None:
+            raise StepFailed(f"route {node_id}: the chosen model '{choice.model}' does not exist or is disabled")
+        fallbacks = tuple(alias for alias in candidates if alias != model.alias and alias in registry.models)
+        attributes.update({"strategy": strategy, **choice.attributes(), "fallback_order": list(fallbacks)})
+        # The other candidates, in the order given, are this call's fallback chain.
+        return await self.call(replace(model, fallbacks=fallbacks or model.fallbacks), messages, key=key,
+                               node_id=node_id, parent_id=parent_id, params=params, attributes=attributes)
+
+
+async def gather_branches(coroutines: list) -> list:
+    """Run branches at once; results or StepFailed per branch. A pause, a limit or a cancel stops the lot."""
+    outcomes = await asyncio.gather(*coroutines, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, StepFailed):
+            raise outcome
+    return outcomes

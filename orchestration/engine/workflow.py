@@ -1,0 +1,67 @@
+"""Running a workflow spec: the entry point of the engine for runs, and the pause a gate can cause.
+
+`run_workflow(engine, ctx, spec, input)` validates and normalises the spec, then runs its root
+node (see `orchestration.engine.nodes` for each node type and how its confidence is computed).
+It returns the root's NodeResult or raises:
+
+  AwaitingReview                      a gate wants a person's decision; the runner opens a review item
+  BudgetExceeded / DeadlineExceeded   the run's limits (the deadline also interrupts calls in flight)
+  StepFailed                          a node failed for good
+  RunCancelled                        someone cancelled the run
+
+Re-running the same spec on the same run is idempotent: `ctx.meta["completed_steps"]` (step key ->
+stored result) makes every finished node and call return its stored result instead of running
+again, and `ctx.meta["decisions"]` (gate key -> reviewer decision) lets paused gates go on.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+
+from orchestration.engine.executor import DeadlineExceeded, Engine, NodeResult, RunContext
+from orchestration.engine.spec import compile_spec
+from orchestration.engine.types import messages_text
+
+
+class AwaitingReview(Exception):
+    """A gate's confidence is below its threshold and nobody has decided yet: the run pauses here."""
+
+    def __init__(self, gate_key: str, node_id: str, reason: str, candidates: list[dict], request: dict, *,
+                 due_in_s: float | None = None, default_action: str = "reject", detail: str = ""):
+        super().__init__(f"gate {node_id} awaits a review: {detail or reason}")
+        self.gate_key, self.node_id, self.reason = gate_key, node_id, reason
+        self.candidates, self.request = candidates, request
+        self.due_in_s, self.default_action, self.detail = due_in_s, default_action, detail
+
+
+def input_text(value) -> str:
+    """What `{{input}}` renders: a string as is, the last user message of a chat, else the JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        if isinstance(value.get("messages"), list):
+            users = [m for m in value["messages"] if isinstance(m, dict) and m.get("role") == "user"]
+            return messages_text(users[-1:] or value["messages"][-1:])
+        if "input" in value and len(value) == 1:
+            return input_text(value["input"])
+        for field in ("text", "prompt", "question"):
+            if isinstance(value.get(field), str):
+                return value[field]
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+async def run_workflow(engine: Engine, ctx: RunContext, spec: dict, input) -> NodeResult:
+    from orchestration.engine.nodes import Execution, Scope
+
+    compiled = compile_spec(spec)
+    text = input_text(input)
+    scope = Scope(input=text, previous=text, outputs={})
+    ctx.check_limits()
+    timeout = asyncio.timeout(ctx.seconds_left())
+    try:
+        async with timeout:
+            return await Execution(engine, ctx).run_node(compiled["root"], scope)
+    except TimeoutError:
+        if timeout.expired():
+            raise DeadlineExceeded("the run's deadline passed while steps were in flight") from None
+        raise

@@ -1,0 +1,136 @@
+"""Prometheus metrics: counters fed by live events, gauges read at scrape time.
+
+Every event goes through `orchestration.live.publish`, in whichever process produced it (a web
+process for /v1 calls, a Celery worker for async runs); `observe_event` is registered there as an
+observer, so the counters see every call even when Redis is down.
+
+Several processes: set PROMETHEUS_MULTIPROC_DIR (an empty directory, wiped at deploy) for every
+process of a host, and /metrics on any of them aggregates the counters of all of them
+(prometheus_client's multiprocess mode; `make up` does this). Without it each process reports its own.
+Scrape-time gauges (queue depth, review backlog, runs in progress) come from Redis and the
+database, so they are the same whichever process answers.
+"""
+from __future__ import annotations
+
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+MODEL_REQUESTS = Counter("podium_model_requests", "Model calls, by model, provider and outcome",
+                         ["model", "provider", "status"])
+MODEL_TOKENS = Counter("podium_model_tokens", "Tokens of model calls, by direction (input, output)",
+                       ["model", "provider", "direction"])
+MODEL_COST = Counter("podium_model_cost_usd", "Cost of model calls in USD", ["model", "provider"])
+MODEL_LATENCY = Histogram("podium_model_latency_seconds", "Latency of model calls", ["model", "provider"],
+                          buckets=LATENCY_BUCKETS_S)
+RUNS_FINISHED = Counter("podium_runs_finished", "Runs that reached a final state", ["kind", "status"])
+CIRCUIT_STATE = Gauge("podium_circuit_state", "Circuit breaker state per model: 0 closed, 1 half-open, 2 open "
+                      "(worst over live processes)", ["model"], multiprocess_mode="livemax")
+RATE_LIMITED = Counter("podium_rate_limited", "Requests refused by a per-key limit (429)", ["reason"])
+
+MODEL_CALL_NODES = ("call", "embeddings")  # composite nodes (sequence, parallel, ...) name a model but call none
+FINAL_STATUSES = {"succeeded", "failed", "cancelled", "budget_exceeded", "deadline_exceeded"}
+
+
+def observe_event(event: dict) -> None:
+    """Count one live event (registered as an `orchestration.live` observer)."""
+    kind = event.get("type")
+    if kind == "step.finished" and event.get("model") and event.get("node_type", "call") in MODEL_CALL_NODES:
+        model, provider = event["model"], event.get("provider") or ""
+        MODEL_REQUESTS.labels(model, provider, event.get("status") or "unknown").inc()
+        MODEL_TOKENS.labels(model, provider, "input").inc(int(event.get("tokens_in") or 0))
+        MODEL_TOKENS.labels(model, provider, "output").inc(int(event.get("tokens_out") or 0))
+        MODEL_COST.labels(model, provider).inc(max(0.0, float(event.get("cost_usd") or 0.0)))
+        if event.get("latency_ms") is not None:
+            MODEL_LATENCY.labels(model, provider).observe(float(event["latency_ms"]) / 1000)
+    elif kind == "run.updated" and event.get("status") in FINAL_STATUSES:
+        RUNS_FINISHED.labels(event.get("kind") or "unknown", event["status"]).inc()
+    elif kind == "model.health" and event.get("model") and event.get("state") in CIRCUIT_VALUES:
+        CIRCUIT_STATE.labels(event["model"]).set(CIRCUIT_VALUES[event["state"]])
+
+
+class ScrapeTimeCollector:
+    """Gauges read when /metrics is scraped: queue depth, review backlog, runs in progress."""
+
+    def describe(self):
+        return []  # registering must not query the database
+
+    def collect(self):
+        from orchestration import live
+        from orchestration.recording import writer
+
+        yield from self._database_gauges()
+        depth = queue_depth()
+        if depth is not None:
+            family = GaugeMetricFamily("podium_queue_depth", "Tasks waiting in the Celery queue", labels=["queue"])
+            family.add_metric(["celery"], depth)
+            yield family
+        family = GaugeMetricFamily("podium_writer_pending_runs", "Run records waiting for the batched writer "
+                                   "in the process that answered")
+        family.add_metric([], writer.pending())
+        yield family
+        family = GaugeMetricFamily("podium_live_events_dropped_process", "Live events dropped by the process "
+                                   "that answered, since it started")
+        family.add_metric([], live.stats["dropped"])
+        yield family
+
+    def _database_gauges(self):
+        from django.db.models import Count
+
+        from orchestration.models import ReviewItem, Run
+
+        backlog = GaugeMetricFamily("podium_review_backlog", "Review items waiting for a decision",
+                                    labels=["status"])
+        counts = dict(ReviewItem.objects.filter(status__in=["pending", "claimed"]).values_list("status")
+                      .annotate(n=Count("id")).values_list("status", "n"))
+        for status in ("pending", "claimed"):
+            backlog.add_metric([status], counts.get(status, 0))
+        yield backlog
+        runs = GaugeMetricFamily("podium_runs_in_progress", "Runs not yet final", labels=["status"])
+        counts = dict(Run.objects.filter(status__in=["queued", "running", "awaiting_review"]).values_list("status")
+                      .annotate(n=Count("id")).values_list("status", "n"))
+        for status in ("queued", "running", "awaiting_review"):
+            runs.add_metric([status], counts.get(status, 0))
+        yield runs
+
+
+_scrape_time = ScrapeTimeCollector()
+REGISTRY.register(_scrape_time)
+
+
+def queue_depth() -> int | None:
+    """Messages waiting in Celery's default queue on the Redis broker, or None without Redis."""
+    from django.conf import settings
+
+    if not getattr(settings, "REDIS_URL", ""):
+        return None
+    try:
+        import redis
+
+        client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            return int(client.llen("celery"))
+        finally:
+            client.close()
+    except Exception:
+        return None
+
+
+def exposition() -> bytes:
+    """The text format of every metric of this host (all processes in multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        registry.register(_scrape_time)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a finished process's live gauges (multiprocess mode); counters are kept."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)

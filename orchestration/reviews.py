@@ -1,0 +1,493 @@
+"""The human review queue: open, claim, decide (approve / edit / reject), expire, lapse claims.
+
+Every write with side effects goes through a function here. Claims and decisions are
+conditional UPDATEs whose WHERE clause says who may still act on the item: exactly one row
+changed means this caller won; none means someone else holds or already decided it, and
+`ReviewConflict` names them. That holds on SQLite and PostgreSQL alike, without locks held
+across requests. Live events and the run's resume are sent only after the transaction commits.
+
+Decisions go back to the engine through `decisions_for_run(run_id)`, keyed by the gate's step key.
+"""
+from __future__ import annotations
+
+import contextvars
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Min, Q
+from django.utils import timezone
+
+from orchestration import audit, live
+from orchestration.apikeys import KeyInfo
+from orchestration.engine.events import now_ms
+from orchestration.models import ReviewItem, Step
+from orchestration.models.runs import StepStatus
+
+logger = logging.getLogger(__name__)
+
+Status = ReviewItem.Status
+OPEN_STATUSES = (Status.PENDING, Status.CLAIMED)
+DECIDED_STATUSES = (Status.APPROVED, Status.EDITED, Status.REJECTED, Status.EXPIRED)
+DECIDE_PERMISSION = "orchestration.decide_reviewitem"
+DECIDE_SCOPE = "reviews:decide"
+REVIEWERS_GROUP = "reviewers"
+ACTION_BY_STATUS = {Status.APPROVED: "approve", Status.EDITED: "edit", Status.REJECTED: "reject"}
+
+
+class ReviewError(Exception):
+    """A review action Podium refuses; `status` is the HTTP status the API answers with."""
+
+    status = 400
+
+    def __init__(self, message: str, **details):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class ReviewNotFound(ReviewError):
+    status = 404
+
+
+class ReviewForbidden(ReviewError):
+    status = 403
+
+
+class ReviewConflict(ReviewError):
+    """Someone else holds the claim or already decided the item."""
+
+    status = 409
+
+
+@dataclass(frozen=True)
+class Reviewer:
+    """Who acts on an item: a person, an API key, or the system (expiry, claim lapse)."""
+
+    user: object | None = None
+    key: KeyInfo | None = None
+
+    @property
+    def label(self) -> str:
+        if self.user is not None:
+            return f"user:{self.user.get_username()}"
+        if self.key is not None:
+            return f"key:{self.key.prefix}"
+        return "system"
+
+    @property
+    def may_decide(self) -> bool:
+        if self.user is not None:
+            return self.user.is_active and self.user.has_perm(DECIDE_PERMISSION)
+        if self.key is not None:
+            return self.key.allows(DECIDE_SCOPE)
+        return True
+
+
+SYSTEM = Reviewer()
+
+
+def may_view(user) -> bool:
+    """Staff see the queue; reviewers see it even without staff status."""
+    return bool(user and user.is_authenticated and user.is_active
+                and (user.is_staff or user.has_perm(DECIDE_PERMISSION)))
+
+
+# --- reading --------------------------------------------------------------------------------------------------
+
+def review_summary(item: ReviewItem) -> dict:
+    """An item as live events and the review pages describe it (ids, status, people, times, models). No secret."""
+    candidates = item.candidates or []
+    best = best_candidate_index(candidates)
+    return {
+        "review_id": str(item.id), "run_id": str(item.run_id), "status": item.status, "reason": item.reason,
+        "category": item.category, "node_id": item.node_id, "step_key": item.step_key,
+        "assignee": item.assignee.get_username() if item.assignee_id else None,
+        "decided_by": decider_label(item),
+        "created_ts": _ms(item.created_at), "due_ts": _ms(item.due_at), "claimed_ts": _ms(item.claimed_at),
+        "decided_ts": _ms(item.decided_at),
+        "models": [c.get("model", "") for c in candidates],
+        "best_model": candidates[best].get("model", "") if best is not None else "",
+        "best_confidence": candidates[best].get("confidence") if best is not None else None,
+        "preview": request_preview(item.request),
+    }
+
+
+def decider_label(item: ReviewItem) -> str | None:
+    if item.decided_by_id:
+        return item.decided_by.get_username()
+    if item.decided_by_key_id:
+        return f"key:{item.decided_by_key.prefix}"
+    if item.status == Status.EXPIRED:
+        return "system"
+    return None
+
+
+def request_preview(request: dict, limit: int = 200) -> str:
+    """The last user message (or the input text) of a gated request, shortened for a queue row."""
+    if not isinstance(request, dict):
+        return ""
+    messages = request.get("messages")
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                return message["content"][:limit]
+    for name in ("input", "prompt", "text"):
+        if isinstance(request.get(name), str):
+            return request[name][:limit]
+    return ""
+
+
+def best_candidate_index(candidates: list[dict]) -> int | None:
+    """The most confident candidate (the first on ties): what "approve" releases by default."""
+    if not candidates:
+        return None
+    return max(range(len(candidates)), key=lambda i: (_float(candidates[i].get("confidence")), -i))
+
+
+def queue_counts() -> dict:
+    """Open items by status and the age of the oldest one, for the overview (two queries)."""
+    counts = {Status.PENDING.value: 0, Status.CLAIMED.value: 0}
+    for status in OPEN_STATUSES:
+        counts[status.value] = ReviewItem.objects.filter(status=status).count()
+    oldest = ReviewItem.objects.filter(status__in=OPEN_STATUSES).aggregate(oldest=Min("created_at"))["oldest"]
+    return {**counts, "open": counts["pending"] + counts["claimed"], "oldest_open_ts": _ms(oldest)}
+
+
+def decisions_for_run(run_id) -> dict[str, dict]:
+    """The decided gates of one run, keyed by step key, for the engine to apply on resume.
+
+    `action` is approve | edit | reject; `output` is the text to release ("" on reject). An expired
+    item carries its default action: approve releases the best candidate; reject and escalate both
+    come back as reject, escalate with `"escalate": True` so a gate whose reject policy is "fail"
+    can still escalate. When one gate was reviewed twice (escalated, then gated again), the latest wins.
+    """
+    decisions: dict[str, dict] = {}
+    items = (ReviewItem.objects.filter(run_id=run_id, status__in=DECIDED_STATUSES)
+             .select_related("decided_by", "decided_by_key").order_by("decided_at"))
+    for item in items:
+        action, escalate = _decided_action(item)
+        output, model = released(item)
+        decisions[item.step_key or item.node_id] = {
+            "action": action, "output": output, "reviewer": decider_label(item) or "system",
+            "review_id": str(item.id), "model": model, "comment": item.comment,
+            "expired": item.status == Status.EXPIRED, "escalate": escalate,
+        }
+    return decisions
+
+
+def released(item: ReviewItem) -> tuple[str, str]:
+    """(the text a decided item released, the model of the candidate chosen or edited); "" when none."""
+    candidates = item.candidates or []
+    index = item.chosen_index
+    chosen = candidates[index] if index is not None and index < len(candidates) else {}
+    if item.status == Status.EDITED:
+        return item.edited_output, chosen.get("model", "")
+    if item.status in (Status.APPROVED, Status.EXPIRED):
+        return chosen.get("output", ""), chosen.get("model", "")
+    return "", chosen.get("model", "")
+
+
+def _decided_action(item: ReviewItem) -> tuple[str, bool]:
+    if item.status != Status.EXPIRED:
+        return ACTION_BY_STATUS[item.status], False
+    if item.default_action == ReviewItem.DefaultAction.APPROVE and item.chosen_index is not None:
+        return "approve", False
+    return "reject", item.default_action == ReviewItem.DefaultAction.ESCALATE
+
+
+# --- opening --------------------------------------------------------------------------------------------------
+
+def open_review(*, run_id, step_key: str, node_id: str = "", reason: str = ReviewItem.Reason.LOW_CONFIDENCE,
+                request: dict | None = None, candidates: list[dict] | None = None, due_in_s: float | None = None,
+                default_action: str = ReviewItem.DefaultAction.APPROVE, category: str = "") -> ReviewItem:
+    """Open a review item for one gate of one run, or return the one already open for it (idempotent).
+
+    `due_in_s` None means PODIUM_REVIEW_DUE_S; at due time the scheduler applies `default_action`.
+    """
+    if reason not in ReviewItem.Reason.values:
+        raise ValueError(f"unknown review reason {reason!r}; use one of {', '.join(ReviewItem.Reason.values)}")
+    if default_action not in ReviewItem.DefaultAction.values:
+        raise ValueError(f"unknown default action {default_action!r}; "
+                         f"use one of {', '.join(ReviewItem.DefaultAction.values)}")
+    request = dict(request or {})
+    category = category or str(request.get("category") or (request.get("metadata") or {}).get("category") or "")
+    due_s = settings.PODIUM_REVIEW_DUE_S if due_in_s is None else due_in_s
+    with transaction.atomic():
+        existing = ReviewItem.objects.filter(run_id=run_id, step_key=step_key, status__in=OPEN_STATUSES).first()
+        if existing is not None:
+            return existing
+        item = ReviewItem.objects.create(
+            run_id=run_id, step_key=step_key, node_id=node_id, reason=reason, request=request,
+            candidates=[_clean_candidate(c) for c in candidates or []], category=category[:64],
+            default_action=default_action, due_at=timezone.now() + timedelta(seconds=due_s),
+            step_id=Step.objects.filter(run_id=run_id, key=step_key).values_list("id", flat=True).first(),
+        )
+        audit.record(actor=SYSTEM.label, action="review.opened", subject=f"review:{item.id}",
+                     data={"run_id": str(run_id), "step_key": step_key, "reason": reason,
+                           "models": [c["model"] for c in item.candidates], "default_action": default_action})
+        _publish_on_commit("review.created", item.pk)
+    return item
+
+
+def _clean_candidate(candidate: dict) -> dict:
+    return {"model": str(candidate.get("model", "")), "output": str(candidate.get("output", "")),
+            "confidence": _float(candidate.get("confidence")), "cost_usd": _float(candidate.get("cost_usd"))}
+
+
+# --- claiming -------------------------------------------------------------------------------------------------
+
+def claim_review(*, item_id, reviewer: Reviewer) -> ReviewItem:
+    """Take an item so nobody else decides it; a lapsed claim (PODIUM_REVIEW_CLAIM_TTL_S) can be taken over."""
+    _require_decider(reviewer)
+    if reviewer.user is None:
+        raise ReviewForbidden("Claims are held by people; an API key decides directly.")
+    now = timezone.now()
+    may_claim = (Q(status=Status.PENDING) | Q(status=Status.CLAIMED, assignee=reviewer.user)
+                 | Q(status=Status.CLAIMED, claimed_at__lt=_claim_cutoff(now)))
+    with transaction.atomic():
+        changed = ReviewItem.objects.filter(pk=_pk(item_id)).filter(may_claim).update(
+            status=Status.CLAIMED, assignee=reviewer.user, claimed_at=now)
+        item = _load(item_id)
+        if not changed:
+            raise _conflict(item, reviewer)
+        audit.record(actor=reviewer.label, action="review.claimed", subject=f"review:{item.id}",
+                     data={"run_id": str(item.run_id)})
+        _publish_on_commit("review.updated", item.pk, change="claimed")
+    return item
+
+
+def release_claim(*, item_id, reviewer: Reviewer) -> ReviewItem:
+    """Give a claimed item back to the queue."""
+    _require_decider(reviewer)
+    with transaction.atomic():
+        changed = ReviewItem.objects.filter(pk=_pk(item_id), status=Status.CLAIMED, assignee=reviewer.user).update(
+            status=Status.PENDING, assignee=None, claimed_at=None)
+        item = _load(item_id)
+        if not changed:
+            raise _conflict(item, reviewer)
+        audit.record(actor=reviewer.label, action="review.released", subject=f"review:{item.id}",
+                     data={"run_id": str(item.run_id)})
+        _publish_on_commit("review.updated", item.pk, change="released")
+    return item
+
+
+def lapse_stale_claims(now: datetime | None = None) -> int:
+    """Return claims older than PODIUM_REVIEW_CLAIM_TTL_S to the queue; the number lapsed."""
+    now = now or timezone.now()
+    cutoff = _claim_cutoff(now)
+    lapsed = 0
+    stale = list(ReviewItem.objects.filter(status=Status.CLAIMED, claimed_at__lt=cutoff)
+                 .values_list("pk", "assignee__username")[:500])
+    for pk, holder in stale:
+        with transaction.atomic():
+            # Conditional again: the holder may have decided in the meantime.
+            if ReviewItem.objects.filter(pk=pk, status=Status.CLAIMED, claimed_at__lt=cutoff).update(
+                    status=Status.PENDING, assignee=None, claimed_at=None):
+                lapsed += 1
+                audit.record(actor=SYSTEM.label, action="review.claim_lapsed", subject=f"review:{pk}",
+                             data={"holder": holder})
+                _publish_on_commit("review.updated", pk, change="claim_lapsed", previous_assignee=holder)
+    return lapsed
+
+
+# --- deciding -------------------------------------------------------------------------------------------------
+
+def approve_review(*, item_id, reviewer: Reviewer, candidate: int | None = None, comment: str = "") -> ReviewItem:
+    """Release a candidate's output as it is (the most confident one unless `candidate` names another)."""
+    return _decide(item_id, reviewer, Status.APPROVED, candidate=candidate, comment=comment)
+
+
+def edit_review(*, item_id, reviewer: Reviewer, output: str, candidate: int | None = None,
+                comment: str = "") -> ReviewItem:
+    """Release the reviewer's text instead of a candidate's; `candidate` is the one it was edited from."""
+    if not isinstance(output, str) or not output.strip():
+        raise ReviewError("An edit needs the text to release.", field="output")
+    return _decide(item_id, reviewer, Status.EDITED, candidate=candidate, comment=comment, edited_output=output)
+
+
+def reject_review(*, item_id, reviewer: Reviewer, comment: str = "") -> ReviewItem:
+    """Release nothing: the gate fails the run or escalates, as its workflow says."""
+    return _decide(item_id, reviewer, Status.REJECTED, comment=comment)
+
+
+def bulk_approve(*, item_ids, reviewer: Reviewer, comment: str = "") -> tuple[list[ReviewItem], list[dict]]:
+    """Approve each item's best candidate, one transaction per item: (approved, refusals)."""
+    approved, refused = [], []
+    for item_id in item_ids:
+        try:
+            approved.append(approve_review(item_id=item_id, reviewer=reviewer, comment=comment))
+        except ReviewForbidden:
+            raise
+        except ReviewError as exc:
+            refused.append({"review_id": str(item_id), "status": exc.status, "detail": exc.message, **exc.details})
+    return approved, refused
+
+
+def _decide(item_id, reviewer: Reviewer, status: str, *, candidate: int | None = None, comment: str = "",
+            edited_output: str = "") -> ReviewItem:
+    _require_decider(reviewer)
+    now = timezone.now()
+    item = _load(item_id)
+    chosen = None
+    if status != Status.REJECTED:
+        chosen = best_candidate_index(item.candidates) if candidate is None else candidate
+        if status == Status.APPROVED and chosen is None:
+            raise ReviewError("This item has no candidate to approve; edit or reject it.")
+        if chosen is not None and not (isinstance(chosen, int) and 0 <= chosen < len(item.candidates)):
+            raise ReviewError(f"There is no candidate {chosen}.", field="candidate")
+    # Who may still act: nobody holds it, the holder's claim lapsed, or the caller is the holder.
+    may_decide = Q(status=Status.PENDING) | Q(status=Status.CLAIMED, claimed_at__lt=_claim_cutoff(now))
+    if reviewer.user is not None:
+        may_decide |= Q(status=Status.CLAIMED, assignee=reviewer.user)
+    fields = {"status": status, "decided_at": now, "chosen_index": chosen, "edited_output": edited_output,
+              "comment": comment or "", "decided_by": reviewer.user,
+              "decided_by_key_id": reviewer.key.id if reviewer.key else None}
+    if reviewer.user is not None:
+        fields.update(assignee=reviewer.user, claimed_at=now)
+    with transaction.atomic():
+        if not ReviewItem.objects.filter(pk=item.pk).filter(may_decide).update(**fields):
+            raise _conflict(_load(item.pk), reviewer)
+        item = _load(item.pk)
+        action = ACTION_BY_STATUS[status]
+        output, model = released(item)
+        audit.record(actor=reviewer.label, action=f"review.{action}", subject=f"review:{item.id}",
+                     data={"run_id": str(item.run_id), "step_key": item.step_key, "reason": item.reason,
+                           "candidate": chosen, "model": model, "output": output, "comment": item.comment})
+        step = _record_human_step(item, reviewer, action, output, model, now)
+        _publish_on_commit("review.decided", item.pk, action=action, output=output, comment=item.comment)
+        transaction.on_commit(lambda: live.publish(_step_event(step)))
+        _resume_on_commit(item.run_id)
+    return item
+
+
+def expire_due_reviews(now: datetime | None = None) -> int:
+    """Apply the default action to open items past due_at; the number expired."""
+    now = now or timezone.now()
+    expired = 0
+    due = list(ReviewItem.objects.filter(status__in=OPEN_STATUSES, due_at__lte=now)
+               .values_list("pk", flat=True)[:500])
+    for pk in due:
+        item = ReviewItem.objects.get(pk=pk)
+        approve = item.default_action == ReviewItem.DefaultAction.APPROVE
+        chosen = best_candidate_index(item.candidates) if approve else None
+        with transaction.atomic():
+            # Conditional: a reviewer may have decided it a moment ago; then it is not ours to expire.
+            if not ReviewItem.objects.filter(pk=pk, status__in=OPEN_STATUSES, due_at__lte=now).update(
+                    status=Status.EXPIRED, decided_at=now, chosen_index=chosen, assignee=None, claimed_at=None):
+                continue
+            expired += 1
+            item = _load(pk)
+            action, escalate = _decided_action(item)
+            output, model = released(item)
+            audit.record(actor=SYSTEM.label, action="review.expired", subject=f"review:{pk}",
+                         data={"run_id": str(item.run_id), "step_key": item.step_key,
+                               "default_action": item.default_action, "applied": action, "escalate": escalate,
+                               "candidate": chosen, "model": model, "output": output,
+                               "due_at": item.due_at.isoformat()})
+            _publish_on_commit("review.decided", pk, action=action, output=output, expired=True)
+            _resume_on_commit(item.run_id)
+    return expired
+
+
+# --- helpers --------------------------------------------------------------------------------------------------
+
+def _require_decider(reviewer: Reviewer) -> None:
+    if not reviewer.may_decide:
+        if reviewer.key is not None:
+            raise ReviewForbidden(f"This API key lacks the '{DECIDE_SCOPE}' scope.")
+        raise ReviewForbidden("Only members of the reviewers group may claim and decide review items.")
+
+
+def _conflict(item: ReviewItem, reviewer: Reviewer) -> ReviewError:
+    if item.status == Status.CLAIMED:
+        holder = item.assignee.get_username() if item.assignee_id else "someone"
+        return ReviewConflict(f"Claimed by {holder}.", holder=holder, review_status=item.status)
+    if item.status in DECIDED_STATUSES:
+        holder = decider_label(item) or "someone"
+        return ReviewConflict(f"Already {item.status} by {holder}.", holder=holder, review_status=item.status)
+    if item.status == Status.PENDING:  # release of a claim the caller does not hold
+        return ReviewConflict("Nobody holds this item.", holder=None, review_status=item.status)
+    return ReviewConflict(f"The item is {item.status}.", holder=None, review_status=item.status)
+
+
+def _pk(item_id) -> uuid.UUID:
+    try:
+        return item_id if isinstance(item_id, uuid.UUID) else uuid.UUID(str(item_id))
+    except ValueError:
+        raise ReviewNotFound("No such review item.") from None
+
+
+def _load(item_id) -> ReviewItem:
+    try:
+        return ReviewItem.objects.select_related("assignee", "decided_by", "decided_by_key").get(pk=_pk(item_id))
+    except ReviewItem.DoesNotExist:
+        raise ReviewNotFound("No such review item.") from None
+
+
+def _claim_cutoff(now: datetime) -> datetime:
+    return now - timedelta(seconds=settings.PODIUM_REVIEW_CLAIM_TTL_S)
+
+
+def _record_human_step(item: ReviewItem, reviewer: Reviewer, action: str, released: str, model: str,
+                       now: datetime) -> Step:
+    """The decision as a step of its run, so the span tree shows who released what."""
+    return Step.objects.create(
+        run_id=item.run_id, parent_id=item.step_id, key=f"{item.step_key or item.node_id}/review/{item.id.hex[:12]}",
+        node_id=item.node_id, node_type="human", model_alias="", provider="", status=StepStatus.SUCCEEDED,
+        output=released, confidence=1.0 if action != "reject" else None,
+        latency_ms=(now - item.created_at).total_seconds() * 1000,
+        attributes={"action": action, "review_id": str(item.id), "reviewer": reviewer.label, "base_model": model},
+        started_at=item.created_at, finished_at=now,
+    )
+
+
+def _step_event(step: Step) -> dict:
+    return {"type": "step.finished", "ts": now_ms(), "run_id": str(step.run_id), "step_id": str(step.id),
+            "parent_id": str(step.parent_id) if step.parent_id else None, "key": step.key, "node_id": step.node_id,
+            "node_type": step.node_type, "model": "", "provider": "", "prompt": [], "status": step.status,
+            "output": step.output, "error": "", "confidence": step.confidence, "tokens_in": 0, "tokens_out": 0,
+            "cost_usd": 0.0, "latency_ms": step.latency_ms, "started_ts": _ms(step.started_at),
+            "attributes": step.attributes}
+
+
+def _publish_on_commit(event_type: str, pk, **extra) -> None:
+    def send():
+        try:
+            item = ReviewItem.objects.select_related("assignee", "decided_by", "decided_by_key").get(pk=pk)
+        except ReviewItem.DoesNotExist:
+            return
+        live.publish({"type": event_type, "ts": now_ms(), **review_summary(item), **extra})
+    transaction.on_commit(send)
+
+
+def _resume_on_commit(run_id) -> None:
+    transaction.on_commit(lambda: resume_run_later(str(run_id)))
+
+
+def resume_run_later(run_id: str) -> None:
+    """Hand the decided run back to the runner: a Celery task in production, in-process when embedded."""
+    try:
+        from orchestration import runs
+    except ImportError:  # the durable runner is not installed: nothing to resume
+        logger.warning("review decided for run %s but no runner is available to resume it", run_id)
+        return
+    try:
+        # A fresh context: the runner must not inherit this request's asgiref executors (they end with it).
+        contextvars.Context().run(runs.enqueue_resume, run_id)
+    except Exception:  # the decision stands; the runner (or an operator) can resume the run later
+        logger.exception("could not resume run %s after its review", run_id)
+
+
+def _ms(value: datetime | None) -> int | None:
+    return int(value.timestamp() * 1000) if value else None
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0

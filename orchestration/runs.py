@@ -1,0 +1,324 @@
+"""Workflow runs: start, execute (idempotently), pause for review, resume, cancel.
+
+A run is created `queued` with the workflow's current version and handed to the runner after
+commit: the in-process runner (embedded mode) or a Celery task (PODIUM_RUNNER=celery).
+`execute_run` may be called more than once for the same run (Celery delivers at least once, a
+crashed worker's run is picked up again): steps already finished are read back from the database
+and reused, so no model is called twice for the same step, and a run that already ended is left alone.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from orchestration import live
+from orchestration.engine.events import now_ms
+from orchestration.engine.executor import BudgetExceeded, DeadlineExceeded, NodeResult, RunContext, StepFailed
+from orchestration.engine.nodes import RunCancelled
+from orchestration.engine.spec import SpecInvalid
+from orchestration.engine.workflow import AwaitingReview, run_workflow
+from orchestration.models import Run, Step, Workflow
+from orchestration.models.runs import FINAL_RUN_STATUSES, RunStatus, StepStatus
+from orchestration.registry import cached_registry, get_registry
+from orchestration.run_sink import DurableSink
+
+logger = logging.getLogger(__name__)
+RUNNABLE = (RunStatus.QUEUED, RunStatus.RUNNING)
+_executing: set[str] = set()  # runs this process is executing right now
+_executing_lock = threading.Lock()
+
+
+class WorkflowNotFound(LookupError):
+    def __init__(self, slug: str, why: str = "does not exist or is disabled"):
+        super().__init__(f"The workflow '{slug}' {why}.")
+        self.slug = slug
+
+
+# --- starting ------------------------------------------------------------------------------------------------
+
+def create_run(*, workflow_slug: str, input, metadata: dict | None = None, api_key_id: int | None = None,
+               budget_usd: float | None = None, deadline_s: float | None = None,
+               status: str = RunStatus.QUEUED) -> Run:
+    """A Run row for the workflow's current version (not yet handed to any runner)."""
+    workflow = Workflow.objects.filter(slug=workflow_slug, enabled=True).first()
+    if workflow is None:
+        raise WorkflowNotFound(workflow_slug)
+    version = workflow.current_version
+    if version is None:
+        raise WorkflowNotFound(workflow_slug, "has no version yet")
+    now = timezone.now()
+    run = Run.objects.create(
+        kind=Run.Kind.WORKFLOW, target=f"workflow/{workflow.slug}", workflow_version=version,
+        api_key_id=api_key_id, status=status, input=input if isinstance(input, dict) and "messages" in input
+        else {"input": input}, metadata=metadata or {},
+        budget_usd=Decimal(str(budget_usd)) if budget_usd is not None else None,
+        deadline_at=now + timedelta(seconds=deadline_s) if deadline_s else None, created_at=now,
+        started_at=now if status == RunStatus.RUNNING else None)
+    publish_run_on_commit(run.pk)
+    return run
+
+
+def start_run(*, workflow_slug: str, input, metadata: dict | None = None, api_key_id: int | None = None,
+              budget_usd: float | None = None, deadline_s: float | None = None) -> Run:
+    """Create a queued run and hand it to the runner once the row is committed."""
+    with transaction.atomic():
+        run = create_run(workflow_slug=workflow_slug, input=input, metadata=metadata, api_key_id=api_key_id,
+                         budget_usd=budget_usd, deadline_s=deadline_s)
+        run_id = str(run.pk)
+        transaction.on_commit(lambda: dispatch(run_id))
+    return run
+
+
+def dispatch(run_id: str, *, resume: bool = False) -> None:
+    """Hand a run to whatever executes runs in this deployment."""
+    if settings.PODIUM_RUNNER == "celery":
+        from orchestration import tasks
+
+        (tasks.resume_run_task if resume else tasks.execute_run_task).delay(str(run_id))
+    else:
+        from orchestration.inprocess_runner import runner
+
+        runner.submit(str(run_id))
+
+
+# --- executing -----------------------------------------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    run_id: str
+    spec: dict
+    input: object
+    api_key_id: int | None
+    budget_usd: float | None
+    deadline_s: float | None
+    spent_usd: float
+    started_at: object
+    metadata: dict
+    completed: dict[str, dict]
+    decisions: dict[str, dict]
+
+
+def execute_run(run_id) -> str | None:
+    """Execute (or go on with) a run, from sync code; returns its status afterwards. Safe to call twice."""
+    async def execute_and_close():
+        from orchestration.providers.pool import close_clients
+
+        try:
+            return await execute_run_async(run_id)
+        finally:
+            await close_clients()
+
+    return asyncio.run(execute_and_close())
+
+
+async def execute_run_async(run_id) -> str | None:
+    run_id = str(run_id)
+    with _executing_lock:
+        if run_id in _executing:
+            return None  # already under way in this process
+        _executing.add(run_id)
+    try:
+        prepared = await sync_to_async(_prepare)(run_id)
+        if prepared is None:
+            return await sync_to_async(_status)(run_id)
+        return await _execute(prepared)
+    finally:
+        with _executing_lock:
+            _executing.discard(run_id)
+
+
+def _status(run_id: str) -> str | None:
+    return Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
+
+
+def _prepare(run_id: str) -> Prepared | None:
+    """Claim a queued (or interrupted) run and read what executing it needs; None if there is nothing to do."""
+    now = timezone.now()
+    with transaction.atomic():
+        # of=("self",): PostgreSQL cannot lock the nullable side of the outer join to workflow_version.
+        run = Run.objects.select_for_update(of=("self",)).select_related("workflow_version").filter(pk=run_id).first()
+        if run is None or run.status not in RUNNABLE or run.workflow_version is None:
+            return None
+        run.status = RunStatus.RUNNING
+        run.started_at = run.started_at or now
+        run.save(update_fields=["status", "started_at"])
+    publish_run_on_commit(run.pk)
+    completed = {}
+    for step in Step.objects.filter(run_id=run_id, status=StepStatus.SUCCEEDED).only(
+            "key", "output", "confidence", "tokens_in", "tokens_out", "cost_usd", "latency_ms", "model_alias",
+            "tokens_estimated"):
+        completed[step.key] = {"output": step.output, "confidence": step.confidence, "tokens_in": step.tokens_in,
+                               "tokens_out": step.tokens_out, "cost_usd": float(step.cost_usd),
+                               "latency_ms": step.latency_ms, "model": step.model_alias,
+                               "tokens_estimated": step.tokens_estimated}
+    return Prepared(
+        run_id=run_id, spec=run.workflow_version.spec, input=run.input, api_key_id=run.api_key_id,
+        budget_usd=float(run.budget_usd) if run.budget_usd is not None else None,
+        deadline_s=(run.deadline_at - now).total_seconds() if run.deadline_at else None,
+        spent_usd=float(run.cost_usd), started_at=run.started_at, metadata=dict(run.metadata or {}),
+        completed=completed, decisions=_decisions(run_id))
+
+
+def _decisions(run_id: str) -> dict[str, dict]:
+    try:
+        from orchestration.reviews import decisions_for_run
+    except ImportError:  # no review queue installed: gates only ever pause
+        return {}
+    return decisions_for_run(run_id)
+
+
+def routing_stats() -> dict:
+    """Observed per-model statistics for routing (cached by orchestration.learning), or none."""
+    try:
+        from orchestration.learning import routing_stats as stats
+    except ImportError:
+        return {}
+    try:
+        return stats()
+    except Exception:  # statistics are a refinement; routing falls back to priors
+        logger.warning("routing statistics unavailable", exc_info=True)
+        return {}
+
+
+async def current_registry():
+    return cached_registry() or await sync_to_async(get_registry)()
+
+
+async def _execute(prepared: Prepared) -> str:
+    from orchestration.services import engine
+
+    meta = {"completed_steps": prepared.completed, "decisions": prepared.decisions,
+            "run_metadata": prepared.metadata, "model_stats": await sync_to_async(routing_stats)()}
+    sink = DurableSink(run_id=prepared.run_id, api_key_id=prepared.api_key_id, meta=meta,
+                       loop=asyncio.get_running_loop())
+    ctx = RunContext(run_id=prepared.run_id, registry=await current_registry(), sink=sink,
+                     data_class=prepared.metadata.get("data_class"), spent_usd=prepared.spent_usd,
+                     budget_usd=prepared.budget_usd, meta=meta,
+                     deadline=time.monotonic() + prepared.deadline_s if prepared.deadline_s is not None else None)
+    result: NodeResult | None = None
+    review: AwaitingReview | None = None
+    error = ""
+    try:
+        result = await run_workflow(engine, ctx, prepared.spec, prepared.input)
+        status = RunStatus.SUCCEEDED
+    except AwaitingReview as exc:
+        status, review = RunStatus.AWAITING_REVIEW, exc
+    except BudgetExceeded as exc:
+        status, error = RunStatus.BUDGET_EXCEEDED, str(exc)
+    except DeadlineExceeded as exc:
+        status, error = RunStatus.DEADLINE_EXCEEDED, str(exc)
+    except (RunCancelled, asyncio.CancelledError):
+        status, error = RunStatus.CANCELLED, "cancelled"
+    except StepFailed as exc:
+        status, error = RunStatus.FAILED, str(exc)
+    except SpecInvalid as exc:
+        status, error = RunStatus.FAILED, f"the workflow's spec is invalid: {exc}"
+    except Exception as exc:  # a bug must still end the run, visibly
+        logger.exception("run %s failed unexpectedly", prepared.run_id)
+        status, error = RunStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}"
+    await asyncio.to_thread(sink.close)
+    return await sync_to_async(finish_run)(prepared.run_id, status=status, result=result, error=error, review=review)
+
+
+def finish_run(run_id: str, *, status: str, result: NodeResult | None, error: str = "",
+               review: AwaitingReview | None = None) -> str:
+    """Record where the run stands, in one transaction with the review it opens; publish after commit."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_id)
+        if run.status == RunStatus.CANCELLED:
+            status = RunStatus.CANCELLED  # a cancel that raced the end wins
+        totals = Step.objects.filter(run_id=run_id, node_type="call").aggregate(
+            tokens_in=Sum("tokens_in"), tokens_out=Sum("tokens_out"), cost_usd=Sum("cost_usd"))
+        run.tokens_in, run.tokens_out = totals["tokens_in"] or 0, totals["tokens_out"] or 0
+        run.cost_usd = totals["cost_usd"] or Decimal(0)
+        run.status, run.error = status, error[:10_000]
+        if result is not None:
+            run.output, run.confidence = result.output, result.confidence
+        if status in FINAL_RUN_STATUSES:
+            run.finished_at = now
+            run.latency_ms = (now - (run.started_at or run.created_at)).total_seconds() * 1000
+            # Steps cut off by the deadline, the budget or a cancel never finished.
+            Step.objects.filter(run_id=run_id, status=StepStatus.RUNNING).update(
+                status=StepStatus.CANCELLED, finished_at=now)
+        run.save()
+        if review is not None:
+            _open_review(run_id, review)
+        publish_run_on_commit(run_id)
+    return status
+
+
+def _open_review(run_id: str, review: AwaitingReview) -> None:
+    try:
+        from orchestration.reviews import open_review
+    except ImportError:
+        logger.warning("run %s awaits review of %s but no review queue is installed", run_id, review.gate_key)
+        return
+    open_review(run_id=run_id, step_key=review.gate_key, node_id=review.node_id, reason=review.reason,
+                request=review.request, candidates=review.candidates, due_in_s=review.due_in_s,
+                default_action=review.default_action)
+
+
+# --- resuming and cancelling -----------------------------------------------------------------------------------
+
+def resume_run(run_id) -> bool:
+    """Hand a run paused for review back to the runner (after commit); False if it was not paused."""
+    with transaction.atomic():
+        resumed = Run.objects.filter(pk=run_id, status=RunStatus.AWAITING_REVIEW,
+                                     workflow_version__isnull=False).update(status=RunStatus.QUEUED)
+        if resumed:
+            transaction.on_commit(lambda: dispatch(str(run_id), resume=True))
+            publish_run_on_commit(run_id)
+    return bool(resumed)
+
+
+enqueue_resume = resume_run  # the name orchestration.reviews calls once a decision is committed
+
+
+def cancel_run(run_id) -> bool:
+    """Stop a run that has not ended; False if it already had."""
+    now = timezone.now()
+    with transaction.atomic():
+        cancelled = Run.objects.filter(pk=run_id, status__in=[RunStatus.QUEUED, RunStatus.RUNNING,
+                                                             RunStatus.AWAITING_REVIEW]).update(
+            status=RunStatus.CANCELLED, finished_at=now, error="cancelled")
+        if not cancelled:
+            return False
+        if str(run_id) not in _executing:
+            Step.objects.filter(run_id=run_id, status=StepStatus.RUNNING).update(status=StepStatus.CANCELLED,
+                                                                               finished_at=now)
+        publish_run_on_commit(run_id)
+    if settings.PODIUM_RUNNER != "celery":
+        from orchestration.inprocess_runner import runner
+
+        runner.cancel(str(run_id))
+    # Elsewhere (a Celery worker), the run's sink sees the status at its next step and stops there.
+    return True
+
+
+# --- live ---------------------------------------------------------------------------------------------------
+
+def run_event(run: Run) -> dict:
+    return {"type": "run.updated", "ts": now_ms(), "run_id": str(run.pk), "status": run.status,
+            "target": run.target, "kind": run.kind, "api_key": run.api_key.prefix if run.api_key_id else "",
+            "cost_usd": float(run.cost_usd), "tokens_in": run.tokens_in, "tokens_out": run.tokens_out,
+            "latency_ms": run.latency_ms, "confidence": run.confidence}
+
+
+def publish_run_on_commit(run_id) -> None:
+    def send():
+        run = Run.objects.select_related("api_key").filter(pk=run_id).first()
+        if run is not None:
+            live.publish(run_event(run))
+    transaction.on_commit(send)

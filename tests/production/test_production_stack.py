@@ -1,0 +1,306 @@
+"""Reliability against the real PostgreSQL and Redis: daphne and Celery worker subprocesses.
+
+Skipped, with the reason, where PostgreSQL or Redis does not answer (see stack.py); `.ci/run`
+points the suite at the machine's services. Each test prints its figures (run with -s to see them).
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import websockets
+
+from tests.dashboardhelpers import frames_until, subscribe
+from tests.production.stack import ROOT, Stack, services_unavailable
+
+pytestmark = [pytest.mark.production, pytest.mark.timeout(240)]
+WORKER_CONCURRENCY = 4  # pool processes per worker; a run mostly waits on PostgreSQL and Redis
+FINAL = ("succeeded", "failed", "cancelled", "budget_exceeded", "deadline_exceeded")
+
+
+@pytest.fixture(scope="module")
+def stack():
+    reason = services_unavailable()
+    if reason:
+        pytest.skip(reason)
+    stack = Stack()
+    try:
+        stack.prepare()
+        stack.start_web(2)
+        stack.start_worker("w1", WORKER_CONCURRENCY)
+        stack.start_worker("w2", WORKER_CONCURRENCY)
+        yield stack
+    finally:
+        stack.stop()
+
+
+def wait_until(predicate, timeout: float, what: str, stack: Stack, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"{what} not within {timeout}s\n{stack.logs()}")
+
+
+def start_run(stack: Stack, workflow: str, text: str, web: int = 0, **extra) -> str:
+    response = httpx.post(f"{stack.url(web)}/api/runs/", headers=stack.key_headers,
+                          json={"workflow": workflow, "input": text, **extra}, timeout=30)
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def run_status(stack: Stack, run_id: str) -> str | None:
+    return stack.db.value("SELECT status FROM orchestration_run WHERE id = %s", [run_id])
+
+
+def connect_dashboard(stack: Stack, web: int):
+    return websockets.connect(f"{stack.ws_url(web)}/ws/dashboard/", additional_headers={"Cookie": stack.cookie()},
+                              origin=stack.url(web), open_timeout=10)
+
+
+def metric(text: str, name: str, **labels) -> float:
+    """The sum of a metric's samples whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        sample_labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
+        if all(sample_labels.get(k) == v for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_run_executed_by_a_worker_is_seen_live_on_a_websocket_of_another_daphne(stack):
+    async def scenario():
+        async with connect_dashboard(stack, web=1) as socket:
+            await subscribe(socket, "runs")
+            async with httpx.AsyncClient() as client:  # submitted to daphne 0; executed by a Celery worker
+                response = await client.post(f"{stack.url(0)}/api/runs/", headers=stack.key_headers,
+                                             json={"workflow": "chain", "input": "across processes"}, timeout=30)
+            run_id = response.json()["id"]
+            key = f"run.{run_id}"
+            frames = await frames_until(
+                socket, lambda f: (f.get("changes") or {}).get(key, {}).get("status") == "succeeded", timeout=60)
+            return run_id, [f["changes"][key]["status"] for f in frames if key in (f.get("changes") or {})]
+
+    run_id, statuses = asyncio.run(scenario())
+    assert statuses[-1] == "succeeded"
+    assert "running" in statuses  # seen while it ran, not only read back at the end
+    assert run_status(stack, run_id) == "succeeded"
+    print(f"\n[live across processes] run {run_id}: statuses seen on daphne 1: {statuses}")
+
+
+def test_a_worker_killed_mid_run_leaves_a_run_that_completes_with_each_step_counted_once(stack):
+    spent_before = float(stack.db.value("SELECT spent_usd FROM orchestration_apikey WHERE id = %s",
+                                        [stack.seed["api_key_id"]]))
+    run_id = start_run(stack, "chain", "survive a crash")
+    finished_sql = ("SELECT key, id, finished_at, cost_usd FROM orchestration_step "
+                    "WHERE run_id = %s AND status = 'succeeded' AND node_type = 'call' ORDER BY key")
+    wait_until(lambda: len(stack.db.query(finished_sql, [run_id])) >= 2, 60, "two finished steps", stack, 0.05)
+    for worker in list(stack.workers.values()):
+        worker.kill()  # SIGKILL to each worker's whole process group, pool children included
+    killed_at = time.monotonic()
+    before = stack.db.query(finished_sql, [run_id])
+    assert 2 <= len(before) < 6 and run_status(stack, run_id) == "running"
+
+    stack.start_worker("w3", WORKER_CONCURRENCY)  # a worker comes back: the unacknowledged task is delivered again
+    wait_until(lambda: run_status(stack, run_id) in FINAL, 90, "the interrupted run to finish", stack)
+    recovered_s = time.monotonic() - killed_at
+
+    assert run_status(stack, run_id) == "succeeded"
+    steps = stack.db.query("SELECT key, status, cost_usd FROM orchestration_step WHERE run_id = %s AND "
+                           "node_type = 'call' ORDER BY key", [run_id])
+    assert [key for key, _, _ in steps] == sorted({key for key, _, _ in steps})  # one row per step: no duplicate
+    assert len(steps) == 6 and all(status == "succeeded" for _, status, _ in steps)
+    after = {row[0]: row for row in stack.db.query(finished_sql, [run_id])}
+    for key, step_id, finished_at, cost in before:  # steps finished before the crash were reused, not re-run
+        assert after[key][1:] == (step_id, finished_at, cost)
+    step_cost = sum(float(cost) for _, _, cost in steps)
+    run_cost = float(stack.db.value("SELECT cost_usd FROM orchestration_run WHERE id = %s", [run_id]))
+    spent_after = float(stack.db.value("SELECT spent_usd FROM orchestration_apikey WHERE id = %s",
+                                       [stack.seed["api_key_id"]]))
+    assert run_cost == pytest.approx(step_cost, abs=1e-8)
+    assert spent_after - spent_before == pytest.approx(step_cost, abs=1e-8)  # no double cost on the key
+    calls = metric(httpx.get(f"{stack.url(0)}/metrics").text, "podium_model_requests_total", model="ci-slow",
+                   status="succeeded")
+    assert calls <= 6 + 6  # this run's six and the first test's six at most: no finished call counted twice
+    stack.start_worker("w2", WORKER_CONCURRENCY)
+    print(f"\n[SIGKILL] run {run_id}: {len(before)} of 6 steps finished before the kill; completed "
+          f"{recovered_s:.1f}s after it; 6 steps, 0 duplicates; run cost ${run_cost:.6f} = sum of steps = "
+          f"key's spend increase ${spent_after - spent_before:.6f}")
+
+
+def test_redis_unavailable_for_a_few_seconds_v1_keeps_answering_and_dashboards_recover(stack):
+    v1_body = {"model": "ci-fast", "messages": [{"role": "user", "content": "during the outage"}]}
+    metrics_before = httpx.get(f"{stack.url(0)}/metrics").text
+    dropped_before = metric(metrics_before, "podium_live_events_dropped_process")
+
+    stack.proxy.cut()
+    cut_at = time.monotonic()
+    statuses = []
+    with httpx.Client(headers=stack.key_headers, timeout=10) as client:
+        while time.monotonic() - cut_at < 4:
+            for web in (0, 1):
+                statuses.append(client.post(f"{stack.url(web)}/v1/chat/completions", json=v1_body).status_code)
+        ready = httpx.get(f"{stack.url(0)}/readyz", timeout=10)
+        dropped = metric(httpx.get(f"{stack.url(0)}/metrics", timeout=10).text,
+                         "podium_live_events_dropped_process") - dropped_before
+    stack.proxy.restore()
+
+    assert statuses and set(statuses) == {200}, statuses
+    assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("error")
+    assert dropped > 0  # the events had nowhere to go: dropped and counted, never raised to the caller
+
+    async def recovered():
+        """A dashboard (re)connecting after the outage gets the next call live."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                async with connect_dashboard(stack, web=1) as socket:
+                    await subscribe(socket, "overview")
+                    async with httpx.AsyncClient(headers=stack.key_headers) as client:
+                        response = await client.post(f"{stack.url(0)}/v1/chat/completions", timeout=10,
+                                                     json={**v1_body, "messages": [{"role": "user",
+                                                                                    "content": "after"}]})
+                    run_id = response.headers["x-podium-run-id"]
+                    await frames_until(socket, lambda f: any(call.get("run_id") == run_id for call in
+                                                             (f.get("appends") or {}).get("calls", [])), timeout=5)
+                    return time.monotonic() - deadline + 30
+            except (asyncio.TimeoutError, OSError, websockets.exceptions.WebSocketException):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    took = asyncio.run(recovered())
+    assert httpx.get(f"{stack.url(0)}/readyz", timeout=10).status_code == 200
+    print(f"\n[Redis outage] {len(statuses)} /v1 calls during a {time.monotonic() - cut_at:.1f}s cut: all 200; "
+          f"{dropped:.0f} live events dropped and counted; dashboard live again {took:.1f}s after Redis returned")
+
+
+def test_two_processes_approving_the_same_review_at_once_exactly_one_wins(stack):
+    run_ids = [start_run(stack, "gated", f"decide {n}", web=n % 2) for n in range(5)]
+    review_sql = "SELECT id FROM orchestration_reviewitem WHERE run_id = %s AND status = 'pending'"
+    items = [wait_until(lambda run_id=run_id: stack.db.value(review_sql, [run_id]), 60, "a review item", stack)
+             for run_id in run_ids]
+
+    async def race(item_id):
+        async with httpx.AsyncClient(headers=stack.key_headers, timeout=30) as client:
+            return await asyncio.gather(*(client.post(f"{stack.url(web)}/api/reviews/{item_id}/approve/", json={})
+                                          for web in (0, 1)))
+
+    outcomes = [sorted(r.status_code for r in asyncio.run(race(item))) for item in items]
+    assert outcomes == [[200, 409]] * len(items)
+    for run_id in run_ids:
+        wait_until(lambda run_id=run_id: run_status(stack, run_id) in FINAL, 60, "the approved run to finish", stack)
+        assert run_status(stack, run_id) == "succeeded"
+    decided = stack.db.query("SELECT count(*) FROM orchestration_reviewitem WHERE run_id = ANY(%s::uuid[]) "
+                             "AND status = 'approved'", [run_ids])[0][0]
+    assert decided == len(items)
+    check = subprocess.run([sys.executable, "manage.py", "verify_audit"], cwd=ROOT, env=stack.base_env,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr  # concurrent decisions still chain one after another
+    print(f"\n[review race] {len(items)} items approved from two daphne processes at once: "
+          f"{len(items)} × (one 200, one 409); each run resumed once and succeeded")
+
+
+def test_a_burst_of_1000_runs_all_reach_a_final_state(stack):
+    tag = f"burst-{time.time()}"
+    submitted, started = [], time.monotonic()
+
+    async def submit_all():
+        limits = httpx.Limits(max_connections=40)
+        timeout = httpx.Timeout(60, pool=None)  # 1000 requests queue for 40 connections: no pool timeout
+        async with httpx.AsyncClient(headers=stack.key_headers, timeout=timeout, limits=limits) as client:
+            async def one(n):
+                response = await client.post(f"{stack.url(n % 2)}/api/runs/", json={
+                    "workflow": "quick", "input": f"burst {n}", "metadata": {"burst": tag}})
+                assert response.status_code == 202, response.text
+                submitted.append(response.json()["id"])
+            await asyncio.gather(*(one(n) for n in range(1000)))
+
+    asyncio.run(submit_all())
+    submit_s = time.monotonic() - started
+    count_sql = ("SELECT status, count(*) FROM orchestration_run WHERE metadata->>'burst' = %s GROUP BY status")
+
+    def all_final():
+        counts = dict(stack.db.query(count_sql, [tag]))
+        return counts if sum(counts.get(s, 0) for s in FINAL) == 1000 else None
+
+    counts = wait_until(all_final, 180, "1000 runs to reach a final state", stack, 0.5)
+    total_s = time.monotonic() - started
+    assert len(submitted) == len(set(submitted)) == 1000
+    assert counts == {"succeeded": 1000}, counts
+    lost = 1000 - sum(counts.values())
+    print(f"\n[burst] submitted 1000 in {submit_s:.1f}s through two daphne processes; completed "
+          f"{counts.get('succeeded', 0)} (failed {counts.get('failed', 0)}), lost {lost}; all final after "
+          f"{total_s:.1f}s with 2 workers × {WORKER_CONCURRENCY} processes ({1000 / total_s:.0f} runs/s)")
+
+
+def test_rate_limits_hold_across_processes(stack):
+    # A fixed one-minute window: start well inside one so the count cannot straddle two.
+    if time.time() % 60 > 45:
+        time.sleep(61 - time.time() % 60)
+    body = {"model": "ci-fast", "messages": [{"role": "user", "content": "limited"}]}
+    headers = {"authorization": f"Bearer {stack.seed['limited_key']}"}
+
+    async def burst():
+        async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+            return await asyncio.gather(*(client.post(f"{stack.url(n % 2)}/v1/chat/completions", json=body)
+                                          for n in range(60)))
+
+    responses = asyncio.run(burst())
+    codes = [r.status_code for r in responses]
+    assert codes.count(200) == 20 and codes.count(429) == 40  # one limit of 20/min, not 20 per process
+    refused = next(r for r in responses if r.status_code == 429)
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    print(f"\n[rate limit] 60 requests at once on two processes for a 20/min key: 20 × 200, 40 × 429")
+
+
+def test_metrics_aggregate_every_process_and_report_queue_and_backlog(stack):
+    start_run(stack, "quick", "counted")
+    recorded_sql = ("SELECT count(*) FROM orchestration_step WHERE model_alias = 'ci-fast' AND node_type = 'call' "
+                    "AND status = 'succeeded'")
+    runs_sql = "SELECT count(*) FROM orchestration_run WHERE kind = 'workflow' AND status = 'succeeded'"
+    wait_until(lambda: stack.db.value(runs_sql) >= 1, 60, "a finished workflow run", stack)
+    recorded, finished_runs = stack.db.value(recorded_sql), stack.db.value(runs_sql)
+    text = httpx.get(f"{stack.url(1)}/metrics").text
+    # Workflow calls ran in Celery workers, /v1 calls in the daphnes: one scrape of either sees them all.
+    assert metric(text, "podium_model_requests_total", model="ci-fast", status="succeeded") >= recorded > 0
+    assert metric(text, "podium_model_latency_seconds_count", model="ci-fast") >= recorded
+    assert metric(text, "podium_runs_finished_total", kind="workflow", status="succeeded") >= finished_runs
+    assert "podium_queue_depth{" in text and "podium_review_backlog{" in text
+
+
+def test_the_audit_trail_refuses_changes_in_postgresql_and_verify_audit_finds_tampering(stack):
+    import psycopg
+
+    assert stack.db.value("SELECT count(*) FROM orchestration_auditevent") > 0
+    for statement in ("UPDATE orchestration_auditevent SET actor = 'mallory'", "DELETE FROM orchestration_auditevent"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            stack.db.query(statement)
+    victim = stack.db.value("SELECT id FROM orchestration_auditevent ORDER BY id LIMIT 1 OFFSET 1")
+    # Someone with the database owner's rights goes around the trigger:
+    with psycopg.connect(stack.db.url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE orchestration_auditevent DISABLE TRIGGER podium_audit_append_only")
+        conn.execute("UPDATE orchestration_auditevent SET data = '{\"comment\": \"forged\"}' WHERE id = %s",
+                     [victim])
+        conn.execute("ALTER TABLE orchestration_auditevent ENABLE TRIGGER podium_audit_append_only")
+    check = subprocess.run([sys.executable, "manage.py", "verify_audit"], cwd=ROOT, env=stack.base_env,
+                           capture_output=True, text=True)
+    assert check.returncode != 0
+    assert f"broken at event {victim} " in check.stderr
+
+
+def test_workers_never_hit_a_closed_event_loop(stack):
+    logs = "\n".join(p.log_path.read_text(errors="replace") for p in stack.processes if p.name.startswith("worker"))
+    assert "Task orchestration.tasks.execute_run_task" in logs  # the logs are the workers' own
+    for symptom in ("Event loop is closed", "was never awaited", "Unclosed client session"):
+        assert symptom not in logs

@@ -1,0 +1,99 @@
+"""Per-key rate limits and budgets (embedded mode: the in-process limiter) on /v1 and /api."""
+import time
+
+import httpx
+import pytest
+
+from orchestration import limits
+from orchestration.models import APIKey
+from orchestration.recording import writer
+
+
+@pytest.fixture(autouse=True)
+def inside_one_window():
+    """The windows are fixed minutes: start well inside one so a test's requests share it."""
+    limits.local.reset()
+    if time.time() % 60 > 50:
+        time.sleep(61 - time.time() % 60)
+    yield
+    limits.local.reset()
+
+
+def chat(server, raw_key: str, model: str = "swift-mini") -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/chat/completions", headers={"authorization": f"Bearer {raw_key}"},
+                      json={"model": model, "messages": [{"role": "user", "content": "hello there"}]}, timeout=10)
+
+
+def test_a_key_over_its_requests_per_minute_gets_429_with_retry_after_in_openai_format(podium_server, demo_registry):
+    _, raw = APIKey.issue("rpm", requests_per_minute=2)
+    codes = [chat(podium_server, raw).status_code for _ in range(2)]
+    refused = chat(podium_server, raw)
+    assert codes == [200, 200]
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    error = refused.json()["error"]
+    assert error["code"] == "rate_limit_exceeded" and error["type"] == "requests"
+    assert "requests per minute (limit 2)" in error["message"]
+
+
+def test_a_key_without_limits_is_never_refused(podium_server, demo_registry, api_key):
+    assert {chat(podium_server, api_key).status_code for _ in range(5)} == {200}
+
+
+def test_the_tokens_of_finished_calls_count_against_tokens_per_minute(podium_server, demo_registry):
+    _, raw = APIKey.issue("tpm", tokens_per_minute=5)
+    assert chat(podium_server, raw).status_code == 200  # nothing used yet this minute
+    writer.flush()  # the batched writer settles the call's tokens as it records it
+    refused = chat(podium_server, raw)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["type"] == "tokens" and "retry-after" in refused.headers
+
+
+def test_a_key_that_spent_its_budget_is_refused_without_retry_after(podium_server, demo_registry):
+    _, raw = APIKey.issue("budget", budget_usd="0.0001")  # one titan-ultra call costs more
+    first = chat(podium_server, raw, "titan-ultra")
+    assert first.status_code == 200, first.text
+    writer.flush()
+    refused = chat(podium_server, raw, "titan-ultra")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "insufficient_quota"
+    assert "retry-after" not in refused.headers  # waiting does not refill a budget
+
+
+def test_api_requests_count_against_the_same_key_limits_with_drf_429(client, demo_registry):
+    _, raw = APIKey.issue("api-rpm", scopes=["runs", "runs:read"], requests_per_minute=3)
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    codes = [client.get("/api/runs/", **headers).status_code for _ in range(3)]
+    refused = client.get("/api/runs/", **headers)
+    assert codes == [200, 200, 200]
+    assert refused.status_code == 429 and 1 <= int(refused["Retry-After"]) <= 60
+    assert "requests per minute" in refused.json()["detail"]
+
+
+def test_a_key_over_budget_may_still_read_its_runs_but_not_start_one(client, demo_registry):
+    key, raw = APIKey.issue("api-budget", scopes=["runs", "runs:read"], budget_usd="1")
+    APIKey.objects.filter(pk=key.pk).update(spent_usd="1.5")
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    assert client.get("/api/runs/", **headers).status_code == 200
+    refused = client.post("/api/runs/", {"workflow": "anything", "input": "x"}, content_type="application/json",
+                          **headers)
+    assert refused.status_code == 429 and "budget" in refused.json()["detail"]
+
+
+def test_the_local_limiter_admits_exactly_the_limit_from_many_threads():
+    import threading
+
+    key = limits.KeyLimits(key_id=987654, requests_per_minute=50, tokens_per_minute=None, budget_usd=None)
+    admitted = []
+
+    def hammer():
+        for _ in range(20):
+            code, _ = limits.local.admit(key, time.time(), lambda key_id: 0.0)
+            admitted.append(code == 0)
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(admitted) == 50 and len(admitted) == 160

@@ -1,0 +1,159 @@
+"""Data-class policy (refused before any call) and PII redaction before non-local providers."""
+import json
+
+import httpx
+import pytest
+
+from orchestration.engine.policy import PolicyViolation, iban_valid, luhn_valid, redact_messages, redact_text
+from orchestration.models import LLMModel, Provider, Run
+from orchestration.recording import writer
+from orchestration.registry import bump_version
+from tests.enginehelpers import context, fake_model, finished_steps, quick_engine, run, user
+
+
+def redacted(text: str) -> tuple[str, dict]:
+    counts: dict = {}
+    return redact_text(text, counts), counts
+
+
+@pytest.mark.parametrize("text, expected, counts", [
+    ("write to jane.doe+news@example.co.uk today", "write to [EMAIL] today", {"email": 1}),
+    ("card 4111 1111 1111 1111, exp 12/29", "card [CARD], exp 12/29", {"card": 1}),
+    ("amex 378282246310005 or 3782-822463-10005", "amex [CARD] or [CARD]", {"card": 2}),
+    ("pay DE89 3704 0044 0532 0130 00 NOW", "pay [IBAN] NOW", {"iban": 1}),
+    ("iban GB82WEST12345698765432.", "iban [IBAN].", {"iban": 1}),
+    ("call +44 20 7946 0958 or (555) 123-4567", "call [PHONE] or [PHONE]", {"phone": 2}),
+    ("tel 555.123.4567 / 06 12 34 56 78", "tel [PHONE] / [PHONE]", {"phone": 2}),
+])
+def test_pii_is_replaced_by_placeholders_and_counted(text, expected, counts):
+    assert redacted(text) == (expected, counts)
+
+
+@pytest.mark.parametrize("text", [
+    "card 4111 1111 1111 1112 fails the Luhn check",
+    "iban DE89 3704 0044 0532 0130 01 fails mod 97",
+    "on 2026-11-22 at 10:30, host 192.168.100.200, version 1.2.3, order 12345, 3,400,000 EUR",
+    "no at-sign here, just words",
+])
+def test_look_alikes_are_left_alone(text):
+    assert redacted(text) == (text, {})
+
+
+def test_the_checksums():
+    assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
+    assert iban_valid("DE89370400440532013000") and not iban_valid("DE89370400440532013001")
+
+
+def test_messages_are_copied_with_text_parts_redacted():
+    messages = [{"role": "system", "content": "mail ops@example.com"},
+                {"role": "user", "content": [{"type": "text", "text": "my card 4111111111111111"},
+                                             {"type": "image_url", "image_url": {"url": "https://x/1.png"}}]}]
+    out, counts = redact_messages(messages)
+    assert counts == {"email": 1, "card": 1}
+    assert out[0]["content"] == "mail [EMAIL]" and out[1]["content"][0]["text"] == "my card [CARD]"
+    assert out[1]["content"][1] == messages[1]["content"][1]
+    assert messages[0]["content"] == "mail ops@example.com"  # the caller's messages are untouched
+
+
+SECRET_PROMPT = "I am jane@example.com, card 4111 1111 1111 1111, phone +33 1 23 45 67 89"
+
+
+def test_pii_never_reaches_a_non_local_provider_and_the_step_records_only_counts(fake_upstream):
+    model = fake_model(fake_upstream, "cloud")
+    ctx = context(model)
+    result = run(lambda: quick_engine().call_model(ctx, model, user(SECRET_PROMPT)))
+
+    sent = fake_upstream.requests[-1]["body"]["messages"][0]["content"]
+    assert sent == "I am [EMAIL], card [CARD], phone [PHONE]"
+    assert result.output == "echo: I am [EMAIL], card [CARD], phone [PHONE]"
+    [step] = finished_steps(ctx)
+    assert step["attributes"]["redacted"] == {"email": 1, "card": 1, "phone": 1}
+    everything = json.dumps(ctx.sink.events)
+    for value in ("jane@example.com", "4111 1111 1111 1111", "23 45 67 89"):
+        assert value not in everything
+
+
+def test_a_local_provider_receives_the_prompt_as_written(fake_upstream):
+    model = fake_model(fake_upstream, "on-prem", is_local=True)
+    ctx = context(model)
+    run(lambda: quick_engine().call_model(ctx, model, user(SECRET_PROMPT)))
+    assert fake_upstream.requests[-1]["body"]["messages"][0]["content"] == SECRET_PROMPT
+    assert "redacted" not in finished_steps(ctx)[0]["attributes"]
+
+
+def test_a_data_class_the_model_does_not_allow_is_refused_before_any_call(fake_upstream):
+    model = fake_model(fake_upstream, "public-only")  # empty list: public and internal
+    ctx = context(model, data_class="sensitive")
+    with pytest.raises(PolicyViolation) as refusal:
+        run(lambda: quick_engine().call_model(ctx, model, user("secret plans")))
+    assert refusal.value.code == "data_class_not_allowed"
+    assert "public-only" in str(refusal.value) and "sensitive" in str(refusal.value)
+    assert fake_upstream.requests == [] and ctx.sink.events == []
+
+
+def test_internal_data_goes_to_a_model_with_the_default_classes(fake_upstream):
+    model = fake_model(fake_upstream, "default-classes")
+    ctx = context(model, data_class="internal")
+    assert run(lambda: quick_engine().call_model(ctx, model, user("memo"))).output == "echo: memo"
+
+
+def test_fallbacks_that_may_not_receive_the_data_class_are_skipped(fake_upstream):
+    primary = fake_model(fake_upstream, "primary", allowed_data_classes=("sensitive",),
+                         fallbacks=("public-backup", "vetted-backup"))
+    public_backup = fake_model(fake_upstream, "public-backup")
+    vetted_backup = fake_model(fake_upstream, "vetted-backup", allowed_data_classes=("public", "sensitive"))
+    fake_upstream.inject("fail-500")
+    ctx = context(primary, public_backup, vetted_backup, data_class="sensitive")
+    result = run(lambda: quick_engine(retries=0).call_model(ctx, primary, user("dossier")))
+    assert result.model == "vetted-backup"
+    assert [body["body"]["model"] for body in fake_upstream.requests] == ["primary-upstream", "vetted-backup-upstream"]
+
+
+# --- through /v1 ---------------------------------------------------------------------------------------
+@pytest.fixture
+def cloud_model(db, fake_upstream):
+    provider = Provider.objects.create(name="cloud", kind=Provider.Kind.OPENAI_COMPATIBLE,
+                                       base_url=fake_upstream.base_url, timeout_s=2)
+    LLMModel.objects.create(provider=provider, alias="cloud-gpt", upstream_name="cloud-1")
+    LLMModel.objects.create(provider=provider, alias="vault-gpt", upstream_name="vault-1",
+                            allowed_data_classes=["sensitive"])
+    bump_version()
+
+
+def post(server, key, body):
+    return httpx.post(f"{server.url}/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, json=body,
+                      timeout=10)
+
+
+def test_v1_refuses_a_sensitive_request_to_a_model_that_does_not_allow_it_with_a_403(
+        podium_server, api_key, cloud_model, fake_upstream):
+    response = post(podium_server, api_key, {"model": "cloud-gpt", "podium": {"data_class": "sensitive"},
+                                             "messages": [{"role": "user", "content": "merger plans"}]})
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["code"] == "data_class_not_allowed" and "sensitive" in error["message"]
+    assert fake_upstream.requests == []
+    writer.flush()
+    run_row = Run.objects.get(id=response.headers["x-podium-run-id"])
+    assert run_row.status == "failed" and "sensitive" in run_row.error and not run_row.steps.exists()
+
+
+def test_v1_sends_a_sensitive_request_to_a_model_that_allows_it_redacted(podium_server, api_key, cloud_model,
+                                                                         fake_upstream):
+    response = post(podium_server, api_key, {"model": "vault-gpt", "podium": {"data_class": "sensitive"},
+                                             "messages": [{"role": "user", "content": "mail bob@corp.example"}]})
+    assert response.status_code == 200
+    assert fake_upstream.requests[-1]["body"]["messages"][0]["content"] == "mail [EMAIL]"
+    assert "podium" not in fake_upstream.requests[-1]["body"]
+    writer.flush()
+    step = Run.objects.get(id=response.headers["x-podium-run-id"]).steps.get()
+    assert step.attributes["redacted"] == {"email": 1}
+    assert "bob@corp.example" not in json.dumps(step.prompt) + json.dumps(step.attributes)
+
+
+@pytest.mark.parametrize("podium, param", [("sensitive", "podium"), ({"data_class": "secret-ish"}, "podium.data_class"),
+                                           ({"cache": "no"}, "podium.cache")])
+def test_v1_rejects_a_malformed_podium_object(podium_server, api_key, cloud_model, podium, param):
+    response = post(podium_server, api_key, {"model": "cloud-gpt", "podium": podium,
+                                             "messages": [{"role": "user", "content": "x"}]})
+    assert response.status_code == 400 and response.json()["error"]["param"] == param
