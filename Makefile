@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help install demo test test-fast browser-deps run migrate clean bench bench-deps vendor
+.PHONY: help install demo test test-fast browser-deps run migrate clean bench bench-deps vendor run-uvicorn up
 
 help:
 	@echo "make demo   - set up and run Podium (embedded mode) with demo traffic on http://$(HOST):$(PORT)"
 	@echo "make test   - set up and run the whole test suite"
 	@echo "make run    - run the server without demo traffic"
+	@echo "make up     - production-like stack: 2 daphne, 2 Celery workers, beat on PostgreSQL + Redis (DATABASE_URL, REDIS_URL)"
 	@echo "make bench  - run the benchmarks under bench/"
 
 $(STAMP): pyproject.toml
@@ -37,6 +38,15 @@ demo: migrate
 
 run: migrate
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) config.asgi:application
+
+# The same application under uvicorn (uvloop + httptools): less CPU per /v1 call (bench/RESULTS.md).
+run-uvicorn: migrate
+	$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --no-access-log --lifespan on
+
+# Production-like: two daphne processes (ports 8001, 8002), two Celery workers and beat, against
+# DATABASE_URL (default: local PostgreSQL, database podium) and REDIS_URL (default: local Redis, db 0).
+up: install
+	PY=$(PY) HOST=$(HOST) bash scripts/up.sh
 
 test: install browser-deps
 	$(PY) -m pytest

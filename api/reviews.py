@@ -12,6 +12,7 @@ from rest_framework import generics, permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from api.input import RejectUnknownFields
 from orchestration import reviews
 from orchestration.apikeys import KeyInfo
 from orchestration.models import ReviewItem
@@ -89,7 +90,7 @@ class ReviewDetail(ReviewQuerysetMixin, generics.RetrieveAPIView):
     pass
 
 
-class CommentInput(serializers.Serializer):
+class CommentInput(RejectUnknownFields, serializers.Serializer):
     comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
 
 

@@ -8,6 +8,7 @@ from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from api.input import RejectUnknownFields
 from api.serializers import RunDetailSerializer, RunSerializer
 from orchestration import runs
 from orchestration.apikeys import KeyInfo
@@ -60,7 +61,7 @@ class RunTreeSerializer(RunDetailSerializer, WorkflowRunFields):
         return roots
 
 
-class RunCreateSerializer(serializers.Serializer):
+class RunCreateSerializer(RejectUnknownFields, serializers.Serializer):
     workflow = serializers.SlugField(help_text="The workflow's slug.")
     input = serializers.JSONField(help_text="Text or any JSON; templates read it as {{input}}.")
     metadata = serializers.DictField(required=False, default=dict)

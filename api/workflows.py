@@ -8,6 +8,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.response import Response
 
+from api.input import RejectUnknownFields
 from orchestration.apikeys import KeyInfo
 from orchestration.engine.spec import SpecInvalid
 from orchestration.models import Workflow, WorkflowVersion
@@ -50,7 +51,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
         return [{"number": v.number, "created_at": v.created_at} for v in workflow.versions.all()]
 
 
-class WorkflowWriteSerializer(serializers.Serializer):
+class WorkflowWriteSerializer(RejectUnknownFields, serializers.Serializer):
     slug = serializers.SlugField(max_length=100, required=False)
     description = serializers.CharField(required=False, allow_blank=True)
     enabled = serializers.BooleanField(required=False)

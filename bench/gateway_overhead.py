@@ -112,6 +112,18 @@ def peak_rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def quiesce(targets: list["Target"], timeout: float = 20.0) -> None:
+    """Wait until no server is still busy with the previous round's backlog (a saturated gateway keeps
+    working on queued requests after wrk hung up: that CPU must not land on the next target's round)."""
+    processes = [t.process for t in targets if t.process]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = [cpu_seconds(p.pid) for p in processes]
+        time.sleep(0.3)
+        if all(cpu_seconds(p.pid) - cpu < 0.3 * 0.05 for p, cpu in zip(processes, before)):
+            return
+
+
 @dataclass
 class Target:
     name: str
@@ -279,6 +291,7 @@ class Bench:
                     for round_ in range(self.args.rounds):
                         order = targets[round_ % len(targets):] + targets[:round_ % len(targets)]
                         for target in order:
+                            quiesce(targets)
                             sample = run_wrk(self.bound(target, delay), delay, mode == "stream", concurrency,
                                              self.args.duration, self.client_core, self.workdir)
                             cell.samples.setdefault(target.name, []).append(sample)
@@ -328,8 +341,9 @@ class Bench:
                f"{self.args.rounds} interleaved rounds of {self.args.duration:g} s per cell; wrk closed-loop clients.",
                "Added latency = gateway percentile - direct percentile of the same round (median over rounds); "
                "req/s and CPU are medians over rounds.", ""]
-        out.append("| upstream | mode | C | target | req/s | vs direct | p50 ms | p95 ms | p99 ms | added p50 | added p95 | added p99 | server CPU | errors |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        out.append("| upstream | mode | C | target | req/s | vs direct | p50 ms | p95 ms | p99 ms | added p50 | added p95 | "
+                   "added p99 | server CPU | CPU µs/req | errors |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         summary: dict[tuple, dict] = {}
         for (delay, mode, concurrency), cell in cells.items():
             direct = cell.samples["direct"]
@@ -347,11 +361,12 @@ class Bench:
                 row["errors"] = sum(s.errors for s in samples)
                 summary[(delay, mode, concurrency, target.name)] = row
                 cpu = "—" if row["cpu"] is None else f"{row['cpu']:.0f} %"
+                per_request = "—" if row["cpu"] is None else f"{row['cpu'] / 100 / rps * 1e6:.0f}"
                 added = ("—", "—", "—") if target.name == "direct" else tuple(
                     f"{row['added_' + p]:+.2f}" for p in ("p50", "p95", "p99"))
                 out.append(f"| {delay} ms | {mode} | {concurrency} | {target.name} | {rps:,.0f} | {row['ratio']:.2f} | "
                            f"{row['p50']:.2f} | {row['p95']:.2f} | {row['p99']:.2f} | {added[0]} | {added[1]} | "
-                           f"{added[2]} | {cpu} | {row['errors']} |")
+                           f"{added[2]} | {cpu} | {per_request} | {row['errors']} |")
         out += ["", "Peak RSS of the server process tree: " + ", ".join(
             f"{t.name} {t.peak_rss_mb:,.0f} MB" for t in gateways), ""]
         ok = recorded["runs"] >= recorded["upstream_requests"] and not recorded["by_status"].get("failed")

@@ -1,6 +1,7 @@
 """ASGI entry point: /v1 to the lean gateway app, websockets to Channels, the rest to Django."""
 import gc
 import os
+import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -54,3 +55,6 @@ application = ProtocolTypeRouter({
 # full collections stay short instead of pausing the /v1 event loop for tens of milliseconds (p99).
 gc.collect()
 gc.freeze()
+# The event loop shares the GIL with the batched writer's thread; when the loop wakes (epoll, a socket)
+# while the writer is busy, it waits up to the switch interval for the GIL: 0.5 ms instead of 5.
+sys.setswitchinterval(0.0005)

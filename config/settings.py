@@ -184,6 +184,7 @@ REST_FRAMEWORK = {
     # Bounded JSON (size, depth, UTF-8) answered with clear 4xx: api/input.py.
     "DEFAULT_PARSER_CLASSES": ["api.input.StrictJSONParser", "rest_framework.parsers.FormParser",
                                "rest_framework.parsers.MultiPartParser"],
+    "EXCEPTION_HANDLER": "api.input.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["api.throttling.KeyLimitsThrottle"],  # per-key limits, orchestration/limits.py
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
@@ -220,6 +221,8 @@ PODIUM = {
     # /metrics without the token: only from these networks ("none" = token only)
     "METRICS_ALLOWED_NETWORKS": env_networks("PODIUM_METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128"),
 }
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = PODIUM["MAX_BODY_BYTES"]  # one body limit for /v1, /api and forms
 
 LOGGING = {
     "version": 1,

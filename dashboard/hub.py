@@ -197,14 +197,24 @@ class Hub:
 
     # --- events -------------------------------------------------------------------------------------
     async def _receive_loop(self) -> None:
+        unreachable = 0  # consecutive failed receives: Redis down must not make this loop spin and flood logs
         try:
             while True:
                 try:
                     message = await self.layer.receive(self.channel)
-                    if message.get("type") == "podium.event":
-                        self.apply(message["event"])
                 except asyncio.CancelledError:
                     raise
+                except Exception as exc:
+                    unreachable += 1
+                    if unreachable == 1 or unreachable % 100 == 0:
+                        logger.warning("dashboard hub: the channel layer is unreachable (%s); retrying",
+                                       type(exc).__name__)
+                    await asyncio.sleep(min(2.0, 0.05 * unreachable))
+                    continue
+                unreachable = 0
+                try:
+                    if message.get("type") == "podium.event":
+                        self.apply(message["event"])
                 except Exception:
                     logger.exception("dashboard hub: an event could not be applied")
         finally:  # the server is stopping: leave the group so publishers stop queueing for us

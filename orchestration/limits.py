@@ -32,7 +32,8 @@ stats = {"refused": 0, "fallbacks": 0}
 
 # KEYS: requests counter, tokens counter, spend counter
 # ARGV: requests limit, tokens limit, budget (-1 = none), window ttl
-# -> {0, 0} admitted; {1, retry_after} requests; {2, retry_after} tokens; {3, 0} budget; {4, 0} spend unknown
+# -> {0, 0} admitted; {1, 0} requests; {2, 0} tokens; {3, 0} budget; {4, 0} spend unknown (Redis keeps the
+#    counters two windows, so the wait is computed from the window, not from a key's TTL)
 ADMIT_SCRIPT = """
 local rpm, tpm, budget, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 if budget >= 0 then
@@ -40,12 +41,8 @@ if budget >= 0 then
   if not spent then return {4, 0} end
   if tonumber(spent) >= budget then return {3, 0} end
 end
-if rpm >= 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= rpm then
-  return {1, redis.call('TTL', KEYS[1])}
-end
-if tpm >= 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= tpm then
-  return {2, redis.call('TTL', KEYS[2])}
-end
+if rpm >= 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= rpm then return {1, 0} end
+if tpm >= 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= tpm then return {2, 0} end
 if redis.call('INCR', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ttl) end
 return {0, 0}
 """
@@ -219,11 +216,11 @@ def _admit_redis(client, limits: KeyLimits, now: float) -> tuple[int, int]:
     keys = _keys(limits.key_id, window)
     args = [_limit(limits.requests_per_minute), _limit(limits.tokens_per_minute), _limit(limits.budget_usd),
             WINDOW_S * 2]
-    code, ttl = client.eval(ADMIT_SCRIPT, 3, *keys, *args)
+    code, _ = client.eval(ADMIT_SCRIPT, 3, *keys, *args)
     if code == 4:  # no spend counter yet (or it expired for a re-sync): start it from the database
         client.set(keys[2], repr(spent_in_database(limits.key_id)), ex=BUDGET_RESYNC_S, nx=True)
-        code, ttl = client.eval(ADMIT_SCRIPT, 3, *keys, *args)
-    return int(code), (int(ttl) if int(ttl) > 0 else retry_after)
+        code, _ = client.eval(ADMIT_SCRIPT, 3, *keys, *args)
+    return int(code), retry_after
 
 
 def _limit(value) -> str:

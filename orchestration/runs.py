@@ -85,7 +85,10 @@ def dispatch(run_id: str, *, resume: bool = False) -> None:
     if settings.PODIUM_RUNNER == "celery":
         from orchestration import tasks
 
-        (tasks.resume_run_task if resume else tasks.execute_run_task).delay(str(run_id))
+        try:
+            (tasks.resume_run_task if resume else tasks.execute_run_task).delay(str(run_id))
+        except Exception:  # the broker is down: the row is committed, beat's stalled-run sweep sends it later
+            logger.exception("run %s could not be handed to Celery; it stays queued until the sweep", run_id)
     else:
         from orchestration.inprocess_runner import runner
 

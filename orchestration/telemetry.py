@@ -63,7 +63,7 @@ def disable() -> None:
 
 
 def _ns(ms) -> int:
-    return int(float(ms) * 1_000_000)
+    return int(round(float(ms) * 1000)) * 1000  # via microseconds: exact for epoch milliseconds
 
 
 def _remember(table: OrderedDict, key: str, span) -> None:

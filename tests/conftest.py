@@ -110,6 +110,13 @@ def api_key(db) -> str:
 
 
 @pytest.fixture
+def watcher_key(db) -> str:
+    """A key that may also watch live events (scope `events`), as podium_top --url needs."""
+    _, raw = APIKey.issue("watcher", scopes=["chat", "runs", "runs:read", "events"])
+    return raw
+
+
+@pytest.fixture
 def admin_user(db):
     return get_user_model().objects.create_superuser("admin", "admin@example.com", "admin-password-1")
 

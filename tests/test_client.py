@@ -289,9 +289,9 @@ def test_the_websocket_refuses_a_key_without_the_events_scope(podium_server, dem
     assert raised.value.status == 403
 
 
-def test_the_async_client_streams_the_overview(podium_server, api_key, demo_registry):
+def test_the_async_client_streams_the_overview(podium_server, watcher_key, demo_registry):
     async def scenario():
-        async with AsyncPodiumClient(podium_server.url, api_key) as client:
+        async with AsyncPodiumClient(podium_server.url, watcher_key) as client:
             frames = client.events(("overview",))
             snapshot = await asyncio.wait_for(frames.__anext__(), 10)
             await frames.aclose()

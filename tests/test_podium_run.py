@@ -126,3 +126,28 @@ def test_against_a_remote_podium_the_process_exit_codes_are_0_and_5(podium_serve
     review = ReviewItem.objects.get(run__target="workflow/gated", status="pending")
     assert waiting.returncode == 5
     assert f"{podium_server.url}/reviews/{review.id}/" in waiting.stderr
+
+
+@pytest.mark.production
+@pytest.mark.timeout(240)
+def test_in_production_a_celery_worker_executes_the_run_and_the_command_follows_it():
+    from tests.production.stack import Stack, services_unavailable
+
+    reason = services_unavailable()
+    if reason:
+        pytest.skip(reason)
+    stack = Stack()
+    try:
+        stack.prepare()
+        stack.start_worker("w1", 2)
+        done = subprocess.run([sys.executable, str(ROOT / "manage.py"), "podium_run", "chain", "--input", "go"],
+                              capture_output=True, text=True, timeout=120, env=stack.base_env, cwd=ROOT)
+        assert done.returncode == 0, done.stderr + stack.logs()
+        assert done.stdout.strip().endswith("step 5")
+        assert [line.split()[1] for line in done.stderr.splitlines() if line.startswith("succeeded s")] == [
+            f"s{i}" for i in range(6)]
+        waiting = subprocess.run([sys.executable, str(ROOT / "manage.py"), "podium_run", "gated", "--input", "?"],
+                                 capture_output=True, text=True, timeout=120, env=stack.base_env, cwd=ROOT)
+        assert waiting.returncode == 5 and "/reviews/" in waiting.stderr
+    finally:
+        stack.stop()

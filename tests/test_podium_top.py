@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -105,12 +106,12 @@ def chat(server_url: str, key: str, model: str, text: str = "hello") -> httpx.Re
                       json={"model": model, "messages": [{"role": "user", "content": text}]}, timeout=30)
 
 
-def test_under_a_terminal_a_model_row_changes_after_a_call_and_q_quits(podium_server, api_key, demo_registry,
+def test_under_a_terminal_a_model_row_changes_after_a_call_and_q_quits(podium_server, api_key, watcher_key, demo_registry,
                                                                          tmp_path):
     env = {**os.environ, "TERM": "xterm-256color", "PODIUM_VAR_DIR": str(tmp_path), "COLUMNS": "160",
            "LINES": "45"}
     terminal = PseudoTerminal([sys.executable, str(ROOT / "manage.py"), "podium_top", "--url", podium_server.url,
-                               "--key", api_key, "--fps", "8"], env)
+                               "--key", watcher_key, "--fps", "8"], env)
     try:
         before = terminal.until(lambda screen: model_row(screen, "swift-code"))
         assert before[1].endswith("healthy") and calls_of(before) == 0
@@ -124,6 +125,20 @@ def test_under_a_terminal_a_model_row_changes_after_a_call_and_q_quits(podium_se
         terminal.close()
 
 
+def test_ctrl_c_quits_cleanly(podium_server, watcher_key, demo_registry, tmp_path):
+    env = {**os.environ, "TERM": "xterm-256color", "PODIUM_VAR_DIR": str(tmp_path)}
+    terminal = PseudoTerminal([sys.executable, str(ROOT / "manage.py"), "podium_top", "--url", podium_server.url,
+                               "--key", watcher_key], env)
+    try:
+        terminal.until(lambda screen: model_row(screen, "swift-mini"))
+        terminal.process.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+        assert terminal.process.wait(20) == 0
+        terminal.pump(0.2)
+        assert "Traceback" not in terminal.screen
+    finally:
+        terminal.close()
+
+
 def test_a_key_without_the_events_scope_is_told_so(podium_server, demo_registry):
     from orchestration.models import APIKey
 
@@ -133,11 +148,11 @@ def test_a_key_without_the_events_scope_is_told_so(podium_server, demo_registry)
         call_command("podium_top", "--url", podium_server.url, "--key", key, "--once", stdout=out)
 
 
-def test_without_a_terminal_it_prints_plain_blocks(podium_server, api_key, demo_registry):
+def test_without_a_terminal_it_prints_plain_blocks(podium_server, api_key, watcher_key, demo_registry):
     assert chat(podium_server.url, api_key, "atlas-pro", "plain").status_code == 200
     time.sleep(1.1)  # the window counts whole seconds: let the call's second end
     out = io.StringIO()
-    call_command("podium_top", "--url", podium_server.url, "--key", api_key, "--once", stdout=out)
+    call_command("podium_top", "--url", podium_server.url, "--key", watcher_key, "--once", stdout=out)
     text = out.getvalue()
     assert "\x1b[" not in text  # no escape codes in a log
     line = next(line for line in text.splitlines() if "model atlas-pro" in line)
@@ -314,3 +329,33 @@ def test_a_burst_of_events_is_drawn_at_most_fps_times_a_second():
     state = asyncio.run(scenario())
     assert state.events_seen == 3000
     assert 2 <= screen.shown <= 1.5 * 4 + 2
+
+
+@pytest.mark.production
+@pytest.mark.timeout(240)
+def test_with_redis_the_local_source_sees_a_call_served_by_another_process(tmp_path):
+    """Production mode without --url: the channel-layer group of a daphne process, over Redis."""
+    from tests.production.stack import Stack, services_unavailable
+
+    reason = services_unavailable()
+    if reason:
+        pytest.skip(reason)
+    stack = Stack()
+    terminal = None
+    try:
+        stack.prepare()
+        stack.start_web(1)
+        env = {**stack.base_env, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "45"}
+        terminal = PseudoTerminal([sys.executable, str(ROOT / "manage.py"), "podium_top", "--fps", "8"], env)
+        before = terminal.until(lambda screen: model_row(screen, "ci-fast"))
+        assert calls_of(before) == 0  # the first frame is drawn once the group is joined
+        response = httpx.post(f"{stack.url(0)}/v1/chat/completions", headers=stack.key_headers, timeout=30,
+                              json={"model": "ci-fast", "messages": [{"role": "user", "content": "over redis"}]})
+        assert response.status_code == 200
+        terminal.until(lambda screen: calls_of(model_row(screen, "ci-fast")) == 1)
+        terminal.type("q")
+        assert terminal.process.wait(20) == 0
+    finally:
+        if terminal is not None:
+            terminal.close()
+        stack.stop()

@@ -197,3 +197,26 @@ def test_a_workflow_answers_a_streaming_request_once_its_run_finished(sdk, demo_
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "[swift-mini] Q: hi"
     assert chunks[-1].usage.total_tokens > 0
     assert runner.wait_idle(20)
+
+
+def test_a_stream_obeys_the_data_class_policy_and_redaction(podium_server, api_key, upstream_model, fake_upstream):
+    LLMModel.objects.filter(alias="fake-gpt").update(allowed_data_classes=["public"])
+    sick_model(upstream_model, "vault-gpt", "vault-1", allowed_data_classes=["sensitive"])
+
+    def stream(model: str) -> httpx.Response:
+        return httpx.post(f"{podium_server.url}/v1/chat/completions", headers={"authorization": f"Bearer {api_key}"},
+                          timeout=20, json={"model": model, "stream": True, "podium": {"data_class": "sensitive"},
+                                            "messages": [{"role": "user", "content": "mail bob@corp.example"}]})
+
+    refused = stream("fake-gpt")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "data_class_not_allowed"
+    assert fake_upstream.requests == []
+
+    allowed = stream("vault-gpt")
+    assert allowed.status_code == 200 and sse_events(allowed)[-1] == "[DONE]"
+    assert fake_upstream.requests[-1]["body"]["messages"][0]["content"] == "mail [EMAIL]"
+    writer.flush()
+    step = Step.objects.get(status="succeeded")
+    assert step.attributes["redacted"] == {"email": 1} and step.attributes["stream"] is True
+    assert step.prompt == [{"role": "user", "content": "mail [EMAIL]"}]  # recorded as sent
+    assert Run.objects.get(id=refused.headers["x-podium-run-id"]).status == "failed"

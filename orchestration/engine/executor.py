@@ -203,19 +203,22 @@ class _StepReport:
                  attributes: dict):
         self.ctx, self.model = ctx, model
         self.attributes = dict(attributes)
+        self.prompt: list[dict] = []
         self.base = {"run_id": ctx.run_id, "step_id": str(uuid.uuid4()), "parent_id": parent_id, "key": key,
                      "node_id": node_id, "node_type": "call", "model": model.alias, "provider": model.provider.name}
 
     def start(self, prompt: list[dict]) -> None:
         self.started_ms = now_ms()
         self.started = time.perf_counter()
+        self.prompt = prompt  # as sent (after redaction); step.finished carries it so the row records it
         self.ctx.sink.emit({"type": "step.started", "ts": self.started_ms, **self.base, "prompt": prompt,
                             "attributes": dict(self.attributes)})
 
     def _finished(self, **fields) -> float:
         latency_ms = (time.perf_counter() - self.started) * 1000
         self.ctx.sink.emit({"type": "step.finished", "ts": now_ms(), **self.base, "started_ts": self.started_ms,
-                            "latency_ms": latency_ms, "attributes": dict(self.attributes), **fields})
+                            "latency_ms": latency_ms, "attributes": dict(self.attributes),
+                            "prompt": self.prompt, **fields})
         return latency_ms
 
     def failed(self, error: str, status: str = "failed") -> None:

@@ -173,7 +173,8 @@ class _Attempt:
         ctx.sink.emit({"type": "step.finished", "ts": now_ms(), **self.base, "started_ts": self.started_ms,
                        "status": status, "error": error, "latency_ms": latency_ms, "tokens_in": tokens_in,
                        "tokens_out": tokens_out, "tokens_estimated": estimated, "cost_usd": cost, "output": text,
-                       "confidence": confidence, "fallback_from": self.fallback_from})
+                       "confidence": confidence, "fallback_from": self.fallback_from,
+                       "prompt": self.request.messages})  # as sent (after redaction), recorded on the step row
         if status == "succeeded":
             self.result = NodeResult(output=text, confidence=confidence, tokens_in=tokens_in, tokens_out=tokens_out,
                                      cost_usd=cost, latency_ms=latency_ms, model=model.alias,

@@ -7,7 +7,8 @@ from django.utils import timezone
 
 KEY_PREFIX = "pdm_"
 SCOPES = ("chat", "runs", "runs:read", "reviews:decide", "events")
-DEFAULT_SCOPES = ["chat", "runs", "runs:read", "events"]
+# `events` (watching all live traffic over the websocket) is an operator power: opt-in only.
+DEFAULT_SCOPES = ["chat", "runs", "runs:read"]
 
 
 def hash_key(raw_key: str) -> str:

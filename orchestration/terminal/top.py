@@ -3,9 +3,10 @@
 Two sources of the same events:
 - `ChannelLayerSource` joins the channel-layer group `podium.events` of this installation
   (channels-redis in production, so every process's events arrive) and starts from the database;
-- `WebSocketSource` reads a Podium elsewhere through `/ws/dashboard/` with an API key (scope
-  `events`) and starts from its REST API — this is also how to watch an embedded-mode server,
-  whose in-memory channel layer never leaves its process.
+- `WebSocketSource` reads a Podium elsewhere through `/ws/dashboard/` (topics overview, runs,
+  reviews: a snapshot each, then deltas and the server's metrics ticks) with an API key of scope
+  `events` — also how to watch an embedded-mode server, whose in-memory channel layer never
+  leaves its process.
 
 Two screens: `LiveScreen` redraws in place (rich Live on the alternate screen) at most `fps`
 times a second and at least once a second (rates slide with time); `PlainScreen` prints a

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -332,6 +333,8 @@ class Stack:
             self.redis.release()
         finally:
             self.db.drop()
+            if not os.environ.get("PODIUM_KEEP_TEST_LOGS"):
+                shutil.rmtree(self.tmp, ignore_errors=True)
 
     # --- using --------------------------------------------------------------------------------------------------
     def url(self, index: int) -> str:

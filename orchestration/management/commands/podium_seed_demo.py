@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from orchestration.demo import seed_demo_registry, seed_demo_workflows
 from orchestration.models import APIKey
+from orchestration.models.keys import DEFAULT_SCOPES
 
 
 class Command(BaseCommand):
@@ -28,7 +29,8 @@ class Command(BaseCommand):
         user.save()
         # A fresh demo key each time; the previous one is revoked (its value was never stored).
         APIKey.objects.filter(name="demo", revoked_at__isnull=True).update(revoked_at=timezone.now())
-        _, raw_key = APIKey.issue("demo")
+        # The demo key may also watch live events, so `podium_top --url` works against the demo.
+        _, raw_key = APIKey.issue("demo", scopes=[*DEFAULT_SCOPES, "events"])
         lines = [f"admin user: {username}", f"password:   {password}", f"API key:    {raw_key}"]
         path = Path(settings.VAR_DIR) / "demo-credentials.txt"
         path.parent.mkdir(parents=True, exist_ok=True)

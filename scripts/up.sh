@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# A production-like Podium on this machine: two daphne processes on two ports, two Celery workers
+# and Celery beat, against PostgreSQL (DATABASE_URL) and Redis (REDIS_URL). Migrates first.
+# Ctrl-C stops all of it. Put a load balancer in front of the two ports to use it as one site.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+BIN=$(dirname "$PY")
+HOST=${HOST:-127.0.0.1}
+PORTS=${PORTS:-"8001 8002"}
+WORKERS=${WORKERS:-2}
+WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-2}
+export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/podium}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
+export PODIUM_VAR_DIR=${PODIUM_VAR_DIR:-var}
+# Every process of this host writes its metrics here; /metrics on any web process adds them all up.
+export PROMETHEUS_MULTIPROC_DIR=${PROMETHEUS_MULTIPROC_DIR:-$PODIUM_VAR_DIR/prometheus}
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+
+echo "PostgreSQL: ${DATABASE_URL%%\?*}   Redis: $REDIS_URL"
+"$PY" - <<'EOF'
+# Create the database on first use (needs a role allowed to; skipped when it exists).
+import os
+from urllib.parse import urlparse, urlunparse
+
+import psycopg
+
+url = urlparse(os.environ["DATABASE_URL"])
+name = url.path.lstrip("/")
+try:
+    with psycopg.connect(urlunparse(url._replace(path="/postgres")), autocommit=True, connect_timeout=5) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+            print(f"created database {name}")
+except psycopg.Error as exc:
+    print(f"(could not check or create database {name}: {str(exc).strip().splitlines()[0]})")
+EOF
+"$PY" -c "import os, redis; redis.Redis.from_url(os.environ['REDIS_URL'], socket_connect_timeout=3).ping()" \
+  || { echo "Redis does not answer at $REDIS_URL"; exit 1; }
+"$PY" manage.py migrate --noinput -v0
+if [ "$("$PY" manage.py shell -c 'from orchestration.models import Provider; print(Provider.objects.exists())' 2>/dev/null | tail -1)" != "True" ]; then
+  echo "empty database: seeding the demo registry, an admin user and an API key"
+  "$PY" manage.py podium_seed_demo
+fi
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  echo; echo "stopping ${#pids[@]} processes…"
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  echo "Podium stopped."
+}
+trap cleanup INT TERM EXIT
+
+for port in $PORTS; do
+  "$BIN/daphne" -v 0 -b "$HOST" -p "$port" config.asgi:application &
+  pids+=($!)
+done
+for n in $(seq 1 "$WORKERS"); do
+  "$BIN/celery" -A config worker -n "worker$n@%h" -c "$WORKER_CONCURRENCY" --loglevel=WARNING &
+  pids+=($!)
+done
+"$BIN/celery" -A config beat --loglevel=WARNING --schedule "$PODIUM_VAR_DIR/celerybeat-schedule" &
+pids+=($!)
+
+for port in $PORTS; do
+  for _ in $(seq 1 100); do
+    curl -fs "http://$HOST:$port/readyz" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  echo "web  http://$HOST:$port/   readiness: $(curl -s "http://$HOST:$port/readyz" || echo 'not answering')"
+done
+echo "workers: $WORKERS × $WORKER_CONCURRENCY processes, plus beat. Metrics: http://$HOST:${PORTS%% *}/metrics"
+echo "Ctrl-C stops everything."
+wait -n "${pids[@]}"
+echo "a process exited; stopping the rest"
