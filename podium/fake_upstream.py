@@ -158,7 +158,11 @@ class FakeUpstream:
 
     async def _stream(self, request, body, text, cut: bool, pause_s: float = 0.0) -> web.StreamResponse:
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except ConnectionError:  # the client left while we were "thinking" (benchmarks end rounds this way)
+            self.stream_outcomes.append("aborted")
+            return response
         words = text.split(" ")
         for index, word in enumerate(words):
             if cut and index == 2:
