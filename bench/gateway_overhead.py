@@ -10,6 +10,8 @@ interleaved (direct, Podium, LiteLLM, then again in rotated order) so that machi
 every target alike; "added" latency is a gateway's percentile minus the direct one of the same round,
 the median over rounds. With `taskset`, every gateway server is pinned to core 0 and the upstreams
 and wrk share core 1: a gateway's CPU is its own, and the direct baseline is not helped by a free core.
+Before each round the bench waits until no gateway is still working off the previous round's backlog,
+and `--nice -15` gives every benchmark process the same high priority on a machine shared with others.
 
 At the end the servers are stopped cleanly and the Run rows in Podium's database are counted
 against the requests the upstream received from Podium: every request must have been recorded.
@@ -279,8 +281,8 @@ class Bench:
             targets.append(litellm)
         cells: dict[tuple, Cell] = {}
         total = len(self.args.delays) * len(self.args.modes) * len(self.args.concurrency) * self.args.rounds
-        print(f"# {len(targets)} targets, {total} rounds of {self.args.duration:g} s each; logs in {self.workdir}",
-              file=sys.stderr)
+        print(f"# {len(targets)} targets, {total} rounds of {self.args.duration:g} s each; work directory "
+              f"{self.workdir}{'' if self.args.keep else ' (removed at the end; --keep keeps it)'}", file=sys.stderr)
         for target in targets:  # warm-up: connection pools, caches, lazy imports
             for delay in self.args.delays:
                 run_wrk(self.bound(target, delay), delay, False, 8, 1, self.client_core, self.workdir)
@@ -332,6 +334,8 @@ class Bench:
                 process.wait(20)
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
+        if not self.args.keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)  # its database holds every recorded call
 
     # --- reporting ---------------------------------------------------------------------------------------
     def report(self, targets: list[Target], cells: dict, recorded: dict) -> str:
@@ -425,6 +429,7 @@ def main() -> None:
                         help="Podium under: uvicorn (its defaults as installed), uvicorn-asyncio, daphne; comma-separated")
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--write", help="also write the report (markdown) to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, database)")
     parser.add_argument("--nice", type=int, default=0,
                         help="run every server, upstream and wrk at this niceness (negative needs root): "
                              "for a machine shared with other work")

@@ -220,3 +220,26 @@ def test_a_stream_obeys_the_data_class_policy_and_redaction(podium_server, api_k
     assert step.attributes["redacted"] == {"email": 1} and step.attributes["stream"] is True
     assert step.prompt == [{"role": "user", "content": "mail [EMAIL]"}]  # recorded as sent
     assert Run.objects.get(id=refused.headers["x-podium-run-id"]).status == "failed"
+
+
+@pytest.mark.parametrize("kind, upstream_name", [("anthropic", "claude-haiku"), ("ollama", "llama3.2:3b")])
+def test_anthropic_and_ollama_streams_reach_the_sdk_as_openai_chunks(sdk, fake_upstream, kind, upstream_name):
+    from orchestration.models import Provider
+    from orchestration.registry import bump_version
+
+    provider = Provider.objects.create(name=f"{kind}-box", kind=kind, base_url=fake_upstream.root_url, timeout_s=5)
+    LLMModel.objects.create(provider=provider, alias="translated", upstream_name=upstream_name)
+    bump_version()
+
+    chunks = list(sdk.chat.completions.create(
+        model="translated", messages=[{"role": "user", "content": "one two three"}], stream=True,
+        stream_options={"include_usage": True}))
+
+    texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert "".join(texts) == "echo: one two three" and len(texts) > 1
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].usage.completion_tokens > 0
+    assert fake_upstream.requests[-1]["body"]["model"] == upstream_name
+    writer.flush()
+    step = Step.objects.get()
+    assert (step.status, step.output, step.provider) == ("succeeded", "echo: one two three", f"{kind}-box")
