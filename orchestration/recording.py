@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import close_old_connections, connections, router, transaction
+from django.db import IntegrityError, close_old_connections, connections, router, transaction
 from django.db.models import F
 
 from orchestration.models import APIKey, Run, Step
@@ -149,6 +149,7 @@ class BatchedWriter:
         self._thread: threading.Thread | None = None
         self.written_runs = 0
         self.failed_flushes = 0
+        self.dropped_runs = 0  # rows the database refused for good (see _write_one_by_one)
 
     def add(self, run: Run | Row, steps: list[Step | Row]) -> None:
         with self._lock:
@@ -156,6 +157,13 @@ class BatchedWriter:
             self._steps.extend(steps)
         if self._thread is None:
             self._start()
+
+    def discard_pending(self) -> int:
+        """Forget rows not yet written (tests: one test's rows must not land in the next one's database)."""
+        with self._lock:
+            count = len(self._runs)
+            self._runs, self._steps = [], []
+        return count
 
     def pending(self) -> int:
         with self._lock:
@@ -185,24 +193,12 @@ class BatchedWriter:
         if not runs:
             return 0
         try:
-            spend: dict[int, Decimal] = defaultdict(Decimal)
-            usage: dict[int, tuple[int, float]] = {}
-            for run in runs:
-                if run.api_key_id and run.cost_usd:
-                    spend[run.api_key_id] += run.cost_usd
-                if run.api_key_id:
-                    tokens, cost = usage.get(run.api_key_id, (0, 0.0))
-                    usage[run.api_key_id] = (tokens + run.tokens_in + run.tokens_out, cost + float(run.cost_usd))
-            with transaction.atomic():
-                insert_rows(Run, runs)
-                insert_rows(Step, steps)
-                for key_id, amount in spend.items():
-                    APIKey.objects.filter(pk=key_id).update(spent_usd=F("spent_usd") + amount)
-            from orchestration import limits  # imports services, which imports this module
-
-            limits.settle(usage)  # tokens/min and budget counters, once the rows are committed
-            self.written_runs += len(runs)
-            return len(runs)
+            self._write(runs, steps)
+        except IntegrityError:
+            # One row the database can never take (its API key was deleted meanwhile, say) must not
+            # block every later batch: write run by run, and give up only on the runs that still fail.
+            close_old_connections()
+            return self._write_one_by_one(runs, steps)
         except Exception:
             # Keep the rows for the next attempt: nothing is lost because the database blinked.
             self.failed_flushes += 1
@@ -212,6 +208,55 @@ class BatchedWriter:
                 self._runs[:0] = runs
                 self._steps[:0] = steps
             return 0
+        self.written_runs += len(runs)
+        return len(runs)
+
+    def _write(self, runs: list, steps: list) -> None:
+        spend: dict[int, Decimal] = defaultdict(Decimal)
+        usage: dict[int, tuple[int, float]] = {}
+        for run in runs:
+            if run.api_key_id and run.cost_usd:
+                spend[run.api_key_id] += run.cost_usd
+            if run.api_key_id:
+                tokens, cost = usage.get(run.api_key_id, (0, 0.0))
+                usage[run.api_key_id] = (tokens + run.tokens_in + run.tokens_out, cost + float(run.cost_usd))
+        with transaction.atomic():
+            insert_rows(Run, runs)
+            insert_rows(Step, steps)
+            for key_id, amount in spend.items():
+                APIKey.objects.filter(pk=key_id).update(spent_usd=F("spent_usd") + amount)
+        from orchestration import limits  # imports services, which imports this module
+
+        limits.settle(usage)  # tokens/min and budget counters, once the rows are committed
+
+    def _write_one_by_one(self, runs: list, steps: list) -> int:
+        steps_by_run: dict[str, list] = defaultdict(list)
+        for step in steps:
+            steps_by_run[str(step.run_id)].append(step)
+        written = 0
+        for run in runs:
+            run_steps = steps_by_run.get(str(run.id), [])
+            try:
+                self._write([run], run_steps)
+            except IntegrityError:
+                if not run.api_key_id:
+                    self.dropped_runs += 1
+                    logger.error("batched writer: run %s cannot be recorded (integrity error); dropped", run.id)
+                    continue
+                # Its key is gone: keep the run, without the key.
+                if isinstance(run, Row):
+                    run["api_key_id"] = None
+                else:
+                    run.api_key_id = None
+                try:
+                    self._write([run], run_steps)
+                except IntegrityError:
+                    self.dropped_runs += 1
+                    logger.error("batched writer: run %s cannot be recorded (integrity error); dropped", run.id)
+                    continue
+            written += 1
+        self.written_runs += written
+        return written
 
     def stop(self) -> None:
         self._stopping.set()

@@ -68,6 +68,8 @@ def fresh_registry_cache():
     circuit_breakers.reset()
     yield
     writer.flush()
+    # What could not be written now (the test's database is gone) must not land in the next test's.
+    writer.discard_pending()
 
 
 @pytest.fixture

@@ -86,18 +86,22 @@ class OpenAICompatibleAdapter:
         return orjson.dumps({**request.params, **extra, "model": model.upstream_name,
                              "messages": request.messages})
 
-    async def chat(self, model: ModelSpec, request: ChatRequest) -> ChatResult:
-        url = model.provider.base_url.rstrip("/") + "/chat/completions"
+    async def _post(self, model: ModelSpec, path: str, body: bytes) -> tuple[int, bytes]:
+        """POST a JSON body under the provider's base URL: (status, content) of a 2xx/3xx, else ProviderError."""
+        url = model.provider.base_url.rstrip("/") + path
         async with concurrency_limit(model.provider):
             try:
-                async with session_for(model.provider).post(
-                        url, data=self.body(model, request, stream=False), headers=self.headers(model)) as response:
+                async with session_for(model.provider).post(url, data=body, headers=self.headers(model)) as response:
                     status, content = response.status, await response.read()
                     retry_after = response.headers.get("retry-after")
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 raise transport_error(exc, model) from None
         if status >= 400:
             raise error_from_response(status, content, retry_after)
+        return status, content
+
+    async def chat(self, model: ModelSpec, request: ChatRequest) -> ChatResult:
+        status, content = await self._post(model, "/chat/completions", self.body(model, request, stream=False))
         try:
             data = orjson.loads(content)
             choice = data["choices"][0]
@@ -159,18 +163,7 @@ class OpenAICompatibleAdapter:
 
     async def embeddings(self, model: ModelSpec, params: dict) -> dict:
         """POST /embeddings with the client's fields; returns the upstream's JSON answer."""
-        url = model.provider.base_url.rstrip("/") + "/embeddings"
-        async with concurrency_limit(model.provider):
-            try:
-                async with session_for(model.provider).post(
-                        url, data=orjson.dumps({**params, "model": model.upstream_name}),
-                        headers=self.headers(model)) as response:
-                    status, content = response.status, await response.read()
-                    retry_after = response.headers.get("retry-after")
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                raise transport_error(exc, model) from None
-        if status >= 400:
-            raise error_from_response(status, content, retry_after)
+        status, content = await self._post(model, "/embeddings", orjson.dumps({**params, "model": model.upstream_name}))
         try:
             data = orjson.loads(content)
             data["data"]  # noqa: B018 - an answer without it is malformed

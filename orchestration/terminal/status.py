@@ -117,33 +117,12 @@ async def check_providers(checks: list[tuple[ProviderCheck, str]], timeout: floa
         await asyncio.gather(*(check_provider(client, check, env, timeout) for check, env in checks))
 
 
-def infrastructure_checks() -> dict[str, str]:
-    from django.conf import settings
-    from django.db import connection
-
-    checks = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"error: {type(exc).__name__}"
-    if settings.REDIS_URL:
-        try:
-            import redis
-
-            redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1).ping()
-            checks["redis"] = "ok"
-        except Exception as exc:
-            checks["redis"] = f"error: {type(exc).__name__}"
-    return checks
-
-
 def build_report(*, timeout: float = 3.0) -> StatusReport:
     """Read the registry and recent traffic (a handful of queries), then probe providers concurrently."""
     from django.db.models import Count, Min, Q
     from django.utils import timezone
 
+    from orchestration.health import infrastructure_checks
     from orchestration.models import LLMModel, Provider, ReviewItem, RouteAlias, Step, Workflow
 
     checks = infrastructure_checks()
