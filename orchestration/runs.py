@@ -125,7 +125,8 @@ def execute_run(run_id) -> str | None:
     return asyncio.run(execute_and_close())
 
 
-async def execute_run_async(run_id) -> str | None:
+async def execute_run_async(run_id, *, final_stream=None) -> str | None:
+    """`final_stream`: where the run's final model call streams its deltas (see engine/workflow.py)."""
     run_id = str(run_id)
     with _executing_lock:
         if run_id in _executing:
@@ -135,7 +136,7 @@ async def execute_run_async(run_id) -> str | None:
         prepared = await sync_to_async(_prepare)(run_id)
         if prepared is None:
             return await sync_to_async(_status)(run_id)
-        return await _execute(prepared)
+        return await _execute(prepared, final_stream=final_stream)
     finally:
         with _executing_lock:
             _executing.discard(run_id)
@@ -198,7 +199,7 @@ async def current_registry():
     return cached_registry() or await sync_to_async(get_registry)()
 
 
-async def _execute(prepared: Prepared) -> str:
+async def _execute(prepared: Prepared, *, final_stream=None) -> str:
     from orchestration.services import engine
 
     meta = {"completed_steps": prepared.completed, "decisions": prepared.decisions,
@@ -213,7 +214,7 @@ async def _execute(prepared: Prepared) -> str:
     review: AwaitingReview | None = None
     error = ""
     try:
-        result = await run_workflow(engine, ctx, prepared.spec, prepared.input)
+        result = await run_workflow(engine, ctx, prepared.spec, prepared.input, final_stream=final_stream)
         status = RunStatus.SUCCEEDED
     except AwaitingReview as exc:
         status, review = RunStatus.AWAITING_REVIEW, exc

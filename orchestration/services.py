@@ -1,6 +1,7 @@
 """The entry points the outside world calls. Views, consumers and tasks stay thin doors into here."""
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -276,9 +277,9 @@ async def run_workflow_sync(*, key: KeyInfo, model_name: str, messages: list[dic
     """
     from orchestration import runs
 
-    if stream:
-        raise GatewayError(400, "Workflows cannot stream yet; send stream=false.", code="unsupported_parameter",
-                           param="stream")
+    if stream:  # a streamed workflow is `stream_workflow`'s
+        raise GatewayError(400, "run_workflow_sync does not stream; use stream_workflow.",
+                           code="unsupported_parameter", param="stream")
     slug = model_name.removeprefix(WORKFLOW_PREFIX)
     meta = {**(metadata or {}), **({"data_class": data_class} if data_class else {})}
     try:
@@ -288,6 +289,11 @@ async def run_workflow_sync(*, key: KeyInfo, model_name: str, messages: list[dic
         raise GatewayError(404, str(exc), code="model_not_found", param="model") from None
     run_id = str(run.pk)
     await runs.execute_run_async(run_id)
+    return await workflow_outcome(run_id, model_name)
+
+
+async def workflow_outcome(run_id: str, model_name: str) -> ChatOutcome:
+    """How a workflow run that stopped answers /v1: its output, a pending review (202) or a GatewayError."""
     run, review_id = await sync_to_async(_finished_run)(run_id)
     created = int(run.created_at.timestamp())
     if run.status == RunStatus.AWAITING_REVIEW:
@@ -304,6 +310,57 @@ async def run_workflow_sync(*, key: KeyInfo, model_name: str, messages: list[dic
                         tokens_out=run.tokens_out, cost_usd=float(run.cost_usd), latency_ms=run.latency_ms or 0.0,
                         model=model_name)
     return ChatOutcome(run_id=run_id, created=created, model=model_name, result=result)
+
+
+class WorkflowStream:
+    """A streamed `workflow/<slug>` request: the run executes in a task while its final model call's deltas
+    (engine/workflow.py: a call, a route's call, or a sequence's last stage) come out of `deltas()`.
+
+    `deltas()` ends when the run stopped, having yielded nothing if the final node does not stream (a
+    parallel, cascade, refine, supervisor or gate) or the run failed or paused before it; `outcome()` then
+    says how it ended. `aclose()` cancels a run still under way: the streamed step and the run are recorded
+    `cancelled` (the client went away)."""
+
+    def __init__(self, *, run_id: str, model_name: str, created: int) -> None:
+        from orchestration import runs
+
+        self.run_id, self.model, self.created = run_id, model_name, created
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._task = asyncio.ensure_future(runs.execute_run_async(run_id, final_stream=self._queue.put))
+        self._task.add_done_callback(lambda _: self._queue.put_nowait(None))  # the end of the deltas
+
+    async def deltas(self):
+        while (delta := await self._queue.get()) is not None:
+            yield delta
+
+    async def outcome(self) -> ChatOutcome:
+        await self._task
+        return await workflow_outcome(self.run_id, self.model)
+
+    async def aclose(self) -> None:
+        if not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+
+async def stream_workflow(*, key: KeyInfo, model_name: str, messages: list[dict], params: dict,
+                          metadata: dict | None = None, data_class: str | None = None,
+                          use_cache: bool = True) -> WorkflowStream:
+    """`model: "workflow/<slug>"` with stream=true: the run is created now (an unknown workflow is a plain
+    404) and executes while the caller reads its final call's deltas (see WorkflowStream)."""
+    from orchestration import runs
+
+    slug = model_name.removeprefix(WORKFLOW_PREFIX)
+    meta = {**(metadata or {}), **({"data_class": data_class} if data_class else {}), "stream": True}
+    try:
+        run = await sync_to_async(runs.create_run)(workflow_slug=slug, input={"messages": messages}, metadata=meta,
+                                                   api_key_id=key.id, status=RunStatus.RUNNING)
+    except runs.WorkflowNotFound as exc:
+        raise GatewayError(404, str(exc), code="model_not_found", param="model") from None
+    return WorkflowStream(run_id=str(run.pk), model_name=model_name, created=int(run.created_at.timestamp()))
 
 
 def _finished_run(run_id: str):

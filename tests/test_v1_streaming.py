@@ -186,16 +186,74 @@ def test_a_route_alias_streams_from_the_model_it_picks_and_falls_back_through_it
     assert Run.objects.get().target == "smart"
 
 
-def test_a_workflow_answers_a_streaming_request_once_its_run_finished(sdk, demo_registry):
+def test_a_workflow_streams_its_final_call_token_by_token(sdk, demo_registry):
     from orchestration.inprocess_runner import runner
     from orchestration.workflows import save_workflow
 
-    save_workflow(slug="echo-call", spec={"root": {"type": "call", "model": "swift-mini", "prompt": "Q: {{input}}"}})
-    chunks = list(sdk.chat.completions.create(model="workflow/echo-call", messages=[{"role": "user", "content": "hi"}],
+    save_workflow(slug="draft-then-answer", spec={"root": {"type": "sequence", "steps": [
+        {"id": "draft", "type": "call", "model": "swift-mini", "prompt": "Q: {{input}}"},
+        {"id": "answer", "type": "call", "model": "atlas-pro", "prompt": "{{previous}}"}]}})
+    chunks = list(sdk.chat.completions.create(
+        model="workflow/draft-then-answer", messages=[{"role": "user", "content": "hi there"}], stream=True,
+        stream_options={"include_usage": True}))
+
+    texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert texts == ["[atlas-pro]", " [swift-mini]", " Q:", " hi", " there"]  # the final call's words, live
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert runner.wait_idle(20)
+    writer.flush()
+    run = Run.objects.get()
+    assert chunks[0].id == f"chatcmpl-{run.id.hex}"
+    assert (run.status, run.output) == ("succeeded", "".join(texts))
+    answer = Step.objects.get(run=run, key="answer")
+    assert (answer.status, answer.output, answer.attributes["stream"]) == ("succeeded", run.output, True)
+    assert answer.tokens_out > 0 and answer.cost_usd > 0
+    assert Step.objects.get(run=run, key="draft").attributes.get("stream") is None  # earlier steps ran as usual
+    assert chunks[-1].usage.completion_tokens == run.tokens_out == sum(
+        Step.objects.filter(run=run, node_type="call").values_list("tokens_out", flat=True))
+
+
+def test_a_workflow_ending_in_a_parallel_answers_in_one_delta(sdk, demo_registry):
+    from orchestration.inprocess_runner import runner
+    from orchestration.workflows import save_workflow
+
+    save_workflow(slug="vote", spec={"root": {"type": "parallel", "branches": ["swift-mini", "swift-mini"],
+                                              "combine": {"strategy": "majority"}}})
+    chunks = list(sdk.chat.completions.create(model="workflow/vote", messages=[{"role": "user", "content": "hi"}],
                                               stream=True, stream_options={"include_usage": True}))
 
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "[swift-mini] Q: hi"
+    texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert texts == ["[swift-mini] hi"]
     assert chunks[-1].usage.total_tokens > 0
+    assert runner.wait_idle(20)
+    writer.flush()
+    assert (Run.objects.get().status, Run.objects.get().output) == ("succeeded", "[swift-mini] hi")
+
+
+def test_a_client_leaving_a_streamed_workflow_cancels_its_final_step_and_run(podium_server, api_key, upstream_model,
+                                                                             fake_upstream):
+    from orchestration.inprocess_runner import runner
+    from orchestration.workflows import save_workflow
+
+    sick_model(upstream_model, "fake-slow", "slow-stream")
+    save_workflow(slug="slow-answer", spec={"root": {"id": "answer", "type": "route", "route": "fake-slow"}})
+    with httpx.stream("POST", f"{podium_server.url}/v1/chat/completions",
+                      headers={"authorization": f"Bearer {api_key}"}, timeout=20,
+                      json={"model": "workflow/slow-answer", "messages": [{"role": "user", "content": "go"}],
+                            "stream": True}) as response:
+        lines = response.iter_lines()
+        received = [line for line, _ in zip(lines, range(8)) if line.startswith("data: ")]
+    assert len(received) >= 3
+
+    def cancelled_run():
+        writer.flush()
+        return Run.objects.filter(status="cancelled").first()
+
+    run = wait_for(cancelled_run, timeout=10)
+    step = Step.objects.get(run=run, key="answer/call")
+    assert step.status == "cancelled" and step.output.startswith("word0") and len(step.output.split()) < 100
+    wait_for(lambda: fake_upstream.stream_outcomes, timeout=10)
+    assert fake_upstream.stream_outcomes == ["aborted"]
     assert runner.wait_idle(20)
 
 

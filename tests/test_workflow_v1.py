@@ -114,7 +114,7 @@ def test_a_run_awaiting_review_answers_202_with_where_to_review_it(podium_server
 @pytest.mark.parametrize("body, status, code", [
     ({"model": "workflow/nope", "messages": [{"role": "user", "content": "x"}]}, 404, "model_not_found"),
     ({"model": "workflow/nope", "stream": True, "messages": [{"role": "user", "content": "x"}]}, 404,
-     "model_not_found"),  # streamed workflows answer once their run finished (tests/test_v1_streaming.py)
+     "model_not_found"),  # streamed workflows: tests/test_v1_streaming.py
 ])
 def test_unknown_workflows_are_refused_streamed_or_not(podium_server, api_key, sdk, body, status, code):
     response = httpx.post(f"{podium_server.url}/v1/chat/completions", json=body, timeout=15,

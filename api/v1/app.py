@@ -21,7 +21,7 @@ from orchestration.engine.executor import StepFailed
 from orchestration.engine.policy import PolicyViolation
 from orchestration.engine.types import StreamDelta
 from orchestration.services import (GatewayError, chat_completion, create_embeddings, current_registry,
-                                    run_workflow_sync, stream_chat_completion)
+                                    run_workflow_sync, stream_chat_completion, stream_workflow)
 
 logger = logging.getLogger(__name__)
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -89,13 +89,13 @@ async def chat_completions(scope, receive, send) -> None:
     data = parse_json(await read_body(receive, settings.PODIUM["MAX_BODY_BYTES"]))
     model, messages, params, metadata = validate_chat_request(data)
     if model.startswith("workflow/"):  # the run executes to its end, or to a gate awaiting review (202)
-        # Streamed, a workflow's answer comes as one delta once its run finished (its steps are live on the
-        # dashboard meanwhile): the engine's final node does not stream token by token yet.
+        if data.get("stream"):
+            stream = await stream_workflow(key=key, model_name=model, messages=messages, params=params,
+                                           metadata=metadata, **podium_options(data))
+            await until_disconnect(receive, send_workflow_stream(send, stream, include_usage(data)))
+            return
         outcome = await run_workflow_sync(key=key, model_name=model, messages=messages, params=params,
                                           metadata=metadata, stream=False, **podium_options(data))
-        if data.get("stream") and not outcome.pending:
-            await send_outcome_as_stream(send, outcome, include_usage(data))
-            return
         body = orjson.dumps(outcome.pending) if outcome.pending else completion_body(outcome)
         await send_json(send, 202 if outcome.pending else 200, body, [(b"x-podium-run-id", outcome.run_id.encode())])
         return
@@ -124,6 +124,44 @@ async def send_outcome_as_stream(send, outcome, usage: bool) -> None:
     await send({"type": "http.response.start", "status": 200,
                 "headers": [*SSE_HEADERS, (b"x-podium-run-id", outcome.run_id.encode())]})
     await send({"type": "http.response.body", "body": body + DONE_EVENT})
+
+
+async def send_workflow_stream(send, stream, usage: bool) -> None:
+    """A workflow's final model call token by token (its earlier steps are live on the dashboard meanwhile).
+
+    Headers wait for the first delta, so a run that fails before it is a plain error and one that pauses
+    at a gate a 202. A final node that does not stream (parallel, cascade, refine, supervisor, gate)
+    answers in one delta once the run finished."""
+    deltas = stream.deltas()
+    try:
+        first = await anext(deltas, None)
+        if first is None:
+            outcome = await stream.outcome()
+            if outcome.pending:
+                await send_json(send, 202, orjson.dumps(outcome.pending),
+                                [(b"x-podium-run-id", outcome.run_id.encode())])
+            else:
+                await send_outcome_as_stream(send, outcome, usage)
+            return
+        encoder = ChunkEncoder(run_id=stream.run_id, created=stream.created, model=stream.model, include_usage=usage)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [*SSE_HEADERS, (b"x-podium-run-id", stream.run_id.encode())]})
+        await send({"type": "http.response.body", "body": encoder.delta(first), "more_body": True})
+        async for delta in deltas:
+            await send({"type": "http.response.body", "body": encoder.delta(delta), "more_body": True})
+        try:
+            outcome = await stream.outcome()
+        except GatewayError as exc:  # broken after tokens were sent, or the run's limits: too late for a status
+            await send({"type": "http.response.body", "body": error_event(exc.message)})
+            return
+        result = outcome.result
+        tail = encoder.closing(result.finish_reason)
+        if usage:
+            tail += encoder.usage(result.tokens_in, result.tokens_out)
+        await send({"type": "http.response.body", "body": tail + DONE_EVENT})
+    finally:
+        await deltas.aclose()
+        await stream.aclose()  # a run still under way (the client went away) is cancelled and recorded so
 
 
 async def until_disconnect(receive, work) -> None:

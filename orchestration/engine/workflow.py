@@ -9,6 +9,13 @@ It returns the root's NodeResult or raises:
   StepFailed                          a node failed for good
   RunCancelled                        someone cancelled the run
 
+With `final_stream` (an async callable taking a StreamDelta), the run's final model call streams: its
+deltas are handed to `final_stream` as they arrive (with fallback while nothing was sent, see
+`engine/streaming.py`). The final call is the root when it is a `call`, the model call of a root
+`route`, or, for a `sequence`, that of its last stage (recursively). Any other root (parallel,
+cascade, refine, supervisor, gate) has no final call: nothing streams and the caller sends the
+finished output whole. Every other step runs as usual.
+
 Re-running the same spec on the same run is idempotent: `ctx.meta["completed_steps"]` (step key ->
 stored result) makes every finished node and call return its stored result instead of running
 again, and `ctx.meta["decisions"]` (gate key -> reviewer decision) lets paused gates go on.
@@ -50,7 +57,18 @@ def input_text(value) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
-async def run_workflow(engine: Engine, ctx: RunContext, spec: dict, input) -> NodeResult:
+def final_call_key(node: dict) -> str | None:
+    """The step key of the model call whose answer is the node's answer as is, if there is one."""
+    if node["type"] == "call":
+        return node["id"]
+    if node["type"] == "route":
+        return f"{node['id']}/call"
+    if node["type"] == "sequence" and node.get("steps"):
+        return final_call_key(node["steps"][-1])
+    return None  # combined, judged, refined, gated or tiered answers exist only once the node finished
+
+
+async def run_workflow(engine: Engine, ctx: RunContext, spec: dict, input, *, final_stream=None) -> NodeResult:
     from orchestration.engine.nodes import Execution, Scope
 
     compiled = compile_spec(spec)
@@ -60,7 +78,10 @@ async def run_workflow(engine: Engine, ctx: RunContext, spec: dict, input) -> No
     timeout = asyncio.timeout(ctx.seconds_left())
     try:
         async with timeout:
-            return await Execution(engine, ctx).run_node(compiled["root"], scope)
+            execution = Execution(engine, ctx)
+            if final_stream is not None:
+                execution.stream_key, execution.final_stream = final_call_key(compiled["root"]), final_stream
+            return await execution.run_node(compiled["root"], scope)
     except TimeoutError:
         if timeout.expired():
             raise DeadlineExceeded("the run's deadline passed while steps were in flight") from None

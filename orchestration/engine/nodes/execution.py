@@ -12,6 +12,7 @@ from orchestration.engine.executor import Engine, NodeResult, RunContext, StepFa
 from orchestration.engine.policy import PolicyViolation
 from orchestration.engine.routing import RouteRequest, choose, resolve_route
 from orchestration.engine.spec import node_ids
+from orchestration.engine.streaming import stream_model
 from orchestration.engine.templates import render
 from orchestration.engine.types import ChatRequest, ModelSpec, estimate_tokens, messages_text
 
@@ -84,6 +85,9 @@ class Execution:
         self.engine = engine
         self.ctx = ctx
         self.completed: dict[str, dict] = ctx.meta.get("completed_steps") or {}
+        # The final call's step key and where its deltas go, when the caller streams (see engine/workflow.py).
+        self.stream_key: str | None = None
+        self.final_stream = None
 
     # --- bookkeeping ------------------------------------------------------------------------------
     def reused(self, key: str) -> NodeResult | None:
@@ -177,12 +181,28 @@ class Execution:
                                                          node_id=node_id, parent_id=parent_id)
         # "Would exceed": the prompt alone must fit in what is left of the budget.
         self.check(model.cost_usd(estimate_tokens(messages_text(messages)), 0))
+        request = ChatRequest(messages=messages, params=dict(params or {}))
+        attributes = {**route_attributes, **(attributes or {})}
         try:
-            return await self.engine.call_model(
-                self.ctx, model, ChatRequest(messages=messages, params=dict(params or {})), key=key,
-                node_id=node_id, parent_id=parent_id, attributes={**route_attributes, **(attributes or {})})
+            if key == self.stream_key and self.final_stream is not None:
+                return await self.stream_call(model, request, key=key, node_id=node_id, parent_id=parent_id,
+                                              attributes=attributes)
+            return await self.engine.call_model(self.ctx, model, request, key=key, node_id=node_id,
+                                                parent_id=parent_id, attributes=attributes)
         except PolicyViolation as exc:  # refused before any call: for a workflow, a failed step like any other
             raise StepFailed(str(exc)) from exc
+
+    async def stream_call(self, model: ModelSpec, request: ChatRequest, *, key: str, node_id: str,
+                          parent_id: str | None, attributes: dict) -> NodeResult:
+        """The final call, streamed to `final_stream`: same step events as `call_model`, no retries or cache."""
+        stream = stream_model(self.engine, self.ctx, model, request, key=key, node_id=node_id, parent_id=parent_id,
+                              attributes=attributes)
+        try:
+            async for delta in stream:
+                await self.final_stream(delta)
+        finally:
+            await stream.aclose()  # a cancelled run records the step `cancelled` now, with what had arrived
+        return stream.result
 
     async def route_call(self, strategy: str, candidates: list[str], options: dict, messages: list[dict], *,
                          key: str, node_id: str, parent_id: str | None, params: dict | None,
