@@ -74,6 +74,9 @@ DEMO_WORKFLOWS = {
 }
 
 
+DEMO_WORKFLOW_SLUGS = tuple(DEMO_WORKFLOWS)
+
+
 def seed_demo_workflows() -> None:
     """Create the example workflows, or add a version where the spec changed (idempotent)."""
     from orchestration.workflows import save_workflow

@@ -4,7 +4,7 @@ import random
 import httpx
 from django.core.management.base import BaseCommand
 
-from orchestration.demo import DEMO_MODELS
+from orchestration.demo import DEMO_MODELS, DEMO_WORKFLOW_SLUGS
 
 PROMPTS = [
     "Summarise our refund policy in two sentences.",
@@ -25,14 +25,16 @@ class Command(BaseCommand):
         parser.add_argument("--rate", type=float, default=3.0, help="requests per second (default 3)")
         parser.add_argument("--count", type=int, default=0, help="stop after this many requests (0 = forever)")
         parser.add_argument("--seed", type=int, default=7)
+        parser.add_argument("--workflow-share", type=float, default=0.15,
+                            help="share of requests that start a demo workflow run instead (default 0.15)")
 
-    def handle(self, *args, url, key, rate, count, seed, **options):
+    def handle(self, *args, url, key, rate, count, seed, workflow_share, **options):
         try:
-            asyncio.run(self.drive(url, key, rate, count, random.Random(seed)))
+            asyncio.run(self.drive(url, key, rate, count, random.Random(seed), workflow_share))
         except KeyboardInterrupt:
             pass
 
-    async def drive(self, url, key, rate, count, rng):
+    async def drive(self, url, key, rate, count, rng, workflow_share):
         aliases = [m[0] for m in DEMO_MODELS]
         sent, tasks = 0, set()
         async with httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {key}"}, timeout=30) as client:
@@ -43,13 +45,24 @@ class Command(BaseCommand):
                 except httpx.TransportError:
                     await asyncio.sleep(0.2)
             while not count or sent < count:
-                body = {"model": rng.choice(aliases), "messages": [{"role": "user", "content": rng.choice(PROMPTS)}]}
-                task = asyncio.create_task(self.call(client, body))
+                prompt = rng.choice(PROMPTS)
+                if rng.random() < workflow_share:  # some workflow runs, so the runs and reviews pages move too
+                    call = self.start_run(client, rng.choice(DEMO_WORKFLOW_SLUGS), prompt)
+                else:
+                    call = self.call(client, {"model": rng.choice(aliases), "messages": [{"role": "user", "content": prompt}]})
+                task = asyncio.create_task(call)
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 sent += 1
                 await asyncio.sleep(rng.expovariate(rate))
             await asyncio.gather(*tasks)
+
+    async def start_run(self, client, workflow, prompt):
+        try:
+            response = await client.post("/api/runs/", json={"workflow": workflow, "input": prompt})
+            self.stdout.write(f"workflow/{workflow:<12} {response.status_code}")
+        except httpx.HTTPError as exc:
+            self.stderr.write(f"workflow/{workflow:<12} {type(exc).__name__}")
 
     async def call(self, client, body):
         try:
