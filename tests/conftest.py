@@ -10,6 +10,7 @@ import pytest
 import uvicorn
 from django.contrib.auth import get_user_model
 
+from orchestration import live
 from orchestration.demo import seed_demo_registry
 from orchestration.engine.circuit_breaker import circuit_breakers
 from orchestration.models import APIKey, LLMModel, Provider
@@ -145,12 +146,26 @@ def outsider(db):
     return get_user_model().objects.create_user("outsider", password="outsider-password-1")
 
 
-def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02):
-    """Poll until predicate() is truthy; returns its value or fails the test."""
+def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02, describe=None):
+    """Poll until predicate() is truthy; returns its value or fails the test (with describe() when given)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    pytest.fail(f"condition not met within {timeout}s")
+    pytest.fail(describe() if describe else f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """Every live event the server publishes, as the dashboard receives them."""
+    events = []
+    original = live.publish
+
+    def capture(event):
+        events.append(event)
+        original(event)
+    monkeypatch.setattr(live, "publish", capture)
+    return events
+

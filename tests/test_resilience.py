@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from orchestration import live, services
+from orchestration import services
 from orchestration.engine.circuit_breaker import circuit_breakers
 from orchestration.engine.executor import DeadlineExceeded, StepFailed
 from orchestration.engine.resilience import RetryPolicy
@@ -170,19 +170,6 @@ def quick_gateway(monkeypatch):
     circuit_breakers.reset()
     yield services.engine
     circuit_breakers.configure(**defaults.__dict__)
-
-
-@pytest.fixture
-def published(monkeypatch):
-    """Every live event the server publishes, as the dashboard receives them."""
-    events = []
-    original = live.publish
-
-    def capture(event):
-        events.append(event)
-        original(event)
-    monkeypatch.setattr(live, "publish", capture)
-    return events
 
 
 @pytest.fixture

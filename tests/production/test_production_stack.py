@@ -16,6 +16,7 @@ import httpx
 import pytest
 import websockets
 
+from tests.conftest import wait_for
 from tests.dashboardhelpers import frames_until, subscribe
 from tests.production.stack import ROOT, Stack, services_unavailable
 
@@ -43,13 +44,7 @@ def stack():
 
 
 def wait_until(predicate, timeout: float, what: str, stack: Stack, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"{what} not within {timeout}s\n{stack.logs()}")
+    return wait_for(predicate, timeout, interval, describe=lambda: f"{what} not within {timeout}s\n{stack.logs()}")
 
 
 def start_run(stack: Stack, workflow: str, text: str, web: int = 0, **extra) -> str:
