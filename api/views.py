@@ -1,8 +1,8 @@
-"""Thin read views over the registry and runs."""
+"""Thin read views over the registry (runs live in api/runs.py)."""
 from rest_framework import viewsets
 
-from api.serializers import ModelSerializer, ProviderSerializer, RunDetailSerializer, RunSerializer
-from orchestration.models import LLMModel, Provider, Run
+from api.serializers import ModelSerializer, ProviderSerializer
+from orchestration.models import LLMModel, Provider
 
 
 class ProviderViewSet(viewsets.ReadOnlyModelViewSet):
@@ -13,17 +13,3 @@ class ProviderViewSet(viewsets.ReadOnlyModelViewSet):
 class ModelViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = LLMModel.objects.select_related("provider")
     serializer_class = ModelSerializer
-
-
-class RunViewSet(viewsets.ReadOnlyModelViewSet):
-    queryset = Run.objects.all()
-
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        if self.action == "retrieve":
-            queryset = queryset.prefetch_related("steps")
-        status = self.request.query_params.get("status")
-        return queryset.filter(status=status) if status else queryset
-
-    def get_serializer_class(self):
-        return RunDetailSerializer if self.action == "retrieve" else RunSerializer
