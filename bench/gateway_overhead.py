@@ -16,6 +16,10 @@ and `--nice -15` gives every benchmark process the same high priority on a machi
 At the end the servers are stopped cleanly and the Run rows in Podium's database are counted
 against the requests the upstream received from Podium: every request must have been recorded.
 
+A reference target, the minimal proxy (`bench/minimal_proxy.py`), runs under the same server with the
+same pinning: it forwards bytes and does nothing else, so its added latency is what any Python gateway
+pays on this machine before doing work of its own (`--no-minimal` leaves it out).
+
 LiteLLM runs only when the `bench` extra is installed (`pip install -e '.[bench]'`), with the same
 number of server processes (one), a random master key and its local cost map (no network).
 """
@@ -246,6 +250,20 @@ class Bench:
                       url=f"http://127.0.0.1:{port}/v1/chat/completions", key=key,
                       model={delay: f"bench-{delay}ms" for delay in self.args.delays}, process=process)
 
+    def start_minimal(self) -> Target | None:
+        """bench/minimal_proxy.py under the same server and pinning: what any Python gateway pays here."""
+        if self.args.no_minimal:
+            return None
+        port = free_port()
+        upstreams = {f"bench-{delay}ms": f"http://127.0.0.1:{port_}/v1" for delay, port_ in self.upstreams.items()}
+        env = {**os.environ, "MINIMAL_PROXY_UPSTREAMS": json.dumps(upstreams)}
+        process = self.spawn([PY, "-m", "uvicorn", "bench.minimal_proxy:app", "--host", "127.0.0.1", "--port", str(port),
+                              "--no-access-log", "--log-level", "warning", "--lifespan", "on"], self.server_core,
+                             env=env, log="minimal-proxy")
+        wait_http(f"http://127.0.0.1:{port}/")
+        return Target(name="minimal", url=f"http://127.0.0.1:{port}/v1/chat/completions", key="none",
+                      model={delay: f"bench-{delay}ms" for delay in self.args.delays}, process=process)
+
     def start_litellm(self) -> Target | None:
         litellm = BIN / "litellm"
         if self.args.no_litellm or not litellm.exists():
@@ -276,6 +294,9 @@ class Bench:
         key = self.prepare_podium()
         direct = Target(name="direct", url="", key="fake-key", model={d: "direct" for d in self.args.delays})
         targets = [direct] + [self.start_podium(server, key) for server in self.args.servers]
+        minimal = self.start_minimal()
+        if minimal:
+            targets.append(minimal)
         litellm = self.start_litellm()
         if litellm:
             targets.append(litellm)
@@ -396,6 +417,13 @@ class Bench:
         if row:
             lines.append(f"  C=64: throughput {row['ratio']:.1%} of direct (target >= 90 %) "
                          f"{'OK' if row['ratio'] >= 0.9 else 'MISSED'}")
+        if "minimal" in names:
+            lines.append("The minimal proxy (bench/minimal_proxy.py: same server, aiohttp client, no work of its own):")
+            for concurrency in (1, 16):
+                row, floor = (summary.get((50, "plain", concurrency, name)) for name in (podium, "minimal"))
+                if row and floor:
+                    lines.append(f"  C={concurrency}: it adds {floor['added_p50']:.2f} ms p50; Podium's own share "
+                                 f"{row['added_p50'] - floor['added_p50']:+.2f} ms (difference of the medians)")
         if "litellm" in names:
             lines.append("Podium / LiteLLM (same run, one server process each):")
             for (delay, mode, concurrency, name), row in sorted(summary.items()):
@@ -428,6 +456,7 @@ def main() -> None:
     parser.add_argument("--servers", default="uvicorn",
                         help="Podium under: uvicorn (its defaults as installed), uvicorn-asyncio, daphne; comma-separated")
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--no-minimal", action="store_true", help="leave out the minimal-proxy reference target")
     parser.add_argument("--write", help="also write the report (markdown) to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, database)")
     parser.add_argument("--nice", type=int, default=0,

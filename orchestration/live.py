@@ -63,6 +63,8 @@ def publish(event: dict) -> None:
     except RuntimeError:
         _publish_from_sync(event)
         return
+    if _nobody_listens(get_channel_layer()):
+        return  # no task for events nobody would receive
     batch = _outbox.get(loop)
     if batch is not None:  # a send is already scheduled on this loop: ride along
         batch.append(event)
@@ -80,11 +82,15 @@ _outbox: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[dict]]" = we
 
 async def _send_batch(loop: asyncio.AbstractEventLoop) -> None:
     events = _outbox.pop(loop, ())
-    layer = get_channel_layer()
-    if isinstance(layer, InMemoryChannelLayer) and not layer.groups.get(EVENTS_GROUP):
-        return  # embedded mode and no dashboard open in this process: nobody to deliver to
+    if _nobody_listens(get_channel_layer()):
+        return
     for event in events:
         await publish_async(event)
+
+
+def _nobody_listens(layer) -> bool:
+    """Embedded mode (in-memory layer) with no dashboard open in this process: nobody to deliver to."""
+    return isinstance(layer, InMemoryChannelLayer) and not layer.groups.get(EVENTS_GROUP)
 
 
 def _publish_from_sync(event: dict) -> None:

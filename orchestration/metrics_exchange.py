@@ -25,6 +25,7 @@ OVERLAP_S = 5  # seconds re-sent each round: tolerates four missed rounds
 ORIGIN = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 _started = threading.Event()
 _lock = threading.Lock()
+_redis_configured: bool | None = None
 
 
 def exchange_once(client, window=local_window, origin: str = ORIGIN) -> int:
@@ -55,7 +56,12 @@ def _loop() -> None:
 
 def ensure_started() -> None:
     """Start the exchange thread once per process when Redis is configured; cheap to call often."""
-    if _started.is_set() or not getattr(settings, "REDIS_URL", None):
+    global _redis_configured
+    if _started.is_set():
+        return
+    if _redis_configured is None:  # settings are read once: this runs for every live event
+        _redis_configured = bool(getattr(settings, "REDIS_URL", None))
+    if not _redis_configured:
         return
     with _lock:
         if _started.is_set():

@@ -36,19 +36,49 @@ MODEL_CALL_NODES = ("call", "embeddings")  # composite nodes (sequence, parallel
 FINAL_STATUSES = {"succeeded", "failed", "cancelled", "budget_exceeded", "deadline_exceeded"}
 
 
+class _ModelSeries:
+    """The labelled children of one (model, provider): `labels()` validates and locks on every call, and
+    the /v1 hot path counts every call, so each pair's children are looked up once."""
+
+    def __init__(self, model: str, provider: str) -> None:
+        self.model, self.provider = model, provider
+        self.tokens_in = MODEL_TOKENS.labels(model, provider, "input")
+        self.tokens_out = MODEL_TOKENS.labels(model, provider, "output")
+        self.cost = MODEL_COST.labels(model, provider)
+        self.latency = MODEL_LATENCY.labels(model, provider)
+        self.requests: dict[str, object] = {}
+
+    def requests_with(self, status: str):
+        child = self.requests.get(status)
+        if child is None:
+            child = self.requests[status] = MODEL_REQUESTS.labels(self.model, self.provider, status)
+        return child
+
+
+_series: dict[tuple[str, str], _ModelSeries] = {}
+_runs_finished: dict[tuple[str, str], object] = {}
+
+
 def observe_event(event: dict) -> None:
     """Count one live event (registered as an `orchestration.live` observer)."""
     kind = event.get("type")
     if kind == "step.finished" and event.get("model") and event.get("node_type", "call") in MODEL_CALL_NODES:
-        model, provider = event["model"], event.get("provider") or ""
-        MODEL_REQUESTS.labels(model, provider, event.get("status") or "unknown").inc()
-        MODEL_TOKENS.labels(model, provider, "input").inc(int(event.get("tokens_in") or 0))
-        MODEL_TOKENS.labels(model, provider, "output").inc(int(event.get("tokens_out") or 0))
-        MODEL_COST.labels(model, provider).inc(max(0.0, float(event.get("cost_usd") or 0.0)))
+        key = (event["model"], event.get("provider") or "")
+        series = _series.get(key)
+        if series is None:
+            series = _series[key] = _ModelSeries(*key)
+        series.requests_with(event.get("status") or "unknown").inc()
+        series.tokens_in.inc(int(event.get("tokens_in") or 0))
+        series.tokens_out.inc(int(event.get("tokens_out") or 0))
+        series.cost.inc(max(0.0, float(event.get("cost_usd") or 0.0)))
         if event.get("latency_ms") is not None:
-            MODEL_LATENCY.labels(model, provider).observe(float(event["latency_ms"]) / 1000)
+            series.latency.observe(float(event["latency_ms"]) / 1000)
     elif kind == "run.updated" and event.get("status") in FINAL_STATUSES:
-        RUNS_FINISHED.labels(event.get("kind") or "unknown", event["status"]).inc()
+        key = (event.get("kind") or "unknown", event["status"])
+        counter = _runs_finished.get(key)
+        if counter is None:
+            counter = _runs_finished[key] = RUNS_FINISHED.labels(*key)
+        counter.inc()
     elif kind == "model.health" and event.get("model") and event.get("state") in CIRCUIT_VALUES:
         CIRCUIT_STATE.labels(event["model"]).set(CIRCUIT_VALUES[event["state"]])
 

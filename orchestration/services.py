@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
@@ -18,6 +17,7 @@ from orchestration.engine.streaming import ModelStream, stream_model
 from orchestration.engine.policy import PolicyViolation
 from orchestration.engine.types import ChatRequest
 from orchestration.engine_config import configured_engine
+from orchestration.ids import new_id
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
 from orchestration.recording import Row, money, ms_to_datetime, step_row, writer
@@ -72,7 +72,7 @@ async def chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict]
     if model is None and model_name not in registry.routes:
         raise GatewayError(404, f"The model '{model_name}' does not exist or you do not have access to it.",
                            code="model_not_found", param="model")
-    run_id = str(uuid.uuid4())
+    run_id = new_id()
     sink = PublishingSink()
     ctx = RunContext(run_id=run_id, registry=registry, sink=sink, data_class=data_class)
     route_attributes = None
@@ -183,7 +183,7 @@ async def stream_chat_completion(*, key: KeyInfo, model_name: str, messages: lis
         raise GatewayError(404, f"The model '{model_name}' does not exist or you do not have access to it.",
                            code="model_not_found", param="model")
     sink = PublishingSink()
-    ctx = RunContext(run_id=str(uuid.uuid4()), registry=registry, sink=sink, data_class=data_class)
+    ctx = RunContext(run_id=new_id(), registry=registry, sink=sink, data_class=data_class)
     route_attributes = None
     if model is None:
         model, route_attributes = await resolve_chat_route(ctx, model_name, messages)
@@ -210,7 +210,7 @@ async def create_embeddings(*, key: KeyInfo, model_name: str, params: dict,
     if not serves_embeddings(engine, model):
         raise GatewayError(400, f"The model '{model_name}' does not serve embeddings.", code="unsupported_model",
                            param="model")
-    run_id = str(uuid.uuid4())
+    run_id = new_id()
     sink = PublishingSink()
     ctx = RunContext(run_id=run_id, registry=registry, sink=sink)
     started_ms = now_ms()

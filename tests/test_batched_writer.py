@@ -1,12 +1,13 @@
 """The batched writer keeps rows across a database blink, and one impossible row never blocks the rest."""
 import uuid
+from datetime import datetime, timedelta, timezone as dt_timezone
 from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
-from orchestration.models import APIKey, Run
-from orchestration.recording import BatchedWriter, Row
+from orchestration.models import APIKey, Run, Step
+from orchestration.recording import BatchedWriter, Row, insert_rows
 
 
 def run_row(api_key_id=None) -> Row:
@@ -47,3 +48,35 @@ def test_rows_are_kept_for_the_next_flush_when_the_database_is_unavailable(monke
     assert writer.flush() == 1
     assert Run.objects.filter(id=row.id).exists()
     writer.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_the_writer_prepares_itself_read_back_as_django_saves_them():
+    """insert_rows prepares values without Django's per-field path (recording.column_converter); what it
+    stores must read back exactly like the same values saved through the ORM."""
+    key, _ = APIKey.issue("read-back")
+    started = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=dt_timezone(timedelta(hours=2)))  # not UTC
+    values = dict(kind=Run.Kind.WORKFLOW, target="workflow/x", api_key_id=key.id, status="succeeded",
+                  input={"messages": [{"role": "user", "content": "héllo ✓ \"q\" 𝄞"}], "n": [1, 2.5, None, True]},
+                  output="answer", confidence=0.25, tokens_in=7, tokens_out=9, cost_usd=Decimal("0.00012345"),
+                  latency_ms=12.5, error="", metadata={"k": {"nested": ["a"]}}, created_at=started,
+                  started_at=started, finished_at=started + timedelta(milliseconds=1500))
+    written_id, saved_id = str(uuid.uuid4()), uuid.uuid4()
+    step_values = dict(key="answer", node_id="answer", node_type="call", model_alias="m", provider="p",
+                       status="succeeded", prompt=[{"role": "user", "content": "x"}], output="answer",
+                       confidence=None, tokens_in=7, tokens_out=9, tokens_estimated=True,
+                       cost_usd=Decimal("0.00012345"), latency_ms=3.0, error="", attributes={"retries": 1},
+                       started_at=started, finished_at=None)
+    insert_rows(Run, [Row(Run, id=written_id, **values)])
+    insert_rows(Step, [Row(Step, id=str(uuid.uuid4()), run_id=written_id, parent_id=None, **step_values)])
+    Run.objects.create(id=saved_id, **values)
+    Step.objects.create(run_id=saved_id, **step_values)
+
+    fields = [f.attname for f in Run._meta.concrete_fields if f.attname != "id"]
+    written, saved = (Run.objects.filter(id=run_id).values(*fields).get() for run_id in (written_id, saved_id))
+    assert written == saved
+    step_fields = [f.attname for f in Step._meta.concrete_fields if f.attname not in ("id", "run_id")]
+    assert (Step.objects.filter(run_id=written_id).values(*step_fields).get()
+            == Step.objects.filter(run_id=saved_id).values(*step_fields).get())
+    # Datetimes stored alike also compare alike in the database (ordering, range filters).
+    assert Run.objects.filter(created_at=started, finished_at__gt=started).count() == 2

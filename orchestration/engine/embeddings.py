@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 
 from orchestration.engine.events import now_ms
 from orchestration.engine.executor import RunContext, StepFailed
 from orchestration.engine.types import ModelSpec, ProviderError
+from orchestration.ids import new_id
 from orchestration.providers.base import adapter_for
 
 
@@ -26,7 +26,7 @@ def serves_embeddings(engine, model: ModelSpec) -> bool:
 async def call_embeddings(engine, ctx: RunContext, model: ModelSpec, params: dict, *,
                           key: str = "embeddings") -> EmbeddingsResult:
     adapter = getattr(engine, "_adapters", adapter_for)(model.provider.kind)
-    base = {"run_id": ctx.run_id, "step_id": str(uuid.uuid4()), "parent_id": None, "key": key, "node_id": key,
+    base = {"run_id": ctx.run_id, "step_id": new_id(), "parent_id": None, "key": key, "node_id": key,
             "node_type": "embeddings", "model": model.alias, "provider": model.provider.name}
     started_ms = now_ms()
     text = params.get("input")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 
 from orchestration.engine.cache import (MemoryResponseCache, ResponseCache, cache_key, entry_from_result,
@@ -15,6 +14,7 @@ from orchestration.engine.policy import allows, check_data_class, needs_redactio
 from orchestration.engine.registry import Registry
 from orchestration.engine.resilience import RetryPolicy, call_with_retries, fallback_chain, timeout_for, with_timeout
 from orchestration.engine.types import ChatRequest, ChatResult, ModelSpec, ProviderError
+from orchestration.ids import new_id
 from orchestration.providers.base import adapter_for
 
 logger = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ class _StepReport:
         self.ctx, self.model = ctx, model
         self.attributes = dict(attributes)
         self.prompt: list[dict] = []
-        self.base = {"run_id": ctx.run_id, "step_id": str(uuid.uuid4()), "parent_id": parent_id, "key": key,
+        self.base = {"run_id": ctx.run_id, "step_id": new_id(), "parent_id": parent_id, "key": key,
                      "node_id": node_id, "node_type": "call", "model": model.alias, "provider": model.provider.name}
 
     def start(self, prompt: list[dict]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 from orchestration.engine.events import now_ms
@@ -20,6 +19,7 @@ from orchestration.engine.executor import NodeResult, RunContext, StepFailed
 from orchestration.engine.resilience import counts_against_circuit
 from orchestration.engine.types import (ChatRequest, ModelSpec, ProviderError, StreamDelta, estimate_tokens,
                                         messages_text)
+from orchestration.ids import new_id
 from orchestration.providers.base import adapter_for
 
 
@@ -99,7 +99,7 @@ class _Attempt:
                  request: ChatRequest, attributes: dict):
         self.stream, self.model, self.fallback_from, self.request = stream, model, fallback_from, request
         ctx = stream.ctx
-        self.base = {"run_id": ctx.run_id, "step_id": str(uuid.uuid4()), "parent_id": stream.parent_id,
+        self.base = {"run_id": ctx.run_id, "step_id": new_id(), "parent_id": stream.parent_id,
                      "key": stream.key if position == 0 else f"{stream.key}.fallback{position}",
                      "node_id": stream.node_id, "node_type": "call", "model": model.alias,
                      "provider": model.provider.name, "attributes": {**attributes, "stream": True}}

@@ -149,8 +149,8 @@ def result_from_message(data: dict, request: ChatRequest) -> ChatResult:
     text = "".join(text_parts)
     usage = data.get("usage") or {}
     estimated = "input_tokens" not in usage or "output_tokens" not in usage
-    tokens_in = usage.get("input_tokens", estimate_tokens(messages_text(request.messages)))
-    tokens_out = usage.get("output_tokens", estimate_tokens(text))
+    tokens_in = usage["input_tokens"] if "input_tokens" in usage else estimate_tokens(messages_text(request.messages))
+    tokens_out = usage["output_tokens"] if "output_tokens" in usage else estimate_tokens(text)
     return ChatResult(text=text, tokens_in=int(tokens_in), tokens_out=int(tokens_out), tokens_estimated=estimated,
                       finish_reason=STOP_REASONS.get(data.get("stop_reason") or "end_turn", "stop"),
                       tool_calls=tool_calls or None, raw=data)

@@ -92,8 +92,9 @@ def finish_reason(data: dict, had_tool_calls: bool) -> str:
 
 def usage(data: dict, request: ChatRequest, text: str) -> tuple[int, int, bool]:
     estimated = "prompt_eval_count" not in data or "eval_count" not in data
-    tokens_in = data.get("prompt_eval_count", estimate_tokens(messages_text(request.messages)))
-    tokens_out = data.get("eval_count", estimate_tokens(text))
+    tokens_in = (data["prompt_eval_count"] if "prompt_eval_count" in data
+                 else estimate_tokens(messages_text(request.messages)))
+    tokens_out = data["eval_count"] if "eval_count" in data else estimate_tokens(text)
     return int(tokens_in), int(tokens_out), estimated
 
 

@@ -112,8 +112,9 @@ class OpenAICompatibleAdapter:
         text = message.get("content") or ""
         usage = data.get("usage") or {}
         estimated = "prompt_tokens" not in usage or "completion_tokens" not in usage
-        tokens_in = usage.get("prompt_tokens", estimate_tokens(messages_text(request.messages)))
-        tokens_out = usage.get("completion_tokens", estimate_tokens(text))
+        tokens_in = usage["prompt_tokens"] if "prompt_tokens" in usage else estimate_tokens(
+            messages_text(request.messages))
+        tokens_out = usage["completion_tokens"] if "completion_tokens" in usage else estimate_tokens(text)
         return ChatResult(text=text, tokens_in=int(tokens_in), tokens_out=int(tokens_out),
                           tokens_estimated=estimated, finish_reason=choice.get("finish_reason") or "stop",
                           tool_calls=message.get("tool_calls"), confidence=confidence_from_logprobs(choice),

@@ -262,6 +262,30 @@ def test_rate_limits_hold_across_processes(stack):
     print(f"\n[rate limit] 60 requests at once on two processes for a 20/min key: 20 × 200, 40 × 429")
 
 
+def test_v1_calls_are_recorded_by_the_batched_writer_in_postgresql(stack):
+    """The writer prepares values itself (recording.column_converter): on PostgreSQL, ids, aware datetimes,
+    money and JSON must land as Django would have saved them."""
+    tag, text = f"writer-{time.time()}", "héllo ✓ \"quoted\" 𝄞"
+    body = {"model": "ci-fast", "messages": [{"role": "user", "content": text}], "metadata": {"writer": tag}}
+    run_ids = []
+    for n in range(4):
+        response = httpx.post(f"{stack.url(n % 2)}/v1/chat/completions", headers=stack.key_headers, json=body,
+                              timeout=30)
+        assert response.status_code == 200, response.text
+        run_ids.append(response.headers["x-podium-run-id"])
+    count_sql = "SELECT count(*) FROM orchestration_run WHERE metadata->>'writer' = %s"
+    wait_until(lambda: stack.db.value(count_sql, [tag]) == 4, 30, "4 recorded runs", stack)
+    rows = stack.db.query(
+        "SELECT r.id::text, r.input->'messages'->0->>'content', r.cost_usd, r.created_at <= r.finished_at, "
+        "s.run_id = r.id, s.prompt->0->>'content', s.cost_usd = r.cost_usd, s.started_at <= s.finished_at "
+        "FROM orchestration_run r JOIN orchestration_step s ON s.run_id = r.id WHERE r.metadata->>'writer' = %s",
+        [tag])
+    assert sorted(row[0] for row in rows) == sorted(run_ids)  # one step each, under the id the client got
+    for _, content, cost, ordered, linked, prompt, same_cost, step_ordered in rows:
+        assert content == prompt == text and cost > 0 and same_cost
+        assert ordered and linked and step_ordered
+
+
 def test_metrics_aggregate_every_process_and_report_queue_and_backlog(stack):
     start_run(stack, "quick", "counted")
     recorded_sql = ("SELECT count(*) FROM orchestration_step WHERE model_alias = 'ci-fast' AND node_type = 'call' "
