@@ -32,10 +32,14 @@ async def app(scope, receive, send) -> None:
             break
     if not _session:
         _session.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)))
-    upstream = UPSTREAMS.get(orjson.loads(body).get("model"), "") if scope["path"].startswith("/v1/") else ""
+    if not scope["path"].startswith("/v1/"):  # anything else is the readiness check
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    upstream = UPSTREAMS.get(orjson.loads(body).get("model"), "")
     if not upstream:
         await send({"type": "http.response.start", "status": 404, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+        await send({"type": "http.response.body", "body": b"unknown model"})
         return
     async with _session[0].post(f"{upstream}/chat/completions", data=body,
                                 headers={"content-type": "application/json"}) as response:

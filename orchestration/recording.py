@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
-import time
 import uuid
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -87,7 +87,10 @@ def step_row(event: dict) -> Row:
 
 
 _insert_plans: dict[tuple, tuple] = {}
-INSERT_CHUNK = 10  # rows prepared between two GIL yields (well under a millisecond of work)
+# Rows prepared at a time: the driver releases the GIL for every row it inserts, so a waiting event loop
+# gets it back within a chunk's preparation (well under a millisecond), not a whole batch's.
+# (A time.sleep(0) between chunks cost ~80 µs of wall time each on a VM and gave nothing more.)
+INSERT_CHUNK = 10
 # Values of these field types reach the database driver as they are.
 PLAIN_FIELD_TYPES = frozenset({"CharField", "TextField", "IntegerField", "PositiveIntegerField", "BigIntegerField",
                                "SmallIntegerField", "PositiveSmallIntegerField", "FloatField", "BooleanField",
@@ -182,10 +185,22 @@ def insert_rows(model, objs: list) -> None:
     sql, columns = plan
     with connection.cursor() as cursor:
         for start in range(0, len(objs), INSERT_CHUNK):
-            if start:
-                time.sleep(0)  # let a waiting event loop have the GIL between chunks: short stalls, not one long one
             cursor.executemany(sql, [_prepared_row(obj, columns, connection)
                                      for obj in objs[start:start + INSERT_CHUNK]])
+
+
+WRITER_NICENESS = 10
+
+
+def lower_this_threads_priority() -> None:
+    """Background work yields the core: while the database works (the GIL released), a request woken on
+    the event loop's thread preempts this one at once instead of waiting for its time slice (Linux; a
+    thread's niceness is its own there, and raising it needs no privilege)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                       min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + WRITER_NICENESS))
+    except (AttributeError, OSError):  # not Linux/Unix: the writer runs at the process's priority
+        pass
 
 
 class BatchedWriter:
@@ -227,6 +242,7 @@ class BatchedWriter:
                 self._thread.start()
 
     def _loop(self) -> None:
+        lower_this_threads_priority()
         while not self._stopping.is_set():
             self._wake.wait(self.interval_s)
             self._wake.clear()

@@ -98,10 +98,11 @@ async def chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict]
         confidence=result.confidence if result else None,
         tokens_in=result.tokens_in if result else 0, tokens_out=result.tokens_out if result else 0,
         cost_usd=money(ctx.spent_usd), latency_ms=latency_ms, error=error, metadata=metadata or {},
-        created_at=ms_to_datetime(started_ms), started_at=ms_to_datetime(started_ms), finished_at=ms_to_datetime(now_ms()),
+        created_at=(started_at := ms_to_datetime(started_ms)), started_at=started_at,
+        finished_at=ms_to_datetime(finished_ms := now_ms()),
     )
     writer.add(run, [step_row(event) for event in sink.finished])
-    live.publish({"type": "run.updated", "ts": now_ms(), "run_id": run_id, "status": status, "target": model_name,
+    live.publish({"type": "run.updated", "ts": finished_ms, "run_id": run_id, "status": status, "target": model_name,
                   "kind": Run.Kind.CHAT, "api_key": key.prefix, "cost_usd": ctx.spent_usd,
                   "latency_ms": latency_ms, "tokens_in": run.tokens_in, "tokens_out": run.tokens_out})
     if refused is not None:
@@ -227,10 +228,11 @@ async def create_embeddings(*, key: KeyInfo, model_name: str, params: dict,
         output=f"{len(result.data['data'])} embeddings" if result else "",
         tokens_in=result.tokens_in if result else 0, cost_usd=money(ctx.spent_usd),
         latency_ms=result.latency_ms if result else None, error=error, metadata=metadata or {},
-        created_at=ms_to_datetime(started_ms), started_at=ms_to_datetime(started_ms), finished_at=ms_to_datetime(now_ms()),
+        created_at=(started_at := ms_to_datetime(started_ms)), started_at=started_at,
+        finished_at=ms_to_datetime(finished_ms := now_ms()),
     )
     writer.add(run, [step_row(event) for event in sink.finished])
-    live.publish({"type": "run.updated", "ts": now_ms(), "run_id": run_id, "status": status, "target": model_name,
+    live.publish({"type": "run.updated", "ts": finished_ms, "run_id": run_id, "status": status, "target": model_name,
                   "kind": Run.Kind.EMBEDDINGS, "api_key": key.prefix, "cost_usd": ctx.spent_usd,
                   "tokens_in": run.tokens_in, "tokens_out": 0})
     if result is None:

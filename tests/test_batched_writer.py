@@ -1,4 +1,6 @@
 """The batched writer keeps rows across a database blink, and one impossible row never blocks the rest."""
+import os
+import threading
 import uuid
 from datetime import datetime, timedelta, timezone as dt_timezone
 from decimal import Decimal
@@ -7,7 +9,8 @@ import pytest
 from django.utils import timezone
 
 from orchestration.models import APIKey, Run, Step
-from orchestration.recording import BatchedWriter, Row, insert_rows
+from orchestration.recording import WRITER_NICENESS, BatchedWriter, Row, insert_rows
+from tests.conftest import wait_for
 
 
 def run_row(api_key_id=None) -> Row:
@@ -80,3 +83,12 @@ def test_rows_the_writer_prepares_itself_read_back_as_django_saves_them():
             == Step.objects.filter(run_id=saved_id).values(*step_fields).get())
     # Datetimes stored alike also compare alike in the database (ordering, range filters).
     assert Run.objects.filter(created_at=started, finished_at__gt=started).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writer_thread_yields_the_core_to_the_request_path():
+    writer = BatchedWriter(interval_s=60)
+    writer.add(run_row(), [])  # starts its thread
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    wait_for(lambda: os.getpriority(os.PRIO_PROCESS, writer._thread.native_id) == min(19, own + WRITER_NICENESS), 5)
+    writer.stop()
