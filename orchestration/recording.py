@@ -129,8 +129,8 @@ def column_converter(field, connection):
         zone = connection.timezone if connection.vendor == "sqlite" else None
 
         def datetime_value(value):
-            if value is None or value.tzinfo is None:
-                return django_prepared(value)  # naive: Django warns and interprets it
+            if not isinstance(value, datetime) or value.tzinfo is None:
+                return django_prepared(value)  # None, text, naive: Django's path (it warns about naive ones)
             return str(value.astimezone(zone).replace(tzinfo=None)) if zone else value  # sqlite: naive UTC text
         return datetime_value
     if kind == "JSONField" and connection.vendor == "sqlite" and field.encoder is None:
