@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
 
 from rich.console import Console
 from rich.live import Live
@@ -22,6 +21,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from orchestration.terminal.top_state import epoch_seconds
 from orchestration.terminal.top_view import ms, usd
 
 EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 1, "budget_exceeded": 3, "deadline_exceeded": 4,
@@ -34,18 +34,6 @@ OUTCOME = {
     "budget_exceeded": "the run stopped: its budget would have been exceeded",
     "deadline_exceeded": "the run stopped: its deadline passed",
 }
-
-
-def _epoch(value) -> float:
-    """Seconds from a datetime (database rows) or an ISO string (the REST API)."""
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return 0.0
-    return 0.0
 
 
 def read_input(value: str, stdin=None) -> str:
@@ -80,7 +68,8 @@ class StepLine:
                    model=row.get("model_alias") or row.get("model") or "", status=row.get("status") or "",
                    tokens_in=int(row.get("tokens_in") or 0), tokens_out=int(row.get("tokens_out") or 0),
                    cost_usd=float(row.get("cost_usd") or 0), latency_ms=row.get("latency_ms"),
-                   error=row.get("error") or "", at=_epoch(row.get("finished_at") or row.get("started_at")))
+                   error=row.get("error") or "",
+                   at=epoch_seconds(row.get("finished_at") or row.get("started_at"), 0.0))
 
     def describe(self) -> str:
         what = f"{self.key} ({self.node_type}{', ' + self.model if self.model else ''})"
@@ -107,7 +96,7 @@ class Progress:
             seen = self.steps.get(step.id)
             if seen is None and step.status != "running":  # it started and finished between two readings
                 changed.append(StepLine(**{**step.__dict__, "status": "running",
-                                           "at": _epoch(row.get("started_at"))}))
+                                           "at": epoch_seconds(row.get("started_at"), 0.0)}))
             if seen is None or seen.status != step.status:
                 changed.append(step)
             self.steps[step.id] = step

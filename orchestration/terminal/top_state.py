@@ -71,19 +71,19 @@ class ReviewRow:
     created_at: float = 0.0
 
 
-def _seconds(value) -> float:
-    """Epoch seconds from what events and APIs carry: epoch ms, epoch s, ISO strings or datetimes."""
-    if not value:
-        return time.time()
+def epoch_seconds(value, default: float | None = None) -> float:
+    """Epoch seconds from what events, database rows and APIs carry: epoch ms, epoch s, ISO strings or
+    datetimes; `default` (now, when None) for a missing or unreadable value."""
     if isinstance(value, datetime):
         return value.timestamp()
-    if isinstance(value, str):
+    if isinstance(value, str) and value:
         try:
             return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
         except ValueError:
-            return time.time()
-    value = float(value)
-    return value / 1000 if value > 1e11 else value  # 1e11 s is the year 5138; 1e11 ms is 1973
+            pass
+    elif isinstance(value, (int, float)) and value:
+        return value / 1000 if value > 1e11 else float(value)  # 1e11 s is the year 5138; 1e11 ms is 1973
+    return time.time() if default is None else default
 
 
 class TopState:
@@ -177,7 +177,7 @@ class TopState:
             elif key in ("counts", "backlog") and isinstance(value, dict):
                 self.review_total = int(value.get("pending") or 0) + int(value.get("claimed") or 0)
                 oldest = value.get("oldest_pending_ts")
-                self.oldest_review_at = _seconds(oldest) if oldest else None
+                self.oldest_review_at = epoch_seconds(oldest) if oldest else None
         if isinstance(metrics, dict) and isinstance(metrics.get("models"), dict):
             self.apply_model_figures(metrics["models"])
         return True
@@ -204,7 +204,7 @@ class TopState:
             if event.get(name) is not None:
                 setattr(row, name, float(event[name]))
         seen = event.get("finished_ts") or event.get("created_ts") or event.get("ts")
-        row.updated_at = max(row.updated_at, _seconds(seen) if seen else self.clock())
+        row.updated_at = max(row.updated_at, epoch_seconds(seen) if seen else self.clock())
 
     def _apply_review(self, event: dict) -> None:
         review_id = str(event.get("review_id") or event.get("id"))
@@ -217,7 +217,7 @@ class TopState:
         if row is None:
             row = self.reviews[review_id] = ReviewRow(
                 id=review_id, run_id=str(event.get("run_id") or event.get("run") or ""), status=status,
-                reason=event.get("reason") or "", created_at=_seconds(event.get("created_at") or event.get("created_ts") or event.get("ts")))
+                reason=event.get("reason") or "", created_at=epoch_seconds(event.get("created_at") or event.get("created_ts") or event.get("ts")))
             if self.review_total is not None and event.get("type") == "review.created":
                 self.review_total += 1
         row.status = status
