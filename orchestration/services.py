@@ -15,7 +15,7 @@ from orchestration.engine.registry import Registry
 from orchestration.engine.embeddings import call_embeddings, serves_embeddings
 from orchestration.engine.streaming import ModelStream, stream_model
 from orchestration.engine.policy import PolicyViolation
-from orchestration.engine.types import ChatRequest
+from orchestration.engine.types import ChatRequest, ModelSpec
 from orchestration.engine_config import configured_engine
 from orchestration.ids import new_id
 from orchestration.models import Run
@@ -61,23 +61,31 @@ async def current_registry() -> Registry:
     return cached_registry() or await sync_to_async(get_registry)()
 
 
+async def open_chat_run(model_name: str, messages: list[dict],
+                        data_class: str | None) -> tuple[RunContext, PublishingSink, ModelSpec, dict | None]:
+    """A chat run's context and the model to call: the named model, or the one a route alias's strategy picks
+    (its other candidates are the fallbacks; route attributes say why). An unknown name is a plain 404."""
+    registry = await current_registry()
+    model = registry.models.get(model_name)
+    if model is None and model_name not in registry.routes:
+        raise GatewayError(404, f"The model '{model_name}' does not exist or you do not have access to it.",
+                           code="model_not_found", param="model")
+    sink = PublishingSink()
+    ctx = RunContext(run_id=new_id(), registry=registry, sink=sink, data_class=data_class)
+    route_attributes = None
+    if model is None:
+        model, route_attributes = await resolve_chat_route(ctx, model_name, messages)
+    return ctx, sink, model, route_attributes
+
+
 async def chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict], params: dict,
                           metadata: dict | None = None, data_class: str | None = None,
                           use_cache: bool = True) -> ChatOutcome:
     """A direct call to one model: no database write in the request path (the batched writer records it).
 
     `data_class` and `use_cache` come from the request's `podium` object (policy and response cache)."""
-    registry = await current_registry()
-    model = registry.models.get(model_name)
-    if model is None and model_name not in registry.routes:
-        raise GatewayError(404, f"The model '{model_name}' does not exist or you do not have access to it.",
-                           code="model_not_found", param="model")
-    run_id = new_id()
-    sink = PublishingSink()
-    ctx = RunContext(run_id=run_id, registry=registry, sink=sink, data_class=data_class)
-    route_attributes = None
-    if model is None:  # a route alias: its strategy picks the model; its other candidates are the fallbacks
-        model, route_attributes = await resolve_chat_route(ctx, model_name, messages)
+    ctx, sink, model, route_attributes = await open_chat_run(model_name, messages, data_class)
+    run_id = ctx.run_id
     started_ms = now_ms()
     started = time.perf_counter()
     live.publish({"type": "run.updated", "ts": started_ms, "run_id": run_id, "status": RunStatus.RUNNING,
@@ -178,16 +186,7 @@ async def stream_chat_completion(*, key: KeyInfo, model_name: str, messages: lis
                                  use_cache: bool = True) -> ChatStream:
     """A streamed call to a model or route alias (with fallbacks): resolved now, so an unknown model is a
     plain 404. Streams are never served from the response cache (`use_cache` is accepted and ignored)."""
-    registry = await current_registry()
-    model = registry.models.get(model_name)
-    if model is None and model_name not in registry.routes:
-        raise GatewayError(404, f"The model '{model_name}' does not exist or you do not have access to it.",
-                           code="model_not_found", param="model")
-    sink = PublishingSink()
-    ctx = RunContext(run_id=new_id(), registry=registry, sink=sink, data_class=data_class)
-    route_attributes = None
-    if model is None:
-        model, route_attributes = await resolve_chat_route(ctx, model_name, messages)
+    ctx, sink, model, route_attributes = await open_chat_run(model_name, messages, data_class)
     stream = stream_model(engine, ctx, model, ChatRequest(messages=messages, params=params),
                           attributes=route_attributes)
     return ChatStream(key=key, model_name=model_name, messages=messages, metadata=metadata, ctx=ctx, sink=sink,
