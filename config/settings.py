@@ -35,6 +35,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our own static files: no CDN, works offline
+    "csp",
     "channels",
     "orchestration",
     "api",
@@ -43,11 +45,13 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "orchestration.login_throttle.LoginThrottleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -152,12 +156,31 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PRODUCTION)
 if env_bool("PODIUM_BEHIND_TLS_PROXY", False):  # the proxy terminates TLS and sets X-Forwarded-Proto
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
-# Failed logins (admin and site) per username and per address; see orchestration/login_throttle.py.
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Sent as a header on every page Django serves (control room, admin, API docs). Model output is shown as
+# text; this is the second lock: no inline or foreign script ever runs. Inline styles stay allowed for the
+# admin's widgets and Swagger UI; 'self' in connect-src covers the control room's websocket.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+# Failed logins (admin and site) slow down per (username, address), per address and per known device;
+# see orchestration/login_throttle.py.
 AUTHENTICATION_BACKENDS = ["orchestration.login_throttle.LoginThrottleBackend",
                            "django.contrib.auth.backends.ModelBackend"]
-PODIUM_LOGIN_MAX_FAILURES = env_int("PODIUM_LOGIN_MAX_FAILURES", 10)
-PODIUM_LOGIN_LOCKOUT_S = env_int("PODIUM_LOGIN_LOCKOUT_S", 900)
-X_FRAME_OPTIONS = "DENY"
+PODIUM_LOGIN_MAX_FAILURES = env_int("PODIUM_LOGIN_MAX_FAILURES", 5)
+PODIUM_LOGIN_ADDRESS_MAX_FAILURES = env_int("PODIUM_LOGIN_ADDRESS_MAX_FAILURES", 50)
+PODIUM_LOGIN_MAX_DELAY_S = env_int("PODIUM_LOGIN_MAX_DELAY_S", 900)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -193,6 +216,11 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Podium API",
     "DESCRIPTION": "Multi-LLM orchestration gateway: runs, workflows, registry, reviews.",
     "VERSION": "0.1.0",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No badge fetched from validator.swagger.io: the docs page talks to this server only.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     # Several models have a `kind` and a `status`: name each choice set instead of a hashed suffix.
     "ENUM_NAME_OVERRIDES": {
         "RunKindEnum": "orchestration.models.runs.Run.Kind",
@@ -210,7 +238,10 @@ PODIUM = {
     # how long a cached registry/API-key snapshot may be served before re-checking the version
     "REGISTRY_CHECK_INTERVAL": env_float("PODIUM_REGISTRY_CHECK_INTERVAL", 1.0),
     "MAX_BODY_BYTES": env_int("PODIUM_MAX_BODY_BYTES", 4 * 1024 * 1024),
+    # required for /metrics when PODIUM_PRODUCTION is set (README "Metrics")
     "METRICS_TOKEN": env_str("PODIUM_METRICS_TOKEN", ""),
+    # reverse proxies whose X-Forwarded-For names the client (orchestration/client_address.py)
+    "TRUSTED_PROXIES": env_networks("PODIUM_TRUSTED_PROXIES", "none"),
     # where people reach this Podium: links printed by command-line tools (e.g. a run's review page)
     "PUBLIC_URL": env_str("PODIUM_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
     # resilience (README "Resilience"): retries of one model, and the per-model circuit breaker

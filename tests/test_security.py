@@ -1,8 +1,10 @@
 """Security: no secret anywhere it could leak, production settings pass `check --deploy`, CSRF on every
-form, login rate limiting, API key scopes on /api."""
+form, security headers on every page, the /metrics token, API key scopes on /api. Login throttling:
+tests/test_login_throttle.py."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -10,12 +12,13 @@ import re
 import secrets
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 from django.conf import settings
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from orchestration.models import APIKey, LLMModel, Provider
@@ -101,7 +104,7 @@ def test_production_settings_pass_check_deploy_with_the_documented_variables(tmp
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PODIUM_", "DJANGO_", "SECURE_", "DEBUG"))}
     env.update({"PODIUM_PRODUCTION": "true", "SECRET_KEY": secrets.token_urlsafe(50),
                 "ALLOWED_HOSTS": "podium.example.com", "CSRF_TRUSTED_ORIGINS": "https://podium.example.com",
-                "PODIUM_VAR_DIR": str(tmp_path)})
+                "PODIUM_METRICS_TOKEN": secrets.token_urlsafe(24), "PODIUM_VAR_DIR": str(tmp_path)})
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
     done = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
@@ -177,41 +180,83 @@ def test_api_key_requests_need_no_csrf_token(db):
     assert response.status_code == 400  # past CSRF: the workflow does not exist
 
 
-# --- login rate limiting ------------------------------------------------------------------------------------------
+# --- security headers ----------------------------------------------------------------------------------------
 
-def admin_login(client: Client, username: str, password: str, address: str):
-    return client.post("/admin/login/?next=/admin/", {"username": username, "password": password},
-                       REMOTE_ADDR=address)
-
-
-def test_the_admin_login_locks_a_username_out_after_repeated_failures(django_user_model):
-    django_user_model.objects.create_superuser("locked", "l@example.com", "right-password-1")
-    client = Client()
-    for _ in range(settings.PODIUM_LOGIN_MAX_FAILURES):
-        assert admin_login(client, "locked", "wrong", "192.0.2.10").status_code == 200
-    refused = admin_login(client, "locked", "right-password-1", "192.0.2.11")  # even from elsewhere
-    assert refused.status_code == 200 and "_auth_user_id" not in client.session
+def csp_directives(header: str) -> dict[str, list[str]]:
+    directives = {}
+    for part in header.split(";"):
+        name, *values = part.split()
+        directives[name] = values
+    return directives
 
 
-def test_a_login_below_the_limit_works_and_clears_the_count(django_user_model):
-    django_user_model.objects.create_superuser("careful", "c@example.com", "right-password-1")
-    client = Client()
-    for _ in range(settings.PODIUM_LOGIN_MAX_FAILURES - 1):
-        admin_login(client, "careful", "wrong", "192.0.2.20")
-    assert admin_login(client, "careful", "right-password-1", "192.0.2.20").status_code == 302
-    client.logout()
-    for _ in range(settings.PODIUM_LOGIN_MAX_FAILURES - 1):  # the success reset the username's count
-        admin_login(client, "careful", "wrong", "192.0.2.21")
-    assert admin_login(client, "careful", "right-password-1", "192.0.2.21").status_code == 302
+def test_every_html_page_carries_the_security_headers_from_the_server(podium_server, staff_user, admin_user):
+    review_page = "/reviews/"
+    pages = {
+        "/": staff_user, "/runs/": staff_user, f"/runs/{uuid.uuid4()}/": staff_user, "/models/": staff_user,
+        review_page: admin_user, "/admin/": admin_user, "/admin/orchestration/apikey/": admin_user,
+        "/admin/login/": None, "/api/docs/": None,
+    }
+    for path, user in pages.items():
+        headers = {"Cookie": session_cookie(user)} if user else {}
+        response = httpx.get(podium_server.url + path, headers=headers, timeout=10)
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/html"), path
+        csp = csp_directives(response.headers["content-security-policy"])
+        assert csp["script-src"] == ["'self'"], path  # no inline script, nothing from elsewhere
+        assert csp["frame-ancestors"] == ["'none'"] and csp["object-src"] == ["'none'"], path
+        assert csp["base-uri"] == ["'self'"] and csp["connect-src"] == ["'self'"], path
+        assert response.headers["x-content-type-options"] == "nosniff", path
+        assert response.headers["referrer-policy"] == "same-origin", path
+        assert response.headers["x-frame-options"] == "DENY", path
+        assert "<script>" not in response.text and 'http-equiv="Content-Security-Policy"' not in response.text, path
 
 
-def test_one_address_guessing_many_usernames_is_locked_out(django_user_model):
-    django_user_model.objects.create_superuser("victim", "v@example.com", "right-password-1")
-    client = Client()
-    for attempt in range(settings.PODIUM_LOGIN_MAX_FAILURES * 5):
-        admin_login(client, f"guess-{attempt}", "wrong", "198.51.100.7")
-    assert admin_login(client, "victim", "right-password-1", "198.51.100.7").status_code == 200
-    assert admin_login(client, "victim", "right-password-1", "198.51.100.8").status_code == 302
+def test_the_api_docs_load_swagger_ui_from_this_server_only(podium_server):
+    page = httpx.get(f"{podium_server.url}/api/docs/", timeout=10).text
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert any("swagger-ui-bundle.js" in source for source in sources)
+    for source in sources:
+        assert source.startswith("/"), source  # no CDN: a page that works offline and tells no third party
+        assert httpx.get(podium_server.url + source, timeout=10).status_code == 200, source
+
+
+# --- /metrics token -----------------------------------------------------------------------------------------
+
+def podium_with(**overrides):
+    return override_settings(PODIUM={**settings.PODIUM, **overrides})
+
+
+def test_in_production_metrics_need_the_token_even_from_an_allowed_network(podium_server):
+    url = f"{podium_server.url}/metrics"
+    with override_settings(PRODUCTION=True), podium_with(METRICS_TOKEN="scrape-token-1"):
+        refused = httpx.get(url, timeout=10)
+        assert refused.status_code == 403 and "PODIUM_METRICS_TOKEN" in refused.text and "podium_" not in refused.text
+        assert httpx.get(url, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 403
+        scraped = httpx.get(url, headers={"Authorization": "Bearer scrape-token-1"}, timeout=10)
+        assert scraped.status_code == 200 and "podium_" in scraped.text
+    assert httpx.get(url, timeout=10).status_code == 200  # outside production loopback is an allowed network
+
+
+def test_in_production_without_a_token_metrics_tell_the_operator_to_set_one_and_a_check_warns(podium_server):
+    from django.core.checks import run_checks
+
+    with override_settings(PRODUCTION=True), podium_with(METRICS_TOKEN=""):
+        refused = httpx.get(f"{podium_server.url}/metrics", timeout=10)  # from loopback, an allowed network
+        assert refused.status_code == 403 and "set it" in refused.text and "PODIUM_METRICS_TOKEN" in refused.text
+        assert "podium.W001" in [message.id for message in run_checks()]
+    assert "podium.W001" not in [message.id for message in run_checks()]
+
+
+def test_the_metrics_network_check_sees_the_client_behind_a_trusted_proxy_not_the_proxy(client, db):
+    # Django's test client, not the live server: uvicorn itself rewrites the peer from X-Forwarded-For when it
+    # is loopback (its forwarded_allow_ips), and this is about what Podium does with the header.
+    proxied = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "203.0.113.9"}
+    with podium_with(TRUSTED_PROXIES=[ipaddress.ip_network("127.0.0.0/8")]):
+        assert client.get("/metrics", **proxied).status_code == 403  # the world, through the proxy
+        assert client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="127.0.0.1").status_code == 200
+    # The peer is no trusted proxy: the header is anyone's to write, and the peer (loopback) is what counts.
+    assert client.get("/metrics", **proxied).status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR="127.0.0.1").status_code == 403
 
 
 # --- API key scopes --------------------------------------------------------------------------------------------------
