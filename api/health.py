@@ -1,7 +1,7 @@
 """Liveness and readiness probes for load balancers and orchestrators."""
 from django.http import JsonResponse
 
-from orchestration.health import infrastructure_checks
+from orchestration.health import infrastructure_checks, writer_check
 
 
 def healthz(request):
@@ -9,6 +9,9 @@ def healthz(request):
 
 
 def readyz(request):
+    """503 while a dependency is unreachable ("unavailable") or this process cannot record ("degraded")."""
     checks = infrastructure_checks()
-    ready = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    infrastructure_ok = all(value == "ok" for value in checks.values())
+    checks["writer"], writer = writer_check()
+    status = "unavailable" if not infrastructure_ok else "ok" if checks["writer"] == "ok" else "degraded"
+    return JsonResponse({"status": status, "checks": checks, "writer": writer}, status=200 if status == "ok" else 503)

@@ -235,6 +235,7 @@ SPECTACULAR_SETTINGS = {
 PODIUM = {
     # how long the batched writer may hold records before flushing (seconds)
     "WRITER_FLUSH_INTERVAL": env_float("PODIUM_WRITER_FLUSH_INTERVAL", 0.25),
+    "WRITER_BACKLOG_LIMIT": env_int("PODIUM_WRITER_BACKLOG_LIMIT", 10_000),  # more runs waiting: /readyz 503
     # how long a cached registry/API-key snapshot may be served before re-checking the version
     "REGISTRY_CHECK_INTERVAL": env_float("PODIUM_REGISTRY_CHECK_INTERVAL", 1.0),
     "MAX_BODY_BYTES": env_int("PODIUM_MAX_BODY_BYTES", 4 * 1024 * 1024),

@@ -2,7 +2,7 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from orchestration.models import APIKey, LLMModel, Provider, RouteAlias, Run, Step
+from orchestration.models import APIKey, LLMModel, Provider, RouteAlias, Run, Step, WriterDeadLetter
 
 
 class ModelInline(admin.TabularInline):
@@ -84,6 +84,28 @@ class RunAdmin(admin.ModelAdmin):
         return [f.name for f in self.model._meta.fields]
 
     def has_add_permission(self, request):
+        return False
+
+
+@admin.register(WriterDeadLetter)
+class WriterDeadLetterAdmin(admin.ModelAdmin):
+    """Rows the batched writer could never store: read them, then delete them once dealt with."""
+    list_display = ["created_at", "model_label", "object_id", "api_key_id", "cost_usd", "short_reason"]
+    list_filter = ["model_label"]
+    search_fields = ["object_id", "reason"]
+    date_hierarchy = "created_at"
+
+    @admin.display(description="reason")
+    def short_reason(self, obj):
+        return obj.reason[:120]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False
 
 

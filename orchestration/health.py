@@ -21,3 +21,24 @@ def infrastructure_checks() -> dict[str, str]:
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
     return checks
+
+
+def writer_check() -> tuple[str, dict]:
+    """This process's batched writer: "ok", or "degraded: …" when runs pile up beyond PODIUM_WRITER_BACKLOG_LIMIT
+    or its flushes keep failing (a process that cannot record should get no traffic); with the figures."""
+    from orchestration.models import WriterDeadLetter
+    from orchestration.recording import DEGRADED_AFTER_FAILED_FLUSHES, writer
+
+    pending, limit = writer.pending(), settings.PODIUM["WRITER_BACKLOG_LIMIT"]
+    failures, failing_for = writer.failures_in_a_row, writer.failing_for_s()
+    try:
+        dead_letters = WriterDeadLetter.objects.count()
+    except Exception:
+        dead_letters = None  # the database check says why
+    details = {"pending_runs": pending, "backlog_limit": limit, "failed_flushes_in_a_row": failures,
+               "failing_for_s": round(failing_for, 1), "dead_letters": dead_letters}
+    if pending > limit:
+        return f"degraded: {pending} runs waiting to be recorded (limit {limit})", details
+    if failures >= DEGRADED_AFTER_FAILED_FLUSHES:
+        return f"degraded: recording has failed for {failing_for:.0f}s ({failures} flushes in a row)", details
+    return "ok", details

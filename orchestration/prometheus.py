@@ -31,6 +31,13 @@ RUNS_FINISHED = Counter("podium_runs_finished", "Runs that reached a final state
 CIRCUIT_STATE = Gauge("podium_circuit_state", "Circuit breaker state per model: 0 closed, 1 half-open, 2 open "
                       "(worst over live processes)", ["model"], multiprocess_mode="livemax")
 RATE_LIMITED = Counter("podium_rate_limited", "Requests refused by a per-key limit (429)", ["reason"])
+# The batched writer (orchestration/recording.py) sets the gauge once per flush, not per call.
+WRITER_PENDING = Gauge("podium_writer_pending_runs", "Run records waiting for the batched writer (every live "
+                       "process of this host)", multiprocess_mode="livesum")
+WRITER_FAILED_FLUSHES = Counter("podium_writer_failed_flushes", "Flushes of the batched writer that failed because "
+                                "the database was unavailable (the rows are kept and retried)")
+WRITER_DEAD_LETTERS = Counter("podium_writer_dead_letters", "Rows the batched writer could never store: set aside "
+                              "in the dead-letter table (or only logged if even that failed); spend settled anyway")
 
 MODEL_CALL_NODES = ("call", "embeddings")  # composite nodes (sequence, parallel, ...) name a model but call none
 FINAL_STATUSES = {"succeeded", "failed", "cancelled", "budget_exceeded", "deadline_exceeded"}
@@ -84,14 +91,13 @@ def observe_event(event: dict) -> None:
 
 
 class ScrapeTimeCollector:
-    """Gauges read when /metrics is scraped: queue depth, review backlog, runs in progress."""
+    """Gauges read when /metrics is scraped: queue depth, review backlog, runs in progress, dead letters."""
 
     def describe(self):
         return []  # registering must not query the database
 
     def collect(self):
         from orchestration import live
-        from orchestration.recording import writer
 
         yield from self._database_gauges()
         depth = queue_depth()
@@ -99,10 +105,6 @@ class ScrapeTimeCollector:
             family = GaugeMetricFamily("podium_queue_depth", "Tasks waiting in the Celery queue", labels=["queue"])
             family.add_metric(["celery"], depth)
             yield family
-        family = GaugeMetricFamily("podium_writer_pending_runs", "Run records waiting for the batched writer "
-                                   "in the process that answered")
-        family.add_metric([], writer.pending())
-        yield family
         family = GaugeMetricFamily("podium_live_events_dropped_process", "Live events dropped by the process "
                                    "that answered, since it started")
         family.add_metric([], live.stats["dropped"])
@@ -111,7 +113,7 @@ class ScrapeTimeCollector:
     def _database_gauges(self):
         from django.db.models import Count
 
-        from orchestration.models import ReviewItem, Run
+        from orchestration.models import ReviewItem, Run, WriterDeadLetter
 
         backlog = GaugeMetricFamily("podium_review_backlog", "Review items waiting for a decision",
                                     labels=["status"])
@@ -126,6 +128,10 @@ class ScrapeTimeCollector:
         for status in ("queued", "running", "awaiting_review"):
             runs.add_metric([status], counts.get(status, 0))
         yield runs
+        dead_letters = GaugeMetricFamily("podium_writer_dead_letters_stored", "Rows in the writer's dead-letter "
+                                         "table (admin: Writer dead letters)")
+        dead_letters.add_metric([], WriterDeadLetter.objects.count())
+        yield dead_letters
 
 
 _scrape_time = ScrapeTimeCollector()
@@ -152,6 +158,9 @@ def queue_depth() -> int | None:
 
 def exposition() -> bytes:
     """The text format of every metric of this host (all processes in multiprocess mode)."""
+    from orchestration.recording import writer
+
+    WRITER_PENDING.set(writer.pending())  # the answering process's own backlog as of now
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

@@ -6,3 +6,4 @@ from orchestration.models.runs import Run, Step  # noqa: F401
 from orchestration.models.reviews import ReviewItem  # noqa: F401
 from orchestration.models.audit import AuditEvent  # noqa: F401
 from orchestration.models.stats import ModelStat  # noqa: F401
+from orchestration.models.dead_letters import WriterDeadLetter  # noqa: F401
