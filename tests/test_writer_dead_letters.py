@@ -83,8 +83,8 @@ def test_rows_that_can_never_be_stored_are_set_aside_with_their_reason_and_their
     letters = {letter.object_id: letter for letter in WriterDeadLetter.objects.all()}
     assert set(letters) == {deep["id"], huge["id"], unencodable["id"]}
     assert letters[deep["id"]].reason.startswith("RecursionError")
-    assert letters[huge["id"]].reason.startswith("OverflowError")
-    assert letters[unencodable["id"]].reason.startswith("UnicodeEncodeError")
+    assert letters[huge["id"]].reason.startswith(("OverflowError", "DataError"))  # SQLite's driver, PostgreSQL
+    assert letters[unencodable["id"]].reason.startswith(("UnicodeEncodeError", "DataError"))
     for run, letter in ((deep, letters[deep["id"]]), (huge, letters[huge["id"]])):
         assert letter.model_label == "orchestration.Run" and letter.api_key_id == key.id
         assert letter.cost_usd == run["cost_usd"]
