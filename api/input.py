@@ -1,7 +1,8 @@
 """Bad input on /api gets a clear 4xx, never a 500: bounded JSON bodies and strict input serializers.
 
 DRF's own JSON parser reads any size, turns invalid UTF-8 into a vague error and lets deeply
-nested JSON reach Python's recursion limit (a 500). StrictJSONParser bounds all three.
+nested JSON reach Python's recursion limit (a 500). StrictJSONParser bounds all three, and refuses
+the NUL character, which PostgreSQL cannot store (nor compare: api/url_limits.py refuses it in URLs).
 """
 from __future__ import annotations
 
@@ -11,30 +12,13 @@ from django.core.exceptions import RequestDataTooBig
 from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
-MAX_DEPTH = 64  # a workflow spec of 20 nested nodes is ~45 levels deep
+from api.json_limits import DEPTH_ERROR, NUL_ERROR, json_depth_exceeds, json_has_nul
 
 
 class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "The request body is too large."
     default_code = "request_too_large"
-
-
-def json_depth_exceeds(value, limit: int) -> bool:
-    """True when containers nest deeper than `limit` (iterative: deep input must not recurse)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
 
 
 class StrictJSONParser(parsers.JSONParser):
@@ -53,10 +37,12 @@ class StrictJSONParser(parsers.JSONParser):
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             if "depth limit" in str(exc):
-                raise exceptions.ParseError(f"The JSON is nested deeper than {MAX_DEPTH} levels.") from None
+                raise exceptions.ParseError(DEPTH_ERROR) from None
             raise exceptions.ParseError(f"The request body is not valid JSON: {exc}") from None
-        if json_depth_exceeds(data, MAX_DEPTH):
-            raise exceptions.ParseError(f"The JSON is nested deeper than {MAX_DEPTH} levels.")
+        if json_depth_exceeds(data):
+            raise exceptions.ParseError(DEPTH_ERROR)
+        if json_has_nul(body, data):
+            raise exceptions.ParseError(NUL_ERROR)
         return data
 
 
@@ -76,3 +62,16 @@ class RejectUnknownFields:
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return super().to_internal_value(data)
+
+
+def query_choices(request, name: str, choices) -> list[str]:
+    """A filter's comma-separated values, each one of `choices` (a 400 naming them otherwise); [] when absent."""
+    raw = request.query_params.get(name)
+    if not raw:
+        return []
+    values = raw.split(",")
+    unknown = [value for value in values if value not in choices]
+    if unknown:
+        raise serializers.ValidationError({name: [f"Unknown value {unknown[0][:40]!r}; choose from "
+                                                  f"{', '.join(choices)}."]})
+    return values

@@ -7,12 +7,13 @@ views translate them to HTTP (403 forbidden, 404 unknown item, 409 someone else 
 """
 import uuid
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api.input import RejectUnknownFields
+from api.input import RejectUnknownFields, query_choices
 from orchestration import reviews
 from orchestration.apikeys import KeyInfo
 from orchestration.models import ReviewItem
@@ -60,14 +61,18 @@ class ReviewQuerysetMixin:
         return ReviewItem.objects.select_related("run", "assignee", "decided_by", "decided_by_key")
 
 
+@extend_schema(parameters=[
+    OpenApiParameter("status", str, description="Comma-separated: " + ", ".join(ReviewItem.Status.values)),
+    OpenApiParameter("open", bool), OpenApiParameter("reason", str), OpenApiParameter("category", str),
+    OpenApiParameter("run", OpenApiTypes.UUID), OpenApiParameter("assignee", str, description='A username or "me".')])
 class ReviewList(ReviewQuerysetMixin, generics.ListAPIView):
     """Filters: status (comma-separated), open=true, reason, category, run, assignee (a username or "me")."""
 
     def get_queryset(self):
         queryset = super().get_queryset()
         params = self.request.query_params
-        if params.get("status"):
-            queryset = queryset.filter(status__in=params["status"].split(","))
+        if statuses := query_choices(self.request, "status", ReviewItem.Status.values):
+            queryset = queryset.filter(status__in=statuses)
         if params.get("open", "").lower() in {"1", "true", "yes"}:
             queryset = queryset.filter(status__in=reviews.OPEN_STATUSES)
         for name in ("reason", "category"):
@@ -94,14 +99,18 @@ class CommentInput(RejectUnknownFields, serializers.Serializer):
     comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
 
 
+MAX_CANDIDATE = 999  # an index into a gate's candidates: a handful in practice
+
+
 class ApproveInput(CommentInput):
-    candidate = serializers.IntegerField(required=False, allow_null=True, min_value=0, default=None)
+    candidate = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_CANDIDATE,
+                                         default=None)
 
 
 class EditInput(CommentInput):
     output = serializers.CharField(trim_whitespace=False, max_length=1_000_000)
-    candidate = serializers.IntegerField(required=False, allow_null=True, min_value=0, default=None,
-                                         help_text="The candidate the text was edited from.")
+    candidate = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_CANDIDATE,
+                                         default=None, help_text="The candidate the text was edited from.")
 
 
 class BulkApproveInput(CommentInput):

@@ -3,16 +3,17 @@
 API keys need the `runs` scope to start or cancel (`runs` or `runs:read` to read) and see only
 the runs they started; staff sessions see and may act on every run.
 """
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from api.input import RejectUnknownFields
+from api.input import RejectUnknownFields, query_choices
 from api.serializers import RunDetailSerializer, RunSerializer
 from orchestration import runs
 from orchestration.apikeys import KeyInfo
 from orchestration.models import Run
+from orchestration.models.runs import RunStatus
 
 
 class RunsAccess(permissions.BasePermission):
@@ -61,15 +62,20 @@ class RunTreeSerializer(RunDetailSerializer, WorkflowRunFields):
         return roots
 
 
+MAX_DEADLINE_S = 30 * 24 * 3600  # a run may wait days at a review gate; beyond a month is a mistake
+
+
 class RunCreateSerializer(RejectUnknownFields, serializers.Serializer):
     workflow = serializers.SlugField(help_text="The workflow's slug.")
     input = serializers.JSONField(help_text="Text or any JSON; templates read it as {{input}}.")
     metadata = serializers.DictField(required=False, default=dict)
     budget_usd = serializers.DecimalField(max_digits=12, decimal_places=6, min_value=0, required=False,
                                           allow_null=True)
-    deadline_s = serializers.FloatField(min_value=0.001, required=False, allow_null=True)
+    deadline_s = serializers.FloatField(min_value=0.001, max_value=MAX_DEADLINE_S, required=False, allow_null=True)
 
 
+@extend_schema_view(list=extend_schema(parameters=[
+    OpenApiParameter("status", str, description="Comma-separated run statuses: " + ", ".join(RunStatus.values))]))
 class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     permission_classes = [RunsAccess]
 
@@ -79,8 +85,8 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
             queryset = queryset.filter(api_key_id=self.request.auth.id)
         if self.action == "retrieve":
             queryset = queryset.prefetch_related("steps")
-        status_filter = self.request.query_params.get("status")
-        return queryset.filter(status=status_filter) if status_filter else queryset
+        statuses = query_choices(self.request, "status", RunStatus.values)
+        return queryset.filter(status__in=statuses) if statuses else queryset
 
     def get_serializer_class(self):
         if self.action == "create":

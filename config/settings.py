@@ -45,6 +45,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "api.url_limits.reject_nul_in_url",  # %00 would be a 500 on PostgreSQL
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -209,7 +210,7 @@ REST_FRAMEWORK = {
                                "rest_framework.parsers.MultiPartParser"],
     "EXCEPTION_HANDLER": "api.input.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["api.throttling.KeyLimitsThrottle"],  # per-key limits, orchestration/limits.py
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.BoundedLimitOffsetPagination",  # limit <= 200
     "PAGE_SIZE": 50,
 }
 SPECTACULAR_SETTINGS = {

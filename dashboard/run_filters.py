@@ -1,6 +1,7 @@
 """The runs page: filters and cursor paging (a page stays put while new runs arrive on top)."""
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 from django import forms
@@ -65,15 +66,25 @@ def encode_cursor(run: Run) -> str:
     return f"{run.created_at.isoformat()}|{run.id}"
 
 
+class InvalidCursor(ValueError):
+    """A `before=` the page did not write (edited or truncated by hand)."""
+
+
+def decode_cursor(before: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        stamp, run_id = before.split("|", 1)
+        created = datetime.fromisoformat(stamp)
+        return (created if created.tzinfo else timezone.make_aware(created)), uuid.UUID(run_id)
+    except (ValueError, OverflowError):
+        raise InvalidCursor("The 'before' cursor is not one this page wrote; open the runs page again.") from None
+
+
 def page_of(runs, before: str | None) -> tuple[list[Run], str | None]:
-    """One page older than the cursor, and the cursor of the next page (None on the last)."""
+    """One page older than the cursor, and the cursor of the next page (None on the last).
+    InvalidCursor when `before` cannot be read: rather a 400 than a silent first page."""
     if before:
-        try:
-            stamp, run_id = before.split("|", 1)
-            created = datetime.fromisoformat(stamp)
-            runs = runs.filter(Q(created_at__lt=created) | Q(created_at=created, id__lt=run_id))
-        except ValueError:
-            pass
+        created, run_id = decode_cursor(before)
+        runs = runs.filter(Q(created_at__lt=created) | Q(created_at=created, id__lt=run_id))
     rows = list(runs[:PAGE_SIZE + 1])
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]

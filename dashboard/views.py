@@ -1,10 +1,11 @@
 """The control room's pages: server-rendered shells that small scripts keep live over /ws/dashboard/."""
 from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpResponseBadRequest
 from django.shortcuts import render
 from django.urls import reverse
 
 from dashboard import model_stats
-from dashboard.run_filters import RunFilterForm, filtered_runs, page_of
+from dashboard.run_filters import InvalidCursor, RunFilterForm, filtered_runs, page_of
 from dashboard.snapshots import model_list, run_row
 from orchestration.metrics_window import local_window
 from orchestration.models import Run
@@ -18,7 +19,10 @@ def overview(request):
 @staff_member_required
 def runs(request):
     form = RunFilterForm(request.GET or None)
-    rows, next_cursor = page_of(filtered_runs(form), request.GET.get("before"))
+    try:
+        rows, next_cursor = page_of(filtered_runs(form), request.GET.get("before"))
+    except InvalidCursor as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
     query = request.GET.copy()
     query.pop("before", None)
     return render(request, "dashboard/runs.html", {

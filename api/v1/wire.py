@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import orjson
 
+from api.json_limits import DEPTH_ERROR, NUL_ERROR, json_depth_exceeds, json_has_nul
 from orchestration.models.registry import DATA_CLASSES
 from orchestration.services import ChatOutcome, GatewayError
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 # Podium's own request fields; never sent upstream.
 PODIUM_FIELDS = {"model", "messages", "stream", "stream_options", "metadata", "podium"}
+MAX_MODEL_NAME = 256
+INT32_MAX = 2**31 - 1
 
 
 def error_body(exc: GatewayError) -> bytes:
@@ -28,32 +31,209 @@ def parse_json(body: bytes) -> dict:
         except UnicodeDecodeError as bad:
             raise bad_request(f"The request body is not valid UTF-8 (byte {bad.start}).", code="invalid_json") from None
         if "depth limit" in str(exc):
-            raise bad_request("The request body's JSON is nested too deeply.", code="invalid_json") from None
-        raise bad_request("The request body is not valid JSON.", code="invalid_json") from None
+            raise bad_request(DEPTH_ERROR, code="invalid_json") from None
+        raise bad_request(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
     if not isinstance(data, dict):
         raise bad_request("The request body must be a JSON object.", code="invalid_json")
+    if json_depth_exceeds(data):  # orjson allows 1,024 levels; Python code downstream recurses
+        raise bad_request(DEPTH_ERROR, code="invalid_json")
+    if json_has_nul(body, data):  # every call is recorded, and PostgreSQL could not record this one
+        raise bad_request(NUL_ERROR, code="invalid_json")
     return data
+
+
+def require(ok: bool, param: str, expected: str) -> None:
+    if not ok:
+        raise bad_request(f"'{param}' must be {expected}.", param=param)
+
+
+def is_number(value) -> bool:
+    return type(value) is int or type(value) is float  # bool is an int, and not a number here
+
+
+def is_object(value) -> bool:
+    return type(value) is dict
+
+
+def is_string_list(value) -> bool:
+    return type(value) is list and all(type(item) is str for item in value)
+
+
+def number_between(low: float, high: float):
+    def check(name: str, value) -> None:
+        require(is_number(value) and low <= value <= high, name, f"a number from {low} to {high}")
+    return check
+
+
+def integer_between(low: int, high: int):
+    def check(name: str, value) -> None:
+        require(type(value) is int and low <= value <= high, name, f"an integer from {low} to {high}")
+    return check
+
+
+def boolean(name: str, value) -> None:
+    require(type(value) is bool, name, "true or false")
+
+
+def string(name: str, value) -> None:
+    require(type(value) is str, name, "a string")
+
+
+def object_of(fields: dict):
+    """An object whose listed fields (when present and not null) pass their checks; others pass through."""
+    def check(name: str, value) -> None:
+        require(is_object(value), name, "an object")
+        for field, field_check in fields.items():
+            if value.get(field) is not None:
+                field_check(f"{name}.{field}", value[field])
+    return check
+
+
+def stop_sequences(name: str, value) -> None:
+    require(type(value) is str or is_string_list(value), name, "a string or an array of strings")
+
+
+def logit_bias(name: str, value) -> None:
+    require(is_object(value) and all(is_number(bias) and -100 <= bias <= 100 for bias in value.values()), name,
+            "an object mapping token ids to numbers from -100 to 100")
+
+
+FUNCTION = object_of({"name": string, "description": string, "parameters": object_of({})})
+
+
+def tools(name: str, value) -> None:
+    require(type(value) is list, name, "an array of tools")
+    for index, tool in enumerate(value):
+        path = f"{name}[{index}]"
+        require(is_object(tool) and type(tool.get("type")) is str, path, "an object with a string 'type'")
+        if tool["type"] == "function":
+            require(is_object(tool.get("function")) and type(tool["function"].get("name")) is str,
+                    f"{path}.function", "an object with a string 'name'")
+            FUNCTION(f"{path}.function", tool["function"])
+
+
+def tool_choice(name: str, value) -> None:
+    if type(value) is str:
+        return
+    require(is_object(value) and type(value.get("type")) is str, name, "a string or an object with a string 'type'")
+    if value["type"] == "function":
+        require(is_object(value.get("function")) and type(value["function"].get("name")) is str,
+                f"{name}.function", "an object with a string 'name'")
+
+
+def response_format(name: str, value) -> None:
+    require(is_object(value) and type(value.get("type")) is str, name, "an object with a string 'type'")
+    if value.get("json_schema") is not None:
+        require(is_object(value["json_schema"]), f"{name}.json_schema", "an object")
+
+
+# The request fields Podium or one of its adapters reads (or OpenAI bounds), checked when present and not
+# null; any other field passes through to OpenAI-compatible upstreams untouched (within the depth limit).
+CHAT_PARAMS = {
+    "temperature": number_between(0, 2),
+    "top_p": number_between(0, 1),
+    "top_k": integer_between(0, INT32_MAX),
+    "n": integer_between(1, 128),
+    "max_tokens": integer_between(1, INT32_MAX),
+    "max_completion_tokens": integer_between(1, INT32_MAX),
+    "presence_penalty": number_between(-2, 2),
+    "frequency_penalty": number_between(-2, 2),
+    "seed": integer_between(-2**63, 2**63 - 1),
+    "logprobs": boolean,
+    "top_logprobs": integer_between(0, 20),
+    "logit_bias": logit_bias,
+    "stream": boolean,
+    "stream_options": object_of({"include_usage": boolean}),
+    "parallel_tool_calls": boolean,
+    "store": boolean,
+    "user": string,
+    "stop": stop_sequences,
+    "tools": tools,
+    "tool_choice": tool_choice,
+    "response_format": response_format,
+}
+EMBEDDINGS_PARAMS = {
+    "dimensions": integer_between(1, INT32_MAX),
+    "encoding_format": string,
+    "user": string,
+}
+
+# Content part type -> the object field it carries and that field's check. Podium redacts and translates
+# parts it knows; an unknown part type could carry text past PII redaction, so it is a 400.
+CONTENT_PARTS = {
+    "text": ("text", string),
+    "refusal": ("refusal", string),
+    "image_url": ("image_url", object_of({"url": string, "detail": string})),
+    "input_audio": ("input_audio", object_of({"data": string, "format": string})),
+    "file": ("file", object_of({"file_id": string, "file_data": string, "filename": string})),
+}
+TOOL_CALL = object_of({"id": string, "type": string, "function": object_of({"name": string, "arguments": string})})
+MESSAGE_FIELDS = {"name": string, "tool_call_id": string, "refusal": string,
+                  "function_call": object_of({"name": string, "arguments": string})}
+
+
+def check_params(data: dict, rules: dict) -> None:
+    for name, value in data.items():
+        rule = rules.get(name)
+        if rule is not None and value is not None:
+            rule(name, value)
+
+
+def check_model(data: dict) -> str:
+    model = data.get("model")
+    if type(model) is not str or not model or len(model) > MAX_MODEL_NAME:
+        raise bad_request(f"'model' is required: a string of at most {MAX_MODEL_NAME} characters.", param="model")
+    return model
+
+
+def check_metadata(data: dict) -> dict:
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise bad_request("'metadata' must be an object.", param="metadata")
+    return metadata
+
+
+def check_content(path: str, content) -> None:
+    if content is None or type(content) is str:
+        return
+    require(type(content) is list, path, "a string or an array of content parts")
+    for index, part in enumerate(content):
+        part_path = f"{path}[{index}]"
+        kind = part.get("type") if is_object(part) else None
+        if type(kind) is not str or kind not in CONTENT_PARTS:
+            raise bad_request(f"'{part_path}' must be an object whose 'type' is one of "
+                              f"{', '.join(CONTENT_PARTS)}.", param=part_path)
+        field, check = CONTENT_PARTS[kind]
+        require(field in part, f"{part_path}.{field}", f"present in a '{kind}' part")
+        check(f"{part_path}.{field}", part[field])
+
+
+def check_message(index: int, message) -> None:
+    path = f"messages[{index}]"
+    role = message.get("role") if is_object(message) else None
+    if type(role) is not str or role not in ROLES:
+        raise bad_request(f"{path} must be an object with a 'role' among {', '.join(sorted(ROLES))}.", param=path)
+    check_content(f"{path}.content", message.get("content"))
+    for field, check in MESSAGE_FIELDS.items():
+        if message.get(field) is not None:
+            check(f"{path}.{field}", message[field])
+    calls = message.get("tool_calls")
+    if calls is not None:
+        require(type(calls) is list, f"{path}.tool_calls", "an array of tool calls")
+        for call_index, call in enumerate(calls):
+            TOOL_CALL(f"{path}.tool_calls[{call_index}]", call)
 
 
 def validate_chat_request(data: dict) -> tuple[str, list[dict], dict, dict]:
     """(model, messages, params sent upstream, metadata) or a 400 naming the bad field."""
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("'model' is required and must be a string.", param="model")
+    model = check_model(data)
     messages = data.get("messages")
-    if not isinstance(messages, list) or not messages:
+    if type(messages) is not list or not messages:
         raise bad_request("'messages' is required and must be a non-empty array.", param="messages")
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
-            raise bad_request(f"messages[{index}] must be an object with a 'role' among "
-                              f"{', '.join(sorted(ROLES))}.", param=f"messages[{index}]")
-        content = message.get("content")
-        if content is not None and not isinstance(content, (str, list)):
-            raise bad_request(f"messages[{index}].content must be a string or an array of content parts.",
-                              param=f"messages[{index}].content")
-    metadata = data.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise bad_request("'metadata' must be an object.", param="metadata")
+        check_message(index, message)
+    check_params(data, CHAT_PARAMS)
+    metadata = check_metadata(data)
     params = {name: value for name, value in data.items() if name not in PODIUM_FIELDS}
     return model, messages, params, metadata
 
@@ -134,18 +314,21 @@ def error_event(message: str, *, code: str = "upstream_error", type: str = "api_
     return b"data: " + orjson.dumps({"error": {"message": message, "type": type, "param": None, "code": code}}) + b"\n\n"
 
 
+def is_token_list(value) -> bool:
+    return type(value) is list and bool(value) and all(type(token) is int and 0 <= token <= INT32_MAX
+                                                       for token in value)
+
+
 def validate_embeddings_request(data: dict) -> tuple[str, dict, dict]:
     """(model, params sent upstream, metadata) or a 400 naming the bad field."""
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("'model' is required and must be a string.", param="model")
+    model = check_model(data)
     text = data.get("input")
-    if not isinstance(text, (str, list)) or not text:
-        raise bad_request("'input' is required: a string or a non-empty array of strings or token arrays.",
-                          param="input")
-    metadata = data.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise bad_request("'metadata' must be an object.", param="metadata")
+    if not (type(text) is str and text or is_token_list(text) or type(text) is list and text and (
+            all(type(item) is str and item for item in text) or all(is_token_list(item) for item in text))):
+        raise bad_request("'input' is required: a non-empty string, an array of non-empty strings, an array of "
+                          "token ids or an array of token id arrays.", param="input")
+    check_params(data, EMBEDDINGS_PARAMS)
+    metadata = check_metadata(data)
     params = {name: value for name, value in data.items() if name not in PODIUM_FIELDS}
     return model, params, metadata
 
