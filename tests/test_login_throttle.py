@@ -195,6 +195,44 @@ def test_a_browser_keeps_a_device_entry_for_each_user_who_logged_in_on_it(admin)
     assert logged_in(attempt(browser, "operator", "operator-password-1", "192.0.2.70"))
 
 
+@pytest.fixture
+def redis_cache(settings):
+    """The cache on the machine's Redis, as in production (a db number of our own)."""
+    import os
+
+    from tests.production.stack import RedisDb, services_unavailable
+
+    reason = services_unavailable()
+    if reason and os.environ.get("PODIUM_REQUIRE_PRODUCTION_TESTS"):
+        pytest.fail(f"PODIUM_REQUIRE_PRODUCTION_TESTS is set but {reason}")
+    if reason:
+        pytest.skip(reason)
+    redis_db = RedisDb()
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": redis_db.url}}
+    yield redis_db
+    redis_db.release()
+
+
+@pytest.mark.production
+def test_with_redis_as_the_cache_delays_grow_and_known_devices_get_in_the_same_way(admin, redis_cache):
+    pair = [Bucket("podium:login:pair:redis-" + secrets.token_hex(4), free_failures=2)]
+    waits = []
+    now = 2_000_000.0
+    for _ in range(5):
+        record_failure(pair, now)
+        waits.append(retry_after(pair, now))
+        now += waits[-1]
+    assert waits == [0, 1, 2, 4, 8]
+    assert any(key.startswith(b":1:podium:login:pair:redis-") for key in redis_cache.client.keys("*"))
+
+    device = known_device("192.0.2.80")
+    for _ in range(settings.PODIUM_LOGIN_MAX_FAILURES + 3):
+        attempt(Client(), "admin", "wrong", "192.0.2.80")
+    assert attempt(Client(), "admin", RIGHT, "192.0.2.80").status_code == 429
+    assert logged_in(attempt(device, "admin", RIGHT, "192.0.2.80"))
+
+
 # --- the client's address -------------------------------------------------------------------------------------
 
 def request_from(remote: str, forwarded: str | None = None):
