@@ -199,9 +199,13 @@ class EmbeddingsOutcome:
     data: dict  # OpenAI's embeddings answer, with the public alias as its model
 
 
-async def create_embeddings(*, key: KeyInfo, model_name: str, params: dict,
-                            metadata: dict | None = None) -> EmbeddingsOutcome:
-    """Embeddings from an openai_compatible model, recorded as a run of one step like a chat call."""
+async def create_embeddings(*, key: KeyInfo, model_name: str, params: dict, metadata: dict | None = None,
+                            data_class: str | None = None, use_cache: bool = True) -> EmbeddingsOutcome:
+    """Embeddings from a model that serves them, through the policy, redaction, circuit breakers, retries and
+    fallbacks chat calls go through (engine/embeddings.py); recorded as a run like a chat call.
+
+    `data_class` comes from the request's `podium` object; embeddings are never served from the response
+    cache (`use_cache` is accepted and ignored)."""
     registry = await current_registry()
     model = registry.models.get(model_name)
     if model is None:
@@ -210,34 +214,41 @@ async def create_embeddings(*, key: KeyInfo, model_name: str, params: dict,
     if not serves_embeddings(engine, model):
         raise GatewayError(400, f"The model '{model_name}' does not serve embeddings.", code="unsupported_model",
                            param="model")
-    run_id = new_id()
     sink = PublishingSink()
-    ctx = RunContext(run_id=run_id, registry=registry, sink=sink)
+    ctx = RunContext(run_id=new_id(), registry=registry, sink=sink, data_class=data_class)
+    run_id = ctx.run_id
     started_ms = now_ms()
-    result, error = None, ""
+    started = time.perf_counter()
+    result, error, refused = None, "", None
     try:
         result = await call_embeddings(engine, ctx, model, params)
     except StepFailed as exc:
         error = str(exc)
+    except PolicyViolation as exc:  # refused before any call; still recorded as a failed run
+        error, refused = str(exc), exc
+    latency_ms = (time.perf_counter() - started) * 1000
     status = RunStatus.SUCCEEDED if result else RunStatus.FAILED
     text = params.get("input")
     run = Row(
         Run, id=run_id, kind=Run.Kind.EMBEDDINGS, target=model_name, api_key_id=key.id, status=status,
         input={"input": text if isinstance(text, str) else f"{len(text)} inputs"},
-        output=f"{len(result.data['data'])} embeddings" if result else "",
-        tokens_in=result.tokens_in if result else 0, cost_usd=money(ctx.spent_usd),
-        latency_ms=result.latency_ms if result else None, error=error, metadata=metadata or {},
+        output=result.output if result else "", tokens_in=result.tokens_in if result else 0,
+        cost_usd=money(ctx.spent_usd), latency_ms=latency_ms, error=error, metadata=metadata or {},
         created_at=(started_at := ms_to_datetime(started_ms)), started_at=started_at,
         finished_at=ms_to_datetime(finished_ms := now_ms()),
     )
     writer.add(run, [step_row(event) for event in sink.finished])
     live.publish({"type": "run.updated", "ts": finished_ms, "run_id": run_id, "status": status, "target": model_name,
                   "kind": Run.Kind.EMBEDDINGS, "api_key": key.prefix, "cost_usd": ctx.spent_usd,
-                  "tokens_in": run.tokens_in, "tokens_out": 0})
+                  "latency_ms": latency_ms, "tokens_in": run.tokens_in, "tokens_out": 0})
+    if refused is not None:
+        raise GatewayError(403, error, code=refused.code, type="permission_error", param="podium.data_class",
+                           run_id=run_id)
     if result is None:
         raise GatewayError(502, f"The upstream model failed: {error}", code="upstream_error", type="api_error",
                            run_id=run_id)
-    return EmbeddingsOutcome(run_id=run_id, data={**result.data, "model": model_name})
+    # The answer's `model` is the alias asked for: a fallback serves the same upstream model (engine/embeddings.py).
+    return EmbeddingsOutcome(run_id=run_id, data={**result.raw, "model": model_name})
 
 
 async def resolve_chat_route(ctx: RunContext, route_name: str, messages: list[dict]):

@@ -188,7 +188,11 @@ class FakeUpstream:
 
     async def embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
-        if body.get("model") == "fail-500":
+        if self.record_requests:
+            self.requests.append({"path": request.path, "body": body, "headers": dict(request.headers),
+                                  "at": time.time()})
+        fault = self.faults.popleft() if self.faults else (self.default_fault or body.get("model", ""))
+        if fault == "fail-500":
             return web.json_response({"error": {"message": "internal failure", "type": "server_error"}}, status=500)
         inputs = body.get("input")
         inputs = inputs if isinstance(inputs, list) else [inputs]

@@ -3,7 +3,7 @@ import httpx
 import openai
 import pytest
 
-from orchestration.models import LLMModel, Run, Step
+from orchestration.models import LLMModel, Provider, Run, Step
 from orchestration.recording import writer
 from orchestration.registry import bump_version
 
@@ -65,3 +65,120 @@ def test_an_upstream_failure_is_a_502_and_a_failed_run(podium_server, api_key, u
     run = Run.objects.get(id=response.headers["x-podium-run-id"])
     assert (run.kind, run.status, Step.objects.get().status) == ("embeddings", "failed", "failed")
     assert "HTTP 500" in run.error
+
+
+# --- the same policy and resilience as chat --------------------------------------------------------------------
+
+def post_embeddings(server, key: str, body: dict) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/embeddings", headers={"authorization": f"Bearer {key}"}, json=body, timeout=20)
+
+
+def upstream_embeddings(upstream) -> list[dict]:
+    """The bodies of the embeddings requests the fake upstream received."""
+    return [request["body"] for request in upstream.requests if request.get("path") == "/v1/embeddings"]
+
+
+@pytest.fixture
+def embedding_pair(db, fake_upstream):
+    """`embed-a` and `embed-b` serve the same upstream model from two providers; `embed-a` falls back to `embed-b`.
+    One quick retry per model."""
+    options = {"max_retries": 1, "retry_base_delay_s": 0.01}
+    primary, secondary = (Provider.objects.create(name=name, kind=Provider.Kind.OPENAI_COMPATIBLE, timeout_s=2,
+                                                  base_url=fake_upstream.base_url, mock_options=options)
+                          for name in ("fake-us", "fake-eu"))
+    LLMModel.objects.create(provider=primary, alias="embed-a", upstream_name="text-embed-1", price_in_per_m="1.0",
+                            fallbacks=["embed-b"])
+    LLMModel.objects.create(provider=secondary, alias="embed-b", upstream_name="text-embed-1", price_in_per_m="3.0")
+    bump_version()
+
+
+def test_a_data_class_the_model_may_not_take_is_refused_before_any_upstream_call(podium_server, api_key,
+                                                                                  upstream_model, fake_upstream):
+    body = {"model": "fake-gpt", "input": "salary review", "podium": {"data_class": "restricted"}}
+    response = post_embeddings(podium_server, api_key, body)
+
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("data_class_not_allowed", "podium.data_class")
+    assert upstream_embeddings(fake_upstream) == []
+    writer.flush()
+    run = Run.objects.get(id=response.headers["x-podium-run-id"])
+    assert (run.kind, run.status) == ("embeddings", "failed") and "restricted" in run.error
+    assert not Step.objects.exists()
+
+    LLMModel.objects.filter(alias="fake-gpt").update(allowed_data_classes=["restricted"])
+    bump_version()
+    assert post_embeddings(podium_server, api_key, body).status_code == 200
+    assert upstream_embeddings(fake_upstream) == [{"model": "fake-gpt-1", "input": "salary review"}]
+
+
+def test_pii_is_redacted_for_a_provider_that_is_not_local_and_kept_for_a_local_one(podium_server, api_key,
+                                                                                    upstream_model, fake_upstream):
+    texts = ["write to jane.doe@example.com", "card 4111 1111 1111 1111", "nothing to hide"]
+    response = post_embeddings(podium_server, api_key, {"model": "fake-gpt", "input": texts})
+
+    assert response.status_code == 200 and len(response.json()["data"]) == 3
+    assert upstream_embeddings(fake_upstream)[-1]["input"] == ["write to [EMAIL]", "card [CARD]", "nothing to hide"]
+    writer.flush()
+    step = Step.objects.get(run_id=response.headers["x-podium-run-id"])
+    assert step.attributes["redacted"] == {"email": 1, "card": 1}
+
+    Provider.objects.filter(name="fake").update(is_local=True)
+    bump_version()
+    response = post_embeddings(podium_server, api_key, {"model": "fake-gpt", "input": texts[0]})
+    assert response.status_code == 200
+    assert upstream_embeddings(fake_upstream)[-1]["input"] == texts[0]
+    writer.flush()
+    assert "redacted" not in Step.objects.get(run_id=response.headers["x-podium-run-id"]).attributes
+
+
+def test_a_failing_embeddings_model_is_retried_then_the_same_model_elsewhere_answers(podium_server, api_key,
+                                                                                     embedding_pair, fake_upstream):
+    fake_upstream.inject("fail-500", "fail-500")  # embed-a's attempt and its retry
+    response = post_embeddings(podium_server, api_key, {"model": "embed-a", "input": "hello"})
+
+    assert response.status_code == 200 and response.json()["model"] == "embed-a"
+    assert len(upstream_embeddings(fake_upstream)) == 3
+    writer.flush()
+    run = Run.objects.get(id=response.headers["x-podium-run-id"])
+    steps = {step.key: step for step in run.steps.all()}
+    assert set(steps) == {"embeddings", "embeddings.fallback1"}
+    first, fallback = steps["embeddings"], steps["embeddings.fallback1"]
+    assert (first.status, first.model_alias, first.attributes["retries"]) == ("failed", "embed-a", 1)
+    assert (fallback.status, fallback.model_alias, fallback.node_type) == ("succeeded", "embed-b", "embeddings")
+    assert fallback.attributes["fallback_from"] == "embed-a"
+    assert run.status == "succeeded" and run.tokens_in == 1
+    assert float(run.cost_usd) == pytest.approx(1 * 3.0 / 1_000_000)  # one token at embed-b's price, once
+
+
+def test_a_fallback_serving_another_embedding_model_is_never_used(podium_server, api_key, embedding_pair,
+                                                                  fake_upstream):
+    LLMModel.objects.create(provider=Provider.objects.get(name="fake-us"), alias="embed-other",
+                            upstream_name="other-embed-2")
+    LLMModel.objects.filter(alias="embed-a").update(fallbacks=["embed-other"])
+    bump_version()
+    fake_upstream.inject("fail-500", "fail-500")
+    response = post_embeddings(podium_server, api_key, {"model": "embed-a", "input": "hello"})
+
+    assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_error"
+    assert [body["model"] for body in upstream_embeddings(fake_upstream)] == ["text-embed-1", "text-embed-1"]
+    writer.flush()
+    assert list(Step.objects.values_list("model_alias", flat=True)) == ["embed-a"]
+
+
+def test_an_embeddings_model_whose_circuit_opened_is_not_called_again(podium_server, api_key, embedding_pair,
+                                                                       fake_upstream):
+    Provider.objects.filter(name="fake-us").update(mock_options={"max_retries": 0, "circuit_failures": 2})
+    LLMModel.objects.filter(alias="embed-a").update(fallbacks=[])
+    bump_version()
+    fake_upstream.default_fault = "fail-500"
+    for _ in range(2):
+        assert post_embeddings(podium_server, api_key, {"model": "embed-a", "input": "x"}).status_code == 502
+    assert len(upstream_embeddings(fake_upstream)) == 2
+
+    response = post_embeddings(podium_server, api_key, {"model": "embed-a", "input": "x"})
+    assert response.status_code == 502 and "circuit open" in response.json()["error"]["message"]
+    assert len(upstream_embeddings(fake_upstream)) == 2
+    writer.flush()
+    step = Step.objects.get(run_id=response.headers["x-podium-run-id"])
+    assert (step.node_type, step.attributes["circuit"]) == ("embeddings", "open")

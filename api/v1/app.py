@@ -223,7 +223,8 @@ async def embeddings(scope, receive, send) -> None:
     key = await authenticate(scope, "chat")
     data = parse_json(await read_body(receive, settings.PODIUM["MAX_BODY_BYTES"]))
     model, params, metadata = validate_embeddings_request(data)
-    outcome = await create_embeddings(key=key, model_name=model, params=params, metadata=metadata)
+    outcome = await create_embeddings(key=key, model_name=model, params=params, metadata=metadata,
+                                      **podium_options(data))
     await send_json(send, 200, orjson.dumps(outcome.data), [(b"x-podium-run-id", outcome.run_id.encode())])
 
 

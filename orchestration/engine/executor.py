@@ -80,6 +80,8 @@ class Engine:
     """Calls models for runs. Retry policy, circuit breakers and response cache are the process's own
     unless given (tests give their own; `orchestration/engine_config.py` configures the gateway's)."""
 
+    node_type = "call"  # of the steps it reports (engine/embeddings.py's engine reports "embeddings")
+
     def __init__(self, adapters=adapter_for, *, retry: RetryPolicy | None = None,
                  breakers: CircuitBreakers | None = None, cache: ResponseCache | None = None):
         self._adapters = adapters
@@ -125,7 +127,8 @@ class Engine:
         for position, candidate in enumerate(chain):
             sent, redacted = self.prepare(candidate, request)
             step = _StepReport(ctx, candidate, key=key if position == 0 else f"{key}.fallback{position}",
-                               node_id=node_id, parent_id=parent_id, attributes=caller_attributes)
+                               node_id=node_id, parent_id=parent_id, attributes=caller_attributes,
+                               node_type=self.node_type)
             if position:
                 step.attributes["fallback_from"] = chain[0].alias
             if skipped:
@@ -175,7 +178,8 @@ class Engine:
         if failure is None:
             # Every circuit was open: no call was made; one failed step says so.
             step = _StepReport(ctx, chain[0], key=key, node_id=node_id, parent_id=parent_id,
-                               attributes={**caller_attributes, "circuit": "open", "circuit_skipped": skipped})
+                               attributes={**caller_attributes, "circuit": "open", "circuit_skipped": skipped},
+                               node_type=self.node_type)
             step.start(self.prepare(chain[0], request)[0].messages)  # recorded as it would have been sent
             failure = ProviderError(f"circuit open for {', '.join(skipped)}", retryable=True, kind="circuit_open")
             step.failed(str(failure))
@@ -200,12 +204,12 @@ class _StepReport:
     """The step.started / step.finished events of one model tried, and the NodeResult of a success."""
 
     def __init__(self, ctx: RunContext, model: ModelSpec, *, key: str, node_id: str, parent_id: str | None,
-                 attributes: dict):
+                 attributes: dict, node_type: str):
         self.ctx, self.model = ctx, model
         self.attributes = dict(attributes)
         self.prompt: list[dict] = []
         self.base = {"run_id": ctx.run_id, "step_id": new_id(), "parent_id": parent_id, "key": key,
-                     "node_id": node_id, "node_type": "call", "model": model.alias, "provider": model.provider.name}
+                     "node_id": node_id, "node_type": node_type, "model": model.alias, "provider": model.provider.name}
 
     def start(self, prompt: list[dict]) -> None:
         self.started_ms = now_ms()
