@@ -11,11 +11,11 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from asgiref.sync import sync_to_async  # noqa: E402
 
 from api.v1.app import v1_app  # noqa: E402
+from dashboard.origin import OriginGuard  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from orchestration.providers.pool import close_clients  # noqa: E402
 from orchestration.recording import writer  # noqa: E402
@@ -48,7 +48,8 @@ async def lifespan(scope, receive, send):
 application = ProtocolTypeRouter({
     "http": http_router,
     "lifespan": lifespan,
-    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    # Host and Origin first: a handshake without Origin loses its cookies before the session is read.
+    "websocket": OriginGuard(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
 })
 
 # Everything imported so far lives as long as the process: move it out of the collector's sight, so

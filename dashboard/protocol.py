@@ -13,6 +13,14 @@ Server -> client:
     {"type": "error", "code": "invalid_json" | "invalid_message" | "unknown_topic" | "forbidden", "message": ...}
     {"type": "pong"}
 
+Close codes: the handshake itself is refused (HTTP 403) for a Host outside ALLOWED_HOSTS, an Origin
+that is neither the page's own (scheme, host and port) nor in CSRF_TRUSTED_ORIGINS, or no staff
+session and no API key with scope `events` (a handshake without Origin is a program: key only).
+An open socket is closed, within REGISTRY_CHECK_INTERVAL or at its next subscribe/resync, with
+    4401  the credential is gone: the key was revoked or deleted, the user deactivated or deleted
+    4403  the credential no longer allows watching: the key lost `events`, the user lost staff
+Neither is worth retrying with the same credential (dashboard/viewers.py).
+
 A topic is keyed state. Events change keys; changes are held and flushed at most every
 FLUSH_INTERVAL_S as one frame per topic carrying the *last* value of every key changed since
 the previous frame (null = the key is gone), so however many events arrive a subscriber gets

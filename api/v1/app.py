@@ -15,6 +15,7 @@ from django.conf import settings
 
 from api.v1.wire import (DONE_EVENT, ChunkEncoder, completion_body, error_body, error_event, parse_json,
                          podium_options, validate_chat_request, validate_embeddings_request)
+from config.hosts import host_header, host_is_allowed
 from orchestration import limits
 from orchestration.apikeys import KeyInfo, cached_key, load_key
 from orchestration.engine.executor import StepFailed
@@ -249,6 +250,9 @@ async def v1_app(scope, receive, send) -> None:
     path = scope["path"].rstrip("/") or "/"
     handler = ROUTES.get((scope["method"], path))
     try:
+        if not host_is_allowed(host_header(scope)):  # Django's ALLOWED_HOSTS, which this app bypasses
+            raise GatewayError(400, "The Host header names a host this server does not serve (ALLOWED_HOSTS).",
+                               code="invalid_host", param="host")
         if handler is None:
             if any(route_path == path for _, route_path in ROUTES):
                 raise GatewayError(405, f"Method {scope['method']} is not allowed on {path}.", code="method_not_allowed")
