@@ -35,8 +35,10 @@ class BoundedLimitOffsetPagination(pagination.LimitOffsetPagination):
 
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)
-        bounds = {self.limit_query_param: {"minimum": 1, "maximum": self.max_limit},
-                  self.offset_query_param: {"minimum": 0}}
         for parameter in parameters:
-            parameter["schema"].update(bounds.get(parameter["name"], {}))
+            if parameter["name"] == self.limit_query_param:
+                parameter["schema"]["minimum"] = 1  # no maximum: a larger limit is clamped, not refused
+                parameter["description"] = f"Number of results to return per page (at most {self.max_limit})."
+            elif parameter["name"] == self.offset_query_param:
+                parameter["schema"]["minimum"] = 0
         return parameters
