@@ -30,14 +30,11 @@ def time_limits(visibility_timeout_s: int) -> tuple[int, int]:
 
 
 def beat_schedule() -> dict:
-    scheduler_s = float(getattr(settings, "PODIUM_SCHEDULER_INTERVAL_S", 10.0))
-    learning_s = float(getattr(settings, "PODIUM_LEARNING_INTERVAL_S", 60.0))
-    return {
-        "expire-reviews": {"task": "orchestration.tasks.expire_reviews_task", "schedule": scheduler_s},
-        "lapse-review-claims": {"task": "orchestration.tasks.lapse_claims_task", "schedule": scheduler_s},
-        "learning-cycle": {"task": "orchestration.tasks.learning_cycle_task", "schedule": learning_s},
-        "recover-stalled-runs": {"task": "orchestration.tasks.recover_stalled_runs_task", "schedule": 60.0},
-    }
+    """The embedded scheduler's table of periodic jobs (orchestration/scheduler.py), as Celery tasks."""
+    from orchestration.scheduler import PERIODIC_JOBS
+
+    return {job.name: {"task": job.task, "schedule": job.interval_s()} for job in PERIODIC_JOBS
+            if job.interval_s() > 0}
 
 
 VISIBILITY_TIMEOUT_S = int(settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"])  # PODIUM_VISIBILITY_TIMEOUT

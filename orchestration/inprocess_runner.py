@@ -10,6 +10,7 @@ import contextvars
 import logging
 import threading
 import time
+from collections import Counter
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ class InProcessRunner:
         self._lock = threading.Lock()
         self._tasks: dict[str, asyncio.Task] = {}  # touched only on the runner's loop
         self._pending = 0  # submitted and not yet finished
+        self._in_flight: Counter[str] = Counter()  # the same, by run id (a run may be submitted twice)
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -44,6 +46,7 @@ class InProcessRunner:
         loop = self._ensure_loop()
         with self._lock:
             self._pending += 1
+            self._in_flight[run_id] += 1
         # A fresh context: the caller's (a Django request's sync thread) carries asgiref's executor for that request,
         # which is gone by the time the run reaches the database.
         loop.call_soon_threadsafe(lambda: loop.create_task(self._execute(run_id)), context=contextvars.Context())
@@ -66,6 +69,9 @@ class InProcessRunner:
         finally:
             with self._lock:
                 self._pending -= 1
+                self._in_flight[run_id] -= 1
+                if not self._in_flight[run_id]:
+                    del self._in_flight[run_id]
 
     def cancel(self, run_id: str) -> None:
         if self._loop is None:
@@ -77,8 +83,20 @@ class InProcessRunner:
                 task.cancel()
         self._loop.call_soon_threadsafe(cancel_task)
 
+    def close_clients(self) -> None:
+        """Close the upstream HTTP clients runs opened on this runner's loop (they live as long as it)."""
+        if self._loop is not None and self._loop.is_running():
+            from orchestration.providers.pool import close_clients
+
+            asyncio.run_coroutine_threadsafe(close_clients(), self._loop).result(10)
+
     def busy(self) -> int:
         return self._pending
+
+    def in_flight(self) -> frozenset[str]:
+        """The runs submitted here and not finished yet, whether or not they started."""
+        with self._lock:
+            return frozenset(self._in_flight)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """True once no run is submitted or executing here (tests and shutdown use it)."""

@@ -126,20 +126,39 @@ def execute_run(run_id) -> str | None:
 
 
 async def execute_run_async(run_id, *, final_stream=None) -> str | None:
-    """`final_stream`: where the run's final model call streams its deltas (see engine/workflow.py)."""
+    """`final_stream`: where the run's final model call streams its deltas (see engine/workflow.py).
+    None when the run is already under way, here or (embedded mode) in another process."""
+    from orchestration.recovery import execution_lease
+
     run_id = str(run_id)
     with _executing_lock:
         if run_id in _executing:
             return None  # already under way in this process
         _executing.add(run_id)
     try:
-        prepared = await sync_to_async(_prepare)(run_id)
-        if prepared is None:
-            return await sync_to_async(_status)(run_id)
-        return await _execute(prepared, final_stream=final_stream)
+        lease = execution_lease(run_id)
+        if lease is None:
+            return None  # another live process executes it
+        ended = False
+        try:
+            prepared = await sync_to_async(_prepare)(run_id)
+            if prepared is None:
+                status = await sync_to_async(_status)(run_id)
+            else:
+                status = await _execute(prepared, final_stream=final_stream)
+            ended = True
+            return status
+        finally:
+            lease.release(ended=ended)  # not ended (the process stopping, a bug): the sweep resumes it
     finally:
         with _executing_lock:
             _executing.discard(run_id)
+
+
+def executing_here() -> frozenset[str]:
+    """The runs this process is executing right now."""
+    with _executing_lock:
+        return frozenset(_executing)
 
 
 def _status(run_id: str) -> str | None:

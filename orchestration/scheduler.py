@@ -1,9 +1,10 @@
 """The periodic jobs, and the in-process timer that runs them in the embedded mode.
 
-The jobs are plain functions; production schedules the same ones with Celery beat (see
-`PERIODIC_JOBS` for names and intervals). In the embedded mode the ASGI app starts one daemon
-thread (`start()`, from lifespan startup or the first request; idempotent) that runs each job
-when it is due. A failing job is logged and retried at its next turn; it never stops the others.
+`PERIODIC_JOBS` is the one table of them: the embedded mode's timer runs its functions, and
+production's Celery beat schedule is built from it (config/celery.py: each job's Celery task calls
+the same function). In the embedded mode the ASGI app starts one daemon thread (`start()`, from
+lifespan startup or the first request; idempotent) that runs each job when it is due. A failing job
+is logged and retried at its next turn; it never stops the others.
 """
 from __future__ import annotations
 
@@ -11,22 +12,42 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import close_old_connections
-
-from orchestration import learning, reviews
+from django.utils.module_loading import import_string
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class PeriodicJob:
+    name: str
+    function: str  # imported when due: Celery reads this table before Django's models can be imported
+    task: str  # its Celery task (orchestration/tasks.py), which calls the same function
+    interval_setting: str  # the setting that holds its interval in seconds (0 = off)
+
+    def interval_s(self) -> float:
+        return float(getattr(settings, self.interval_setting))
+
+
+PERIODIC_JOBS = (
+    PeriodicJob("expire_due_reviews", "orchestration.reviews.expire_due_reviews",
+                "orchestration.tasks.expire_reviews_task", "PODIUM_SCHEDULER_INTERVAL_S"),
+    PeriodicJob("lapse_stale_claims", "orchestration.reviews.lapse_stale_claims",
+                "orchestration.tasks.lapse_claims_task", "PODIUM_SCHEDULER_INTERVAL_S"),
+    PeriodicJob("recompute_model_stats", "orchestration.learning.recompute_model_stats",
+                "orchestration.tasks.learning_cycle_task", "PODIUM_LEARNING_INTERVAL_S"),
+    # Runs left queued or running by a process that stopped (orchestration/recovery.py).
+    PeriodicJob("recover_stalled_runs", "orchestration.recovery.recover_stalled_runs",
+                "orchestration.tasks.recover_stalled_runs_task", "PODIUM_SCHEDULER_INTERVAL_S"),
+)
+
+
 def periodic_jobs() -> list[tuple[str, Callable[[], object], float]]:
     """(name, job, interval in seconds), read from settings each time so tests can change them."""
-    return [
-        ("expire_due_reviews", reviews.expire_due_reviews, settings.PODIUM_SCHEDULER_INTERVAL_S),
-        ("lapse_stale_claims", reviews.lapse_stale_claims, settings.PODIUM_SCHEDULER_INTERVAL_S),
-        ("recompute_model_stats", learning.recompute_model_stats, settings.PODIUM_LEARNING_INTERVAL_S),
-    ]
+    return [(job.name, import_string(job.function), job.interval_s()) for job in PERIODIC_JOBS]
 
 
 def run_due_jobs(last_run: dict[str, float], now: float | None = None) -> list[str]:

@@ -89,6 +89,6 @@ def learning_cycle_task() -> int:
 
 @shared_task(name="orchestration.tasks.recover_stalled_runs_task", **RETRY)
 def recover_stalled_runs_task() -> int:
-    from orchestration.recovery import requeue_stalled_runs
+    from orchestration.recovery import recover_stalled_runs
 
-    return requeue_stalled_runs()
+    return recover_stalled_runs()

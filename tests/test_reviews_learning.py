@@ -163,9 +163,10 @@ def test_the_periodic_jobs_expire_lapse_and_learn_when_due(db, reviewer):
     with override_settings(PODIUM_REVIEW_CLAIM_TTL_S=60, PODIUM_SCHEDULER_INTERVAL_S=10,
                            PODIUM_LEARNING_INTERVAL_S=60):
         assert scheduler.run_due_jobs(last_run, now=1000.0) == ["expire_due_reviews", "lapse_stale_claims",
-                                                                  "recompute_model_stats"]
+                                                                  "recompute_model_stats", "recover_stalled_runs"]
         assert scheduler.run_due_jobs(last_run, now=1005.0) == []
-        assert scheduler.run_due_jobs(last_run, now=1011.0) == ["expire_due_reviews", "lapse_stale_claims"]
+        assert scheduler.run_due_jobs(last_run, now=1011.0) == ["expire_due_reviews", "lapse_stale_claims",
+                                                                  "recover_stalled_runs"]
     assert ReviewItem.objects.get(pk=expiring.pk).status == "expired"
     assert ReviewItem.objects.get(pk=claimed.pk).status == "pending"
     assert ModelStat.objects.filter(model_alias="swift-mini").exists()
@@ -176,7 +177,7 @@ def test_a_failing_job_does_not_stop_the_others(db, monkeypatch):
         raise RuntimeError("database blinked")
 
     monkeypatch.setattr(reviews, "expire_due_reviews", broken)
-    assert scheduler.run_due_jobs({}, now=0.0) == ["lapse_stale_claims", "recompute_model_stats"]
+    assert scheduler.run_due_jobs({}, now=0.0) == ["lapse_stale_claims", "recompute_model_stats", "recover_stalled_runs"]
 
 
 def test_the_in_process_timer_stays_off_under_celery(db):
