@@ -292,5 +292,13 @@ def test_staff_writing_a_workflow_with_a_misspelt_field_is_told(admin_client):
     assert response.status_code == 400 and response.json()["spce"] == ["Unknown field."]
 
 
+def test_a_workflow_whose_review_is_due_in_1e308_seconds_is_refused_before_any_call_can_overflow(admin_client):
+    spec = {"root": {"type": "gate", "id": "g", "node": {"type": "call", "id": "c", "model": "swift-mini"},
+                     "due_in_s": 1e308}}
+    response = admin_client.post("/api/workflows/", {"slug": "w", "spec": spec}, content_type="application/json")
+    assert response.status_code == 400
+    assert "root.due_in_s" in response.json()["spec"][0]
+
+
 def test_the_body_limit_is_the_documented_setting():
     assert settings.PODIUM["MAX_BODY_BYTES"] == 4 * 1024 * 1024

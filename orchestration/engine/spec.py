@@ -24,6 +24,7 @@ GATE_ACTIONS = ("approve", "reject", "escalate")  # what an expired review does
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_NODES = 200
 MAX_DEPTH = 20
+MAX_DUE_S = 365 * 24 * 3600  # a review due later than a year is a typo (and 1e308 s overflows a datetime)
 
 _TEMPLATE = "template"
 # type -> {field: kind}; kinds: str, template, number, int, object, node, nodes, branches, combine,
@@ -244,8 +245,9 @@ class _Checker:
             else:
                 self.check_value(value, path, "strings", available)
         elif kind_of == "due":
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                self.error(path, "must be a positive number of seconds or null")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 < value <= MAX_DUE_S):
+                self.error(path, f"must be a positive number of seconds up to {MAX_DUE_S}, or null")
         elif kind_of == "on_reject":
             if value == "fail":
                 return
