@@ -179,7 +179,7 @@ def test_on_the_channel_layer_a_recording_console_sees_a_row_change(transactiona
         before = model_row(console.export_text(clear=False), "swift-mini")
         # A real /v1 request through the gateway's ASGI app, on this loop: its events reach our group.
         transport = httpx.ASGITransport(app=v1_app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://podium") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             response = await client.post("/v1/chat/completions", headers={"authorization": f"Bearer {api_key}"},
                                          json={"model": "swift-mini", "messages": [{"role": "user", "content": "x"}]})
         assert response.status_code == 200
