@@ -129,11 +129,8 @@ def lease_dir() -> Path:
     database = connections["default"].settings_dict
     name = str(database.get("NAME") or "")
     if database["ENGINE"].endswith("sqlite3") and name and ":memory:" not in name and "mode=memory" not in name:
-        path = Path(name + "-run-leases")
-    else:
-        path = Path(settings.VAR_DIR) / "run-leases"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+        return Path(name + "-run-leases")
+    return Path(settings.VAR_DIR) / "run-leases"
 
 
 class LocalLease:
@@ -152,7 +149,11 @@ class LocalLease:
 
         path = lease_dir() / str(run_id)
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            except FileNotFoundError:  # the first lease here, or the directory was cleaned away
+                path.parent.mkdir(parents=True, exist_ok=True)
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -192,7 +193,8 @@ class _CeleryTaskLease:
 
 
 def execution_lease(run_id: str) -> "LocalLease | _CeleryTaskLease | None":
-    """What an execution holds so no other process executes the run meanwhile; None: another one does."""
+    """What an execution holds so no other process executes the run meanwhile; None: another one does.
+    Blocking file I/O (a file created, a fraction of a millisecond): call it from a thread in async code."""
     if settings.PODIUM_RUNNER == "celery":
         return _CeleryTaskLease()
     return LocalLease.take(run_id, executing=True)

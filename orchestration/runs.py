@@ -136,7 +136,7 @@ async def execute_run_async(run_id, *, final_stream=None) -> str | None:
             return None  # already under way in this process
         _executing.add(run_id)
     try:
-        lease = execution_lease(run_id)
+        lease = await asyncio.to_thread(execution_lease, run_id)  # creates a file: not on the event loop
         if lease is None:
             return None  # another live process executes it
         ended = False
