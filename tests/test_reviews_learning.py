@@ -177,7 +177,8 @@ def test_a_failing_job_does_not_stop_the_others(db, monkeypatch):
         raise RuntimeError("database blinked")
 
     monkeypatch.setattr(reviews, "expire_due_reviews", broken)
-    assert scheduler.run_due_jobs({}, now=0.0) == ["lapse_stale_claims", "recompute_model_stats", "recover_stalled_runs"]
+    assert scheduler.run_due_jobs({}, now=0.0) == ["lapse_stale_claims", "recompute_model_stats",
+                                                   "recover_stalled_runs"]
 
 
 def test_the_in_process_timer_stays_off_under_celery(db):
