@@ -12,7 +12,7 @@ from django.core.exceptions import RequestDataTooBig
 from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from api.json_limits import DEPTH_ERROR, NUL_ERROR, json_depth_exceeds, json_has_nul
+from api.json_limits import DEPTH_ERROR, NUL_ERROR, json_has_nul, json_too_deep
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -39,7 +39,7 @@ class StrictJSONParser(parsers.JSONParser):
             if "depth limit" in str(exc):
                 raise exceptions.ParseError(DEPTH_ERROR) from None
             raise exceptions.ParseError(f"The request body is not valid JSON: {exc}") from None
-        if json_depth_exceeds(data):
+        if json_too_deep(body, data):
             raise exceptions.ParseError(DEPTH_ERROR)
         if json_has_nul(body, data):
             raise exceptions.ParseError(NUL_ERROR)

@@ -10,6 +10,14 @@ MAX_DEPTH = 64
 DEPTH_ERROR = f"The JSON is nested deeper than {MAX_DEPTH} levels."
 
 
+def json_too_deep(body: bytes, value) -> bool:
+    """json_depth_exceeds(value) for the parsed `body`, skipping the walk when the body has too few
+    brackets to nest that deep (counting a short body's bytes costs less than walking its containers)."""
+    if len(body) <= 4096 and body.count(b"{") + body.count(b"[") <= MAX_DEPTH:
+        return False
+    return json_depth_exceeds(value)
+
+
 def json_depth_exceeds(value, limit: int = MAX_DEPTH) -> bool:
     """True when containers nest deeper than `limit` (the outermost is level 1); for orjson's output.
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import orjson
 
-from api.json_limits import DEPTH_ERROR, NUL_ERROR, json_depth_exceeds, json_has_nul
+from api.json_limits import DEPTH_ERROR, NUL_ERROR, json_has_nul, json_too_deep
 from orchestration.models.registry import DATA_CLASSES
 from orchestration.services import ChatOutcome, GatewayError
 
-ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 # Podium's own request fields; never sent upstream.
 PODIUM_FIELDS = {"model", "messages", "stream", "stream_options", "metadata", "podium"}
 MAX_MODEL_NAME = 256
@@ -35,16 +35,20 @@ def parse_json(body: bytes) -> dict:
         raise bad_request(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
     if not isinstance(data, dict):
         raise bad_request("The request body must be a JSON object.", code="invalid_json")
-    if json_depth_exceeds(data):  # orjson allows 1,024 levels; Python code downstream recurses
+    if json_too_deep(body, data):  # orjson allows 1,024 levels; Python code downstream recurses
         raise bad_request(DEPTH_ERROR, code="invalid_json")
-    if json_has_nul(body, data):  # every call is recorded, and PostgreSQL could not record this one
+    if json_has_nul(body, data):  # every call is recorded; PostgreSQL could not record this one
         raise bad_request(NUL_ERROR, code="invalid_json")
     return data
 
 
+def invalid(param: str, expected: str) -> GatewayError:
+    return bad_request(f"'{param}' must be {expected}.", param=param)
+
+
 def require(ok: bool, param: str, expected: str) -> None:
     if not ok:
-        raise bad_request(f"'{param}' must be {expected}.", param=param)
+        raise invalid(param, expected)
 
 
 def is_number(value) -> bool:
@@ -59,30 +63,40 @@ def is_string_list(value) -> bool:
     return type(value) is list and all(type(item) is str for item in value)
 
 
+# The checks below run on every call that sets the field: conditions inline, messages built only on failure.
 def number_between(low: float, high: float):
+    expected = f"a number from {low} to {high}"
+
     def check(name: str, value) -> None:
-        require(is_number(value) and low <= value <= high, name, f"a number from {low} to {high}")
+        if not ((type(value) is int or type(value) is float) and low <= value <= high):
+            raise invalid(name, expected)
     return check
 
 
 def integer_between(low: int, high: int):
+    expected = f"an integer from {low} to {high}"
+
     def check(name: str, value) -> None:
-        require(type(value) is int and low <= value <= high, name, f"an integer from {low} to {high}")
+        if not (type(value) is int and low <= value <= high):
+            raise invalid(name, expected)
     return check
 
 
 def boolean(name: str, value) -> None:
-    require(type(value) is bool, name, "true or false")
+    if type(value) is not bool:
+        raise invalid(name, "true or false")
 
 
 def string(name: str, value) -> None:
-    require(type(value) is str, name, "a string")
+    if type(value) is not str:
+        raise invalid(name, "a string")
 
 
 def object_of(fields: dict):
     """An object whose listed fields (when present and not null) pass their checks; others pass through."""
     def check(name: str, value) -> None:
-        require(is_object(value), name, "an object")
+        if type(value) is not dict:
+            raise invalid(name, "an object")
         for field, field_check in fields.items():
             if value.get(field) is not None:
                 field_check(f"{name}.{field}", value[field])
@@ -168,8 +182,12 @@ CONTENT_PARTS = {
     "file": ("file", object_of({"file_id": string, "file_data": string, "filename": string})),
 }
 TOOL_CALL = object_of({"id": string, "type": string, "function": object_of({"name": string, "arguments": string})})
-MESSAGE_FIELDS = {"name": string, "tool_call_id": string, "refusal": string,
-                  "function_call": object_of({"name": string, "arguments": string})}
+
+
+def tool_calls(name: str, value) -> None:
+    require(type(value) is list, name, "an array of tool calls")
+    for index, call in enumerate(value):
+        TOOL_CALL(f"{name}[{index}]", call)
 
 
 def check_params(data: dict, rules: dict) -> None:
@@ -194,12 +212,16 @@ def check_metadata(data: dict) -> dict:
 
 
 def check_content(path: str, content) -> None:
-    if content is None or type(content) is str:
-        return
     require(type(content) is list, path, "a string or an array of content parts")
     for index, part in enumerate(content):
+        # The common parts are accepted without building their paths; anything else takes the precise checks.
+        kind = part.get("type") if type(part) is dict else None
+        if kind == "text" and type(part.get("text")) is str:
+            continue
+        if kind == "image_url" and type(image := part.get("image_url")) is dict and type(image.get("url")) is str \
+                and type(image.get("detail", "")) is str:
+            continue
         part_path = f"{path}[{index}]"
-        kind = part.get("type") if is_object(part) else None
         if type(kind) is not str or kind not in CONTENT_PARTS:
             raise bad_request(f"'{part_path}' must be an object whose 'type' is one of "
                               f"{', '.join(CONTENT_PARTS)}.", param=part_path)
@@ -208,20 +230,22 @@ def check_content(path: str, content) -> None:
         check(f"{part_path}.{field}", part[field])
 
 
+MESSAGE_FIELDS = {"content": check_content, "name": string, "tool_call_id": string, "refusal": string,
+                  "tool_calls": tool_calls, "function_call": object_of({"name": string, "arguments": string})}
+MAY_BE_STRINGS = {"role", "content", "name", "tool_call_id", "refusal"}  # a string is all they need
+
+
 def check_message(index: int, message) -> None:
-    path = f"messages[{index}]"
-    role = message.get("role") if is_object(message) else None
+    role = message.get("role") if type(message) is dict else None
     if type(role) is not str or role not in ROLES:
-        raise bad_request(f"{path} must be an object with a 'role' among {', '.join(sorted(ROLES))}.", param=path)
-    check_content(f"{path}.content", message.get("content"))
-    for field, check in MESSAGE_FIELDS.items():
-        if message.get(field) is not None:
-            check(f"{path}.{field}", message[field])
-    calls = message.get("tool_calls")
-    if calls is not None:
-        require(type(calls) is list, f"{path}.tool_calls", "an array of tool calls")
-        for call_index, call in enumerate(calls):
-            TOOL_CALL(f"{path}.tool_calls[{call_index}]", call)
+        raise bad_request(f"messages[{index}] must be an object with a 'role' among {', '.join(sorted(ROLES))}.",
+                          param=f"messages[{index}]")
+    for field, value in message.items():
+        if value is None or type(value) is str and field in MAY_BE_STRINGS:  # the common case, first
+            continue
+        check = MESSAGE_FIELDS.get(field)
+        if check is not None:
+            check(f"messages[{index}].{field}", value)
 
 
 def validate_chat_request(data: dict) -> tuple[str, list[dict], dict, dict]:
