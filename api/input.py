@@ -46,6 +46,28 @@ class StrictJSONParser(parsers.JSONParser):
         return data
 
 
+def refuse_nul(form) -> None:
+    """Form fields may carry JSON (a JSONField parses it later): refuse NUL raw and as a JSON escape."""
+    for name, values in form.lists():
+        if any("\x00" in text or "\\u0000" in text for text in (name, *values)):
+            raise exceptions.ParseError(f"The form field {name[:40]!r} holds a NUL character, which PostgreSQL "
+                                        "cannot store in text.")
+
+
+class StrictFormParser(parsers.FormParser):
+    def parse(self, stream, media_type=None, parser_context=None):
+        data = super().parse(stream, media_type, parser_context)
+        refuse_nul(data)
+        return data
+
+
+class StrictMultiPartParser(parsers.MultiPartParser):
+    def parse(self, stream, media_type=None, parser_context=None):
+        parsed = super().parse(stream, media_type, parser_context)
+        refuse_nul(parsed.data)
+        return parsed
+
+
 def exception_handler(exc, context):
     """DRF's handler, plus Django's body-size refusal as a JSON 413 (not an HTML 400)."""
     if isinstance(exc, RequestDataTooBig):

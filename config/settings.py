@@ -205,9 +205,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    # Bounded JSON (size, depth, UTF-8) answered with clear 4xx: api/input.py.
-    "DEFAULT_PARSER_CLASSES": ["api.input.StrictJSONParser", "rest_framework.parsers.FormParser",
-                               "rest_framework.parsers.MultiPartParser"],
+    # Bounded JSON (size, depth, UTF-8, NUL) and forms without NUL, answered with clear 4xx: api/input.py.
+    "DEFAULT_PARSER_CLASSES": ["api.input.StrictJSONParser", "api.input.StrictFormParser",
+                               "api.input.StrictMultiPartParser"],
     "EXCEPTION_HANDLER": "api.input.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["api.throttling.KeyLimitsThrottle"],  # per-key limits, orchestration/limits.py
     "DEFAULT_PAGINATION_CLASS": "api.pagination.BoundedLimitOffsetPagination",  # limit <= 200

@@ -270,6 +270,14 @@ def test_a_nul_character_in_a_url_is_a_400_before_any_database_sees_it(admin_cli
     assert "NUL" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("form", [{"workflow": "w", "input": '"a\\u0000b"'}, {"workflow": "w\x00", "input": "1"}])
+def test_a_nul_character_in_a_form_field_is_a_400(client, runs_key, form):
+    # A JSONField parses form text as JSON: the escape would reach PostgreSQL as a NUL it cannot store.
+    response = client.post("/api/runs/", form, HTTP_AUTHORIZATION=f"Bearer {runs_key}")
+    assert response.status_code == 400
+    assert "NUL" in response.json()["detail"]
+
+
 @pytest.mark.parametrize("before", ["garbage", "2026-01-01T00:00:00+00:00|not-a-uuid", "|", "x|y|z",
                                     "2026-13-45T00:00:00|00000000-0000-0000-0000-000000000000"])
 def test_the_runs_page_answers_a_malformed_cursor_with_a_400(admin_client, before):
