@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django import forms
 from django.db.models import Exists, OuterRef, Q
@@ -74,7 +74,8 @@ def decode_cursor(before: str) -> tuple[datetime, uuid.UUID]:
     try:
         stamp, run_id = before.split("|", 1)
         created = datetime.fromisoformat(stamp)
-        return (created if created.tzinfo else timezone.make_aware(created)), uuid.UUID(run_id)
+        created = created if created.tzinfo else timezone.make_aware(created)
+        return created.astimezone(UTC), uuid.UUID(run_id)  # in UTC here: out of range is an OverflowError
     except (ValueError, OverflowError):
         raise InvalidCursor("The 'before' cursor is not one this page wrote; open the runs page again.") from None
 

@@ -1,11 +1,14 @@
 """Garbage in, a clear 4xx out: oversized bodies, deep JSON, invalid UTF-8, NUL characters, malformed
 content parts, out-of-range numbers, unknown fields and unbounded pages on /v1, /api and the runs page."""
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import orjson
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 from django.conf import settings
 
 from api.pagination import MAX_LIMIT
@@ -279,7 +282,8 @@ def test_a_nul_character_in_a_form_field_is_a_400(client, runs_key, form):
 
 
 @pytest.mark.parametrize("before", ["garbage", "2026-01-01T00:00:00+00:00|not-a-uuid", "|", "x|y|z",
-                                    "2026-13-45T00:00:00|00000000-0000-0000-0000-000000000000"])
+                                    "2026-13-45T00:00:00|00000000-0000-0000-0000-000000000000",
+                                    "0001-01-01T00:00:00+14:00|00000000-0000-0000-0000-000000000000"])
 def test_the_runs_page_answers_a_malformed_cursor_with_a_400(admin_client, before):
     response = admin_client.get("/runs/", {"before": before})
     assert response.status_code == 400
@@ -293,6 +297,21 @@ def test_the_runs_page_lists_only_runs_older_than_a_well_formed_cursor(admin_cli
     assert response.status_code == 200
     page = response.content.decode()
     assert str(older.id) in page and "new-one" not in page
+
+
+cursor_like = st.builds(lambda stamp, run_id: f"{stamp.isoformat()}|{run_id}",
+                        st.datetimes(timezones=st.none() | st.builds(timezone, st.timedeltas(
+                            min_value=timedelta(hours=-23), max_value=timedelta(hours=23)))),
+                        st.uuids() | st.text(max_size=8))
+
+
+@examples(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.dictionaries(st.sampled_from(["before", "status", "model", "workflow", "api_key", "range"]),
+                             cursor_like | st.text(max_size=30), max_size=4))
+def test_the_runs_page_answers_any_query_string_below_500(admin_client, query):
+    response = admin_client.get("/runs/", query)
+    assert response.status_code in (200, 400)
 
 
 def test_staff_writing_a_workflow_with_a_misspelt_field_is_told(admin_client):
