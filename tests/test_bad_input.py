@@ -115,6 +115,8 @@ def api(client, key, path, body: bytes):
     (chat(tool_choice=5), 400, "a string or an object", "tool_choice"),
     (chat(response_format="json"), 400, "an object", "response_format"),
     (chat(user=["me"]), 400, "a string", "user"),
+    (chat(metadata=[]), 400, "an object", "metadata"),
+    (chat(metadata=False), 400, "an object", "metadata"),
 ])
 def test_v1_answers_bad_bodies_with_a_clear_openai_error(podium_server, demo_registry, api_key, body, status, words,
                                                          param):

@@ -205,8 +205,10 @@ def check_model(data: dict) -> str:
 
 
 def check_metadata(data: dict) -> dict:
-    metadata = data.get("metadata") or {}
-    if not isinstance(metadata, dict):
+    metadata = data.get("metadata")
+    if metadata is None:
+        return {}
+    if type(metadata) is not dict:  # [], "" and false too: not an empty object
         raise bad_request("'metadata' must be an object.", param="metadata")
     return metadata
 
