@@ -26,6 +26,7 @@ from orchestration import live
 from orchestration.engine.events import now_ms
 from orchestration.engine.executor import BudgetExceeded, DeadlineExceeded, NodeResult, RunContext, StepFailed
 from orchestration.engine.nodes import RunCancelled
+from orchestration.engine.policy import PolicyViolation
 from orchestration.engine.spec import SpecInvalid
 from orchestration.engine.workflow import AwaitingReview, run_workflow
 from orchestration.models import Run, Step, Workflow
@@ -231,7 +232,7 @@ async def _execute(prepared: Prepared, *, final_stream=None) -> str:
                      deadline=time.monotonic() + prepared.deadline_s if prepared.deadline_s is not None else None)
     result: NodeResult | None = None
     review: AwaitingReview | None = None
-    error = ""
+    error, failure_code = "", ""
     try:
         result = await run_workflow(engine, ctx, prepared.spec, prepared.input, final_stream=final_stream)
         status = RunStatus.SUCCEEDED
@@ -244,19 +245,33 @@ async def _execute(prepared: Prepared, *, final_stream=None) -> str:
     except (RunCancelled, asyncio.CancelledError):
         status, error = RunStatus.CANCELLED, "cancelled"
     except StepFailed as exc:
-        status, error = RunStatus.FAILED, str(exc)
+        status, error, failure_code = RunStatus.FAILED, str(exc), policy_refusal_code(exc)
     except SpecInvalid as exc:
         status, error = RunStatus.FAILED, f"the workflow's spec is invalid: {exc}"
     except Exception as exc:  # a bug must still end the run, visibly
         logger.exception("run %s failed unexpectedly", prepared.run_id)
         status, error = RunStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}"
     await asyncio.to_thread(sink.close)
-    return await sync_to_async(finish_run)(prepared.run_id, status=status, result=result, error=error, review=review)
+    return await sync_to_async(finish_run)(prepared.run_id, status=status, result=result, error=error, review=review,
+                                           failure_code=failure_code)
+
+
+def policy_refusal_code(exc: BaseException) -> str:
+    """The policy's code when a run failed because its data class may go to none of the models it needed
+    (the refusal is the failure's cause somewhere down the chain a cascade or route builds), else ""."""
+    while exc is not None:
+        if isinstance(exc, PolicyViolation):
+            return exc.code
+        exc = exc.__cause__
+    return ""
 
 
 def finish_run(run_id: str, *, status: str, result: NodeResult | None, error: str = "",
-               review: AwaitingReview | None = None) -> str:
-    """Record where the run stands, in one transaction with the review it opens; publish after commit."""
+               review: AwaitingReview | None = None, failure_code: str = "") -> str:
+    """Record where the run stands, in one transaction with the review it opens; publish after commit.
+
+    `failure_code` (metadata `failure_code`) tells callers why a failed run failed when it was the caller's
+    doing rather than a model's: /v1 answers a policy refusal 403, not 502."""
     now = timezone.now()
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run_id)
@@ -267,6 +282,8 @@ def finish_run(run_id: str, *, status: str, result: NodeResult | None, error: st
         run.tokens_in, run.tokens_out = totals["tokens_in"] or 0, totals["tokens_out"] or 0
         run.cost_usd = totals["cost_usd"] or Decimal(0)
         run.status, run.error = status, error[:10_000]
+        if failure_code:
+            run.metadata = {**(run.metadata or {}), "failure_code": failure_code}
         if result is not None:
             run.output, run.confidence = result.output, result.confidence
         if status in FINAL_RUN_STATUSES:

@@ -314,6 +314,9 @@ async def workflow_outcome(run_id: str, model_name: str) -> ChatOutcome:
                    "review_url": f"/api/reviews/{review_id}/" if review_id else f"/api/runs/{run_id}/"}
         return ChatOutcome(run_id=run_id, created=created, model=model_name,
                            result=NodeResult(output="", confidence=0.0), pending=pending)
+    if run.status == RunStatus.FAILED and (run.metadata or {}).get("failure_code") == PolicyViolation.code:
+        raise GatewayError(403, f"The workflow run was refused: {run.error}", code=PolicyViolation.code,
+                           type="permission_error", param="podium.data_class", run_id=run_id)
     if run.status != RunStatus.SUCCEEDED:
         status, code = WORKFLOW_STATUS_ERRORS.get(run.status, (502, "workflow_failed"))
         raise GatewayError(status, f"The workflow run ended {run.status}: {run.error}", code=code, type="api_error",
