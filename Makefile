@@ -40,8 +40,9 @@ run: migrate
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) config.asgi:application
 
 # The same application under uvicorn (uvloop + httptools): less CPU per /v1 call (bench/RESULTS.md).
+# --no-proxy-headers: which X-Forwarded-For to believe is PODIUM_TRUSTED_PROXIES's decision, not uvicorn's.
 run-uvicorn: migrate
-	$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --no-access-log --lifespan on
+	$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --no-access-log --lifespan on --no-proxy-headers
 
 # Production-like: two daphne processes (ports 8001, 8002), two Celery workers and beat, against
 # DATABASE_URL (default: local PostgreSQL, database podium) and REDIS_URL (default: local Redis, db 0).

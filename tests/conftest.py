@@ -33,7 +33,9 @@ class LiveServer:
 
         self.port = port or free_port()  # a fixed port lets a test restart the server where clients reconnect
         config = uvicorn.Config(application, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on", ws="websockets-sansio")
+                                lifespan="on", ws="websockets-sansio",
+                                # As `make run-uvicorn`: X-Forwarded-* are PODIUM_TRUSTED_PROXIES's to judge.
+                                proxy_headers=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name="live-podium", daemon=True)
 
