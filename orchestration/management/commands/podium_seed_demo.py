@@ -4,7 +4,6 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
-from django.utils import timezone
 
 from orchestration.demo import seed_demo_registry, seed_demo_workflows
 from orchestration.models import APIKey
@@ -28,7 +27,10 @@ class Command(BaseCommand):
         user.set_password(password)
         user.save()
         # A fresh demo key each time; the previous one is revoked (its value was never stored).
-        APIKey.objects.filter(name="demo", revoked_at__isnull=True).update(revoked_at=timezone.now())
+        # One by one, not a bulk update: each save moves the registry version, so a running server's key cache
+        # forgets the old key at once.
+        for old_key in APIKey.objects.filter(name="demo", revoked_at__isnull=True):
+            old_key.revoke()
         # The demo key may also watch live events, so `podium_top --url` works against the demo.
         _, raw_key = APIKey.issue("demo", scopes=[*DEFAULT_SCOPES, "events"])
         lines = [f"admin user: {username}", f"password:   {password}", f"API key:    {raw_key}"]
