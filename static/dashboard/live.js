@@ -48,8 +48,11 @@ function open() {
     for (const [topic, entry] of topics) { entry.synced = false; send({ type: "subscribe", topic }); }
   };
   socket.onmessage = onMessage;
-  socket.onclose = () => {
+  socket.onclose = (event) => {
     socket = null;
+    // The server closed us because our key or staff access was taken away (dashboard/protocol.py): retrying
+    // cannot help, signing in again can.
+    if (event.code === 4401 || event.code === 4403) { badge("closed", "access revoked — sign in again"); return; }
     badge("closed", "disconnected — reconnecting");
     stats.reconnects += 1;
     setTimeout(open, delay + Math.random() * delay * 0.3);
