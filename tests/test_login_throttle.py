@@ -198,15 +198,9 @@ def test_a_browser_keeps_a_device_entry_for_each_user_who_logged_in_on_it(admin)
 @pytest.fixture
 def redis_cache(settings):
     """The cache on the machine's Redis, as in production (a db number of our own)."""
-    import os
+    from tests.production.stack import RedisDb, require_services
 
-    from tests.production.stack import RedisDb, services_unavailable
-
-    reason = services_unavailable()
-    if reason and os.environ.get("PODIUM_REQUIRE_PRODUCTION_TESTS"):
-        pytest.fail(f"PODIUM_REQUIRE_PRODUCTION_TESTS is set but {reason}")
-    if reason:
-        pytest.skip(reason)
+    require_services()
     redis_db = RedisDb()
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                                    "LOCATION": redis_db.url}}

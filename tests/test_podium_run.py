@@ -131,11 +131,9 @@ def test_against_a_remote_podium_the_process_exit_codes_are_0_and_5(podium_serve
 @pytest.mark.production
 @pytest.mark.timeout(240)
 def test_in_production_a_celery_worker_executes_the_run_and_the_command_follows_it():
-    from tests.production.stack import Stack, services_unavailable
+    from tests.production.stack import Stack, require_services
 
-    reason = services_unavailable()
-    if reason:
-        pytest.skip(reason)
+    require_services()
     stack = Stack()
     try:
         stack.prepare()

@@ -335,11 +335,9 @@ def test_a_burst_of_events_is_drawn_at_most_fps_times_a_second():
 @pytest.mark.timeout(240)
 def test_with_redis_the_local_source_sees_a_call_served_by_another_process(tmp_path):
     """Production mode without --url: the channel-layer group of a daphne process, over Redis."""
-    from tests.production.stack import Stack, services_unavailable
+    from tests.production.stack import Stack, require_services
 
-    reason = services_unavailable()
-    if reason:
-        pytest.skip(reason)
+    require_services()
     stack = Stack()
     terminal = None
     try:

@@ -53,6 +53,18 @@ def services_unavailable() -> str | None:
     return None
 
 
+def require_services() -> None:
+    """Skip the calling test when PostgreSQL or Redis does not answer here, saying why; fail instead when
+    PODIUM_REQUIRE_PRODUCTION_TESTS is set (`.ci/run` sets it where they answer), so CI cannot skip silently."""
+    import pytest
+
+    reason = services_unavailable()
+    if reason and os.environ.get("PODIUM_REQUIRE_PRODUCTION_TESTS"):
+        pytest.fail(f"PODIUM_REQUIRE_PRODUCTION_TESTS is set but {reason}")
+    if reason:
+        pytest.skip(reason)
+
+
 def with_path(url: str, path: str) -> str:
     parts = urlparse(url)
     return urlunparse(parts._replace(path=path))

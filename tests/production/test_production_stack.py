@@ -6,7 +6,6 @@ points the suite at the machine's services. Each test prints its figures (run wi
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import websockets
 
 from tests.conftest import wait_for
 from tests.dashboardhelpers import frames_until, subscribe
-from tests.production.stack import ROOT, Stack, services_unavailable
+from tests.production.stack import ROOT, Stack, require_services
 
 pytestmark = [pytest.mark.production, pytest.mark.timeout(240)]
 WORKER_CONCURRENCY = 4  # pool processes per worker; a run mostly waits on PostgreSQL and Redis
@@ -27,11 +26,7 @@ FINAL = ("succeeded", "failed", "cancelled", "budget_exceeded", "deadline_exceed
 
 @pytest.fixture(scope="module")
 def stack():
-    reason = services_unavailable()
-    if reason and os.environ.get("PODIUM_REQUIRE_PRODUCTION_TESTS"):
-        pytest.fail(f"PODIUM_REQUIRE_PRODUCTION_TESTS is set but {reason}")
-    if reason:
-        pytest.skip(reason)
+    require_services()
     stack = Stack()
     try:
         stack.prepare()
