@@ -3,7 +3,7 @@ from django.contrib.auth.models import AnonymousUser
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from orchestration.apikeys import load_key
+from orchestration.access.apikeys import load_key
 
 
 class APIKeyUser(AnonymousUser):

@@ -11,7 +11,7 @@ from django.http import HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from orchestration.client_address import client_ip
+from orchestration.access.client_address import client_ip
 from orchestration.prometheus import exposition
 
 TOKEN_MISSING = ("Forbidden: PODIUM_PRODUCTION is set and PODIUM_METRICS_TOKEN is not; set it and scrape with "

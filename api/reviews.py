@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from api.input import RejectUnknownFields, query_choices
 from orchestration import reviews
-from orchestration.apikeys import KeyInfo
+from orchestration.access.apikeys import KeyInfo
 from orchestration.models import ReviewItem
 
 

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from api.input import RejectUnknownFields, query_choices
 from api.serializers import RunDetailSerializer, RunSerializer
 from orchestration import runs
-from orchestration.apikeys import KeyInfo
+from orchestration.access.apikeys import KeyInfo
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
 

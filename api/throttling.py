@@ -1,12 +1,12 @@
-"""Per-key limits on /api (orchestration/limits.py): 429 with Retry-After, shared with /v1's counters.
+"""Per-key limits on /api (orchestration/access/limits.py): 429 with Retry-After, shared with /v1's counters.
 
 Every API-key request counts against requests/min; only writes (starting a run, deciding a review)
 are refused for an exhausted budget or tokens/min, so a key can still read its runs.
 """
 from rest_framework import exceptions, permissions, throttling
 
-from orchestration import limits
-from orchestration.apikeys import KeyInfo
+from orchestration.access import limits
+from orchestration.access.apikeys import KeyInfo
 
 
 class KeyLimitsThrottle(throttling.BaseThrottle):

@@ -9,7 +9,7 @@ from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.response import Response
 
 from api.input import RejectUnknownFields
-from orchestration.apikeys import KeyInfo
+from orchestration.access.apikeys import KeyInfo
 from orchestration.engine.spec import SpecInvalid
 from orchestration.models import Workflow, WorkflowVersion
 from orchestration.workflows import save_workflow

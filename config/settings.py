@@ -52,7 +52,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "orchestration.login_throttle.LoginThrottleMiddleware",
+    "orchestration.access.login_throttle.LoginThrottleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -176,8 +176,8 @@ CONTENT_SECURITY_POLICY = {
     },
 }
 # Failed logins (admin and site) slow down per (username, address), per address and per known device;
-# see orchestration/login_throttle.py.
-AUTHENTICATION_BACKENDS = ["orchestration.login_throttle.LoginThrottleBackend",
+# see orchestration/access/login_throttle.py.
+AUTHENTICATION_BACKENDS = ["orchestration.access.login_throttle.LoginThrottleBackend",
                            "django.contrib.auth.backends.ModelBackend"]
 PODIUM_LOGIN_MAX_FAILURES = env_int("PODIUM_LOGIN_MAX_FAILURES", 5)
 PODIUM_LOGIN_ADDRESS_MAX_FAILURES = env_int("PODIUM_LOGIN_ADDRESS_MAX_FAILURES", 50)
@@ -209,7 +209,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["api.input.StrictJSONParser", "api.input.StrictFormParser",
                                "api.input.StrictMultiPartParser"],
     "EXCEPTION_HANDLER": "api.input.exception_handler",
-    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.KeyLimitsThrottle"],  # per-key limits, orchestration/limits.py
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.KeyLimitsThrottle"],  # per-key limits, orchestration/access/limits.py
     "DEFAULT_PAGINATION_CLASS": "api.pagination.BoundedLimitOffsetPagination",  # limit <= 200
     "PAGE_SIZE": 50,
 }
@@ -242,7 +242,7 @@ PODIUM = {
     "MAX_BODY_BYTES": env_int("PODIUM_MAX_BODY_BYTES", 4 * 1024 * 1024),
     # required for /metrics when PODIUM_PRODUCTION is set (README "Metrics")
     "METRICS_TOKEN": env_str("PODIUM_METRICS_TOKEN", ""),
-    # reverse proxies whose X-Forwarded-For names the client (orchestration/client_address.py)
+    # reverse proxies whose X-Forwarded-For names the client (orchestration/access/client_address.py)
     "TRUSTED_PROXIES": env_networks("PODIUM_TRUSTED_PROXIES", "none"),
     # where people reach this Podium: links printed by command-line tools (e.g. a run's review page)
     "PUBLIC_URL": env_str("PODIUM_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),

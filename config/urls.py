@@ -3,9 +3,9 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from api import health, metrics
-from orchestration.login_throttle import ThrottledAdminAuthenticationForm
+from orchestration.access.login_throttle import ThrottledAdminAuthenticationForm
 
-# While a login is throttled the form says when to try again (orchestration/login_throttle.py).
+# While a login is throttled the form says when to try again (orchestration/access/login_throttle.py).
 admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from api.v1.app import bearer_token
-from orchestration.apikeys import cached_key, load_key
+from orchestration.access.bearer import bearer_token
+from orchestration.access.apikeys import cached_key, load_key
 
 logger = logging.getLogger(__name__)
 

@@ -439,7 +439,7 @@ class BatchedWriter:
             insert_rows(Step, steps)
             for key_id, amount in spend.items():
                 APIKey.objects.filter(pk=key_id).update(spent_usd=F("spent_usd") + amount)
-        from orchestration import limits  # imports services, which imports this module
+        from orchestration.access import limits  # imports services, which imports this module
 
         limits.settle(usage)  # tokens/min and budget counters, once the rows are committed
 
@@ -546,7 +546,7 @@ class BatchedWriter:
             self.dropped_rows += 1
         WRITER_DEAD_LETTERS.inc()
         if key_id and spent:
-            from orchestration import limits
+            from orchestration.access import limits
 
             limits.settle({key_id: (tokens, float(cost))})
 

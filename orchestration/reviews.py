@@ -22,7 +22,7 @@ from django.db.models import Min, Q
 from django.utils import timezone
 
 from orchestration import audit, live
-from orchestration.apikeys import KeyInfo
+from orchestration.access.apikeys import KeyInfo
 from orchestration.engine.events import now_ms
 from orchestration.models import ReviewItem, Step
 from orchestration.models.runs import StepStatus

@@ -109,7 +109,7 @@ class DurableSink:
             if self.api_key_id and cost:
                 APIKey.objects.filter(pk=self.api_key_id).update(spent_usd=F("spent_usd") + cost)
             if self.api_key_id:  # the key's tokens/min and budget counters (shared across processes)
-                from orchestration import limits
+                from orchestration.access import limits
 
                 limits.settle({self.api_key_id: (int(event.get("tokens_in") or 0) + int(event.get("tokens_out") or 0),
                                                  float(cost))})

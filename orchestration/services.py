@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from asgiref.sync import sync_to_async
 
 from orchestration import live
-from orchestration.apikeys import KeyInfo
+from orchestration.access.apikeys import KeyInfo
 from orchestration.engine.events import now_ms
 from orchestration.engine.executor import Engine, NodeResult, RunContext, StepFailed
 from orchestration.engine.registry import Registry

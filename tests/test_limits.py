@@ -4,7 +4,7 @@ import time
 import httpx
 import pytest
 
-from orchestration import limits
+from orchestration.access import limits
 from orchestration.models import APIKey
 from orchestration.recording import writer
 

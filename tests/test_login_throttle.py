@@ -12,8 +12,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client, RequestFactory, override_settings
 
-from orchestration.client_address import client_address
-from orchestration.login_throttle import DEVICE_COOKIE, Bucket, delay_after, record_failure, retry_after
+from orchestration.access.client_address import client_address
+from orchestration.access.login_throttle import DEVICE_COOKIE, Bucket, delay_after, record_failure, retry_after
 
 RIGHT = "admin-password-1"
 

@@ -7,7 +7,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from orchestration import reviews
-from orchestration.apikeys import load_key
+from orchestration.access.apikeys import load_key
 from orchestration.audit import verify_chain
 from orchestration.models import APIKey, AuditEvent, ReviewItem, Step
 from tests.reviewhelpers import CANDIDATES, EventTap, another_reviewer, open_item, paused_run

@@ -16,8 +16,9 @@ from django.conf import settings
 from api.v1.wire import (DONE_EVENT, ChunkEncoder, completion_body, error_body, error_event, parse_json,
                          podium_options, validate_chat_request, validate_embeddings_request)
 from config.hosts import host_header, host_is_allowed
-from orchestration import limits
-from orchestration.apikeys import KeyInfo, cached_key, load_key
+from orchestration.access import limits
+from orchestration.access.apikeys import KeyInfo, cached_key, load_key
+from orchestration.access.bearer import bearer_token
 from orchestration.engine.executor import StepFailed
 from orchestration.engine.policy import PolicyViolation
 from orchestration.engine.types import StreamDelta
@@ -60,14 +61,6 @@ async def read_body(receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-def bearer_token(scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            text = value.decode("latin-1")
-            return text[7:].strip() if text[:7].lower() == "bearer " else ""
-    return ""
-
-
 async def authenticate(scope, required_scope: str) -> KeyInfo:
     raw = bearer_token(scope)
     if not raw:
@@ -81,7 +74,7 @@ async def authenticate(scope, required_scope: str) -> KeyInfo:
     if not info.allows(required_scope):
         raise GatewayError(403, f"This API key lacks the '{required_scope}' scope.", code="insufficient_scope",
                            type="permission_error")
-    await limits.admit_async(info)  # requests/min, tokens/min, budget: 429 + Retry-After (orchestration/limits.py)
+    await limits.admit_async(info)  # requests/min, tokens/min, budget: 429 + Retry-After (orchestration/access/limits.py)
     return info
 
 

@@ -11,7 +11,7 @@ Failures are counted, in the cache, in buckets:
   is counted against the cookie alone: the owner's usual browser gets in even while a guesser shares the
   owner's address (an office NAT, a reverse proxy) or hammers the username. A stolen or guessed password
   is still needed; a guesser has no such cookie, and one that has stolen it meets the same delays.
-The client address is the one behind trusted proxies (orchestration/client_address.py). The buckets
+The client address is the one behind trusted proxies (orchestration/access/client_address.py). The buckets
 depend only on what was typed, never on whether the user exists, so a refusal says nothing about that.
 The backend comes first in AUTHENTICATION_BACKENDS: raising PermissionDenied there stops Django from
 checking the password at all. A refusal counts as a failure: a client that does not wait only waits longer
@@ -37,7 +37,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.dispatch import receiver
 from django.utils.deprecation import MiddlewareMixin
 
-from orchestration.client_address import client_address
+from orchestration.access.client_address import client_address
 
 logger = logging.getLogger(__name__)
 
