@@ -14,6 +14,7 @@ from orchestration import runs
 from orchestration.access.apikeys import KeyInfo
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
+from orchestration.run_tree import step_tree
 
 
 class RunsAccess(permissions.BasePermission):
@@ -52,14 +53,7 @@ class RunTreeSerializer(RunDetailSerializer, WorkflowRunFields):
 
     def get_step_tree(self, run) -> list[dict]:
         """Steps nested under their parents (each with its id, key, type, model, status and children)."""
-        nodes = {step.id: {"id": str(step.id), "key": step.key, "node_type": step.node_type,
-                           "model": step.model_alias, "status": step.status, "children": []}
-                 for step in run.steps.all()}
-        roots = []
-        for step in run.steps.all():
-            parent = nodes.get(step.parent_id)
-            (parent["children"] if parent else roots).append(nodes[step.id])
-        return roots
+        return step_tree(run.steps.all())
 
 
 MAX_DEADLINE_S = 30 * 24 * 3600  # a run may wait days at a review gate; beyond a month is a mistake

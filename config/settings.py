@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "orchestration",
     "api",
     "dashboard",
+    "terminal",
 ]
 
 MIDDLEWARE = [

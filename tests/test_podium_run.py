@@ -67,6 +67,18 @@ def test_json_prints_the_final_run_with_its_steps(workflows):
     assert [step["model_alias"] for step in run["steps"] if step["node_type"] == "call"] == ["swift-mini", "atlas-pro"]
 
 
+def test_json_is_what_the_runs_api_answers_for_the_run(workflows, admin_user):
+    from django.test import Client
+
+    out, _, error = podium_run("two-steps", "--input", "hi", "--json")
+    assert error is None
+    printed = json.loads(out)
+    client = Client()
+    client.force_login(admin_user)
+    answered = client.get(f"/api/runs/{printed['id']}/").json()
+    assert printed == answered and len(printed["step_tree"][0]["children"]) == 2
+
+
 def test_input_comes_from_a_file_or_standard_input(workflows, tmp_path):
     path = tmp_path / "ticket.txt"
     path.write_text("from a file")

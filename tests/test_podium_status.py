@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from orchestration.models import LLMModel, Provider
-from orchestration.terminal.status import probe_request
+from terminal.status import probe_request
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,8 +23,8 @@ from rich.console import Console
 
 from api.v1.app import v1_app
 from orchestration.metrics_window import local_window
-from orchestration.terminal.top import ChannelLayerSource, LiveScreen, run_top
-from orchestration.terminal.top_state import TopState
+from terminal.top import ChannelLayerSource, LiveScreen, run_top
+from terminal.top_state import TopState
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
@@ -263,7 +263,7 @@ class ScriptedClient:
 
 
 def test_a_gap_in_a_topics_sequence_reconnects_for_fresh_snapshots():
-    from orchestration.terminal.top import WebSocketSource
+    from terminal.top import WebSocketSource
 
     snapshots = [{"type": "snapshot", "topic": t, "seq": 5, "data": {"values": {}}} for t in WebSocketSource.TOPICS]
     client = ScriptedClient(

@@ -11,7 +11,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from orchestration.terminal.top_state import ModelFigures, TopState
+from terminal.top_state import ModelFigures, TopState
 
 STATUS_STYLE = {"healthy": ("●", "green"), "degraded": ("◐", "yellow"), "circuit open": ("○", "bold red"),
                 "disabled": ("–", "dim")}

@@ -3,7 +3,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 
-from orchestration.terminal.status import build_report, print_report
+from terminal.status import build_report, print_report
 
 
 class Command(BaseCommand):

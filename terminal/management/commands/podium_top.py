@@ -6,8 +6,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 
-from orchestration.terminal.top import ChannelLayerSource, LiveScreen, PlainScreen, WebSocketSource, run_top
-from orchestration.terminal.top_state import TopState
+from terminal.top import ChannelLayerSource, LiveScreen, PlainScreen, WebSocketSource, run_top
+from terminal.top_state import TopState
 from podium.client import AsyncPodiumClient, PodiumError
 
 

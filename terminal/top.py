@@ -28,8 +28,8 @@ from rich.console import Console
 from rich.live import Live
 from websockets.exceptions import WebSocketException
 
-from orchestration.terminal.top_state import OPEN_REVIEW_STATUSES, TopState
-from orchestration.terminal.top_view import plain_lines, render
+from terminal.top_state import OPEN_REVIEW_STATUSES, TopState
+from terminal.top_view import plain_lines, render
 from podium.client import AsyncPodiumClient, PodiumError
 
 RECONNECT_MAX_S = 10.0

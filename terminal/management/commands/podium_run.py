@@ -6,7 +6,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 
-from orchestration.terminal.run_progress import (EXIT_CODES, EXIT_TIMEOUT, EXIT_USAGE, LineDisplay, LiveDisplay,
+from terminal.run_progress import (EXIT_CODES, EXIT_TIMEOUT, EXIT_USAGE, LineDisplay, LiveDisplay,
                                                  LocalRuns, RemoteRuns, RunRefused, StillRunning, follow,
                                                  outcome_message, read_input, summary_line)
 

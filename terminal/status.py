@@ -167,7 +167,7 @@ def print_report(report: StatusReport, console) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from orchestration.terminal.top_view import age, ms
+    from terminal.top_view import age, ms
 
     providers = Table(title="Providers", title_justify="left")
     for header in ("provider", "kind", "reachable", "detail", "models"):

@@ -21,8 +21,8 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from orchestration.terminal.top_state import epoch_seconds
-from orchestration.terminal.top_view import ms, usd
+from terminal.top_state import epoch_seconds
+from terminal.top_view import ms, usd
 
 EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 1, "budget_exceeded": 3, "deadline_exceeded": 4,
               "awaiting_review": 5}
@@ -209,11 +209,9 @@ class LocalRuns:
         return self.public_url + reverse("dashboard:review-detail", args=[review])
 
     def run_json(self, run_id: str) -> dict:
-        from api.runs import RunTreeSerializer
-        from orchestration.models import Run
+        from orchestration.run_tree import run_tree
 
-        run = Run.objects.select_related("workflow_version__workflow").prefetch_related("steps").get(pk=run_id)
-        return dict(RunTreeSerializer(run).data)
+        return run_tree(run_id)
 
     def cancel(self, run_id: str) -> None:
         from orchestration.runs import cancel_run
