@@ -72,6 +72,6 @@ app.autodiscover_tasks(["orchestration"])
 @worker_process_shutdown.connect
 def forget_dead_process_gauges(pid=None, **kwargs):
     """Prometheus multiprocess mode: a finished pool process's live gauges must not linger."""
-    from orchestration.prometheus import mark_process_dead
+    from observability.prometheus import mark_process_dead
 
     mark_process_dead(pid or os.getpid())

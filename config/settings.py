@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "csp",
     "channels",
     "orchestration",
+    "observability",
     "api",
     "dashboard",
     "terminal",

@@ -14,10 +14,7 @@ subscriber sees the gap and asks for a fresh snapshot.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import os
-import threading
 import time
 import uuid
 import weakref
@@ -29,7 +26,8 @@ from channels.layers import get_channel_layer
 from dashboard import snapshots
 from dashboard.protocol import FLUSH_INTERVAL_S, TopicState, encode, run_id_of
 from orchestration.live import EVENTS_GROUP
-from orchestration.metrics_window import local_window
+from observability.metrics_window import local_window
+from observability.model_status import model_status
 
 logger = logging.getLogger(__name__)
 
@@ -38,33 +36,6 @@ REFRESH_INTERVAL_S = 10.0  # model list and key budgets: admins change them rare
 METRICS_WINDOW_S = 60
 TRACKED_RUNS = 300
 ORDER_GRACE_S = 2.0
-DEGRADED_ERROR_RATE = 0.05
-DEGRADED_MIN_FAILURES = 3
-
-ORIGIN = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-_origin_counter = itertools.count(1)
-_origin_lock = threading.Lock()
-
-
-def stamp_origin(event: dict) -> None:
-    """A live-event observer: number this process's events so a receiver can tell one went missing."""
-    with _origin_lock:
-        event["origin"] = ORIGIN
-        event["oseq"] = next(_origin_counter)
-
-
-def model_status(enabled: bool, metrics: dict) -> str:
-    """healthy | degraded | circuit_open | disabled, for the status grid."""
-    if not enabled:
-        return "disabled"
-    circuit = metrics.get("circuit", "closed")
-    if circuit == "open":
-        return "circuit_open"
-    if circuit == "half_open" or (metrics.get("failures", 0) >= DEGRADED_MIN_FAILURES
-                                  and metrics.get("error_rate", 0) >= DEGRADED_ERROR_RATE):
-        return "degraded"
-    return "healthy"
-
 
 class OriginSequence:
     """The event counters seen from one publisher; numbers may arrive out of order for a moment."""

@@ -30,7 +30,7 @@ from django.db import (IntegrityError, InterfaceError, OperationalError, close_o
 from django.db.models import F
 
 from orchestration.models import APIKey, Run, Step, WriterDeadLetter
-from orchestration.prometheus import WRITER_DEAD_LETTERS, WRITER_FAILED_FLUSHES, WRITER_PENDING
+from orchestration.instruments import WRITER_DEAD_LETTERS, WRITER_FAILED_FLUSHES, WRITER_PENDING
 
 logger = logging.getLogger(__name__)
 STEP_EVENT_ATTRIBUTES = ("cached", "redacted", "retries", "fallback_from", "reason", "tokens_estimated",
@@ -216,7 +216,7 @@ def lower_this_threads_priority() -> None:
 MAX_RETRY_DELAY_S = 5.0
 # While the database stays unavailable, one log line this often (not one per attempt).
 FAILURE_LOG_EVERY_S = 60.0
-# /readyz says degraded once this many flushes in a row have failed (orchestration/health.py).
+# /readyz says degraded once this many flushes in a row have failed (observability/health.py).
 DEGRADED_AFTER_FAILED_FLUSHES = 3
 # What a dead letter keeps of the row (WriterDeadLetter): bounded, whatever the row holds.
 REASON_MAX_CHARS = 2_000

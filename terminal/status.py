@@ -122,7 +122,7 @@ def build_report(*, timeout: float = 3.0) -> StatusReport:
     from django.db.models import Count, Min, Q
     from django.utils import timezone
 
-    from orchestration.health import infrastructure_checks
+    from observability.health import infrastructure_checks
     from orchestration.models import LLMModel, Provider, ReviewItem, RouteAlias, Step, Workflow
 
     checks = infrastructure_checks()

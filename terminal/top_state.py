@@ -3,11 +3,11 @@
 Two inputs, one state:
 - raw live events from the channel layer (`apply`): `step.started` / `step.finished` of call
   steps and `model.health` go into the control room's sliding window
-  (`orchestration.metrics_window.MetricsWindow`) for req/s, tokens/s, cost per minute, latency
+  (`observability.metrics_window.MetricsWindow`) for req/s, tokens/s, cost per minute, latency
   p50/p95, in-flight and circuit state; `run.updated` and `review.*` feed the run and review lists;
 - frames of the dashboard websocket protocol (`apply_frame`, see dashboard/protocol.py): the
   server's own aggregated model figures (`metrics.tick`), run rows and review items.
-Model status uses the dashboard's rule (`dashboard.hub.model_status`), so both screens agree.
+Model status uses the dashboard's rule (`observability.model_status.model_status`), so both screens agree.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
-from orchestration.metrics_window import MetricsWindow
+from observability.metrics_window import MetricsWindow
 
 WINDOW_S = 60
 TICK_FRESH_S = 5.0  # a server's figures older than this give way to the local window
@@ -256,7 +256,7 @@ class TopState:
             req_s=float(figures.get("req_per_s") or 0.0), tokens_s=float(figures.get("tokens_per_s") or 0.0),
             cost_per_min=float(figures.get("cost_per_min") or 0.0), p50_ms=figures.get("latency_p50_ms"),
             p95_ms=figures.get("latency_p95_ms"))
-        from dashboard.hub import model_status
+        from observability.model_status import model_status
 
         status = figures.get("status") or model_status(track.enabled, figures)
         row.status = STATUS_NAMES.get(status, status)

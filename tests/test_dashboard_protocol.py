@@ -12,10 +12,12 @@ import pytest
 from django.utils import timezone
 
 from dashboard import hub as hub_module
-from dashboard import model_stats, snapshots
+from dashboard import snapshots
+from observability import model_stats, origin
+from observability.model_status import model_status
 from dashboard.protocol import TopicState, parse_client_message
-from orchestration.metrics_exchange import exchange_once
-from orchestration.metrics_window import MetricsWindow, local_window
+from observability.metrics_exchange import exchange_once
+from observability.metrics_window import MetricsWindow, local_window
 from orchestration.models import APIKey, ReviewItem, Run, Step
 from orchestration.recording import writer
 from tests.dashboardhelpers import TopicMirror, chat, frames_until, publish_in_server, subscribe
@@ -171,11 +173,11 @@ def test_the_series_slices_tokens_and_cost_per_model():
 
 
 def test_a_model_is_degraded_by_errors_open_by_its_circuit_and_disabled_by_an_admin():
-    assert hub_module.model_status(True, {"failures": 1, "error_rate": 1.0}) == "healthy"
-    assert hub_module.model_status(True, {"failures": 3, "error_rate": 0.3}) == "degraded"
-    assert hub_module.model_status(True, {"circuit": "half_open"}) == "degraded"
-    assert hub_module.model_status(True, {"circuit": "open"}) == "circuit_open"
-    assert hub_module.model_status(False, {"circuit": "open"}) == "disabled"
+    assert model_status(True, {"failures": 1, "error_rate": 1.0}) == "healthy"
+    assert model_status(True, {"failures": 3, "error_rate": 0.3}) == "degraded"
+    assert model_status(True, {"circuit": "half_open"}) == "degraded"
+    assert model_status(True, {"circuit": "open"}) == "circuit_open"
+    assert model_status(False, {"circuit": "open"}) == "disabled"
 
 
 # --- snapshots: fixed query counts whatever the data ---------------------------------------------------
@@ -357,7 +359,7 @@ def test_events_lost_upstream_make_subscribers_see_a_gap_and_resync(podium_serve
             await chat(podium_server, api_key, "swift-mini", "before")
             await frames_until(socket, lambda f: mirror.apply(f) and bool(f.get("appends")))
             for _ in range(3):  # three numbered events that never reach the hub: dropped by the channel layer
-                next(hub_module._origin_counter)
+                next(origin._origin_counter)
             await chat(podium_server, api_key, "swift-mini", "after")
             await frames_until(socket, lambda f: not mirror.apply(f), timeout=10)
             await socket.send(json.dumps({"type": "resync", "topic": "overview"}))

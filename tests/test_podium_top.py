@@ -22,7 +22,7 @@ from django.core.management import CommandError, call_command
 from rich.console import Console
 
 from api.v1.app import v1_app
-from orchestration.metrics_window import local_window
+from observability.metrics_window import local_window
 from terminal.top import ChannelLayerSource, LiveScreen, run_top
 from terminal.top_state import TopState
 

@@ -3,7 +3,7 @@ import httpx
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from orchestration import telemetry
+from observability import telemetry
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 from django.conf import settings
 
-from orchestration.prometheus import RATE_LIMITED
+from orchestration.instruments import RATE_LIMITED
 from orchestration.services import GatewayError
 
 logger = logging.getLogger(__name__)

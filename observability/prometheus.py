@@ -17,6 +17,8 @@ import os
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
+from orchestration.instruments import WRITER_PENDING
+
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -30,14 +32,6 @@ MODEL_LATENCY = Histogram("podium_model_latency_seconds", "Latency of model call
 RUNS_FINISHED = Counter("podium_runs_finished", "Runs that reached a final state", ["kind", "status"])
 CIRCUIT_STATE = Gauge("podium_circuit_state", "Circuit breaker state per model: 0 closed, 1 half-open, 2 open "
                       "(worst over live processes)", ["model"], multiprocess_mode="livemax")
-RATE_LIMITED = Counter("podium_rate_limited", "Requests refused by a per-key limit (429)", ["reason"])
-# The batched writer (orchestration/recording.py) sets the gauge once per flush, not per call.
-WRITER_PENDING = Gauge("podium_writer_pending_runs", "Run records waiting for the batched writer (every live "
-                       "process of this host)", multiprocess_mode="livesum")
-WRITER_FAILED_FLUSHES = Counter("podium_writer_failed_flushes", "Flushes of the batched writer that failed because "
-                                "the database was unavailable (the rows are kept and retried)")
-WRITER_DEAD_LETTERS = Counter("podium_writer_dead_letters", "Rows the batched writer could never store: set aside "
-                              "in the dead-letter table (or only logged if even that failed); spend settled anyway")
 
 MODEL_CALL_NODES = ("call", "embeddings")  # composite nodes (sequence, parallel, ...) name a model but call none
 FINAL_STATUSES = {"succeeded", "failed", "cancelled", "budget_exceeded", "deadline_exceeded"}

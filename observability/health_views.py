@@ -1,7 +1,7 @@
 """Liveness and readiness probes for load balancers and orchestrators."""
 from django.http import JsonResponse
 
-from orchestration.health import infrastructure_checks, writer_check
+from observability.health import infrastructure_checks, writer_check
 
 
 def healthz(request):

@@ -16,7 +16,7 @@ import uuid
 import orjson
 from django.conf import settings
 
-from orchestration.metrics_window import local_window
+from observability.metrics_window import local_window
 
 logger = logging.getLogger(__name__)
 KEY_PREFIX = "podium:metrics:partial:"

@@ -1,0 +1,1 @@
+"""Metrics, traces, readiness and live-event observers: how Podium is watched."""
