@@ -10,11 +10,11 @@ from rest_framework.response import Response
 
 from api.input import RejectUnknownFields, query_choices
 from api.serializers import RunDetailSerializer, RunSerializer
-from orchestration import runs
 from orchestration.access.apikeys import KeyInfo
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
-from orchestration.run_tree import step_tree
+from orchestration.runs.actions import cancel_run, start_run, WorkflowNotFound
+from orchestration.runs.selectors import step_tree
 
 
 class RunsAccess(permissions.BasePermission):
@@ -93,12 +93,12 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         data.is_valid(raise_exception=True)
         fields = data.validated_data
         try:
-            run = runs.start_run(
+            run = start_run(
                 workflow_slug=fields["workflow"], input=fields["input"], metadata=fields.get("metadata") or {},
                 api_key_id=request.auth.id if isinstance(request.auth, KeyInfo) else None,
                 budget_usd=float(fields["budget_usd"]) if fields.get("budget_usd") is not None else None,
                 deadline_s=fields.get("deadline_s"))
-        except runs.WorkflowNotFound as exc:
+        except WorkflowNotFound as exc:
             return Response({"workflow": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
         body = RunListSerializer(run).data  # as created (queued): the runner may already have moved on
         return Response({**body, "url": f"/api/runs/{run.pk}/"}, status=status.HTTP_202_ACCEPTED)
@@ -107,7 +107,7 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         run = self.get_object()
-        if not runs.cancel_run(run.pk):
+        if not cancel_run(run.pk):
             return Response({"detail": f"The run already ended ({run.status})."}, status=status.HTTP_409_CONFLICT)
         run.refresh_from_db()
         return Response(RunListSerializer(run).data)

@@ -19,7 +19,7 @@ from dashboard.origin import OriginGuard  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from orchestration.providers.pool import close_clients  # noqa: E402
 from orchestration.recording import writer  # noqa: E402
-from orchestration.scheduler import scheduler  # noqa: E402
+from orchestration.runner.periodic import scheduler  # noqa: E402
 
 
 async def http_router(scope, receive, send):

@@ -18,27 +18,20 @@ from celery.signals import worker_process_shutdown  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from config.env import env_int  # noqa: E402
+from orchestration.runs.delivery import HARD_LIMIT_S, SOFT_LIMIT_S, VISIBILITY_TIMEOUT_S  # noqa: E402
 
 app = Celery("podium")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
 
-def time_limits(visibility_timeout_s: int) -> tuple[int, int]:
-    """(soft, hard) task time limits that end a task before Redis would hand it to another worker."""
-    hard = max(1, visibility_timeout_s - min(60, visibility_timeout_s // 5))
-    return max(1, hard - min(30, hard // 10)), hard
-
-
 def beat_schedule() -> dict:
-    """The embedded scheduler's table of periodic jobs (orchestration/scheduler.py), as Celery tasks."""
-    from orchestration.scheduler import PERIODIC_JOBS
+    """The embedded scheduler's table of periodic jobs (orchestration/runner/periodic.py), as Celery tasks."""
+    from orchestration.runner.periodic import PERIODIC_JOBS
 
     return {job.name: {"task": job.task, "schedule": job.interval_s()} for job in PERIODIC_JOBS
             if job.interval_s() > 0}
 
 
-VISIBILITY_TIMEOUT_S = int(settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"])  # PODIUM_VISIBILITY_TIMEOUT
-SOFT_LIMIT_S, HARD_LIMIT_S = time_limits(VISIBILITY_TIMEOUT_S)
 RESTORE_INTERVAL_S = env_int("PODIUM_BROKER_RESTORE_INTERVAL_S", 30)
 
 app.conf.update(

@@ -124,6 +124,9 @@ else:
 PODIUM_RUNNER = env_str("PODIUM_RUNNER", "celery" if REDIS_URL else "inprocess")
 if PODIUM_RUNNER not in {"celery", "inprocess"}:
     raise ImproperlyConfigured("PODIUM_RUNNER must be 'celery' or 'inprocess'")
+# What executes runs, as a dotted path (orchestration/runs/dispatch.py loads it the way Django loads backends).
+PODIUM_RUNNER_BACKEND = {"celery": "orchestration.runner.celery.runner",
+                         "inprocess": "orchestration.runner.inprocess.runner"}[PODIUM_RUNNER]
 
 # Review queue: a claim lapses after this long without a decision; items fall due after PODIUM_REVIEW_DUE_S
 # unless the gate says otherwise. The scheduler (embedded mode; Celery beat in production) runs expiry,

@@ -15,3 +15,6 @@ def configured_engine() -> Engine:
     circuit_breakers.configure(failures=podium["CIRCUIT_FAILURES"], cooldown_s=podium["CIRCUIT_COOLDOWN_S"])
     return Engine(retry=RetryPolicy(max_retries=podium["RETRY_MAX"], base_delay_s=podium["RETRY_BASE_DELAY_S"]),
                   cache=DjangoResponseCache())
+
+
+engine = configured_engine()  # the process's one Engine: the gateway's calls and workflow runs share it

@@ -471,13 +471,13 @@ def _resume_on_commit(run_id) -> None:
 def resume_run_later(run_id: str) -> None:
     """Hand the decided run back to the runner: a Celery task in production, in-process when embedded."""
     try:
-        from orchestration import runs
+        from orchestration.runs.actions import resume_run
     except ImportError:  # the durable runner is not installed: nothing to resume
         logger.warning("review decided for run %s but no runner is available to resume it", run_id)
         return
     try:
         # A fresh context: the runner must not inherit this request's asgiref executors (they end with it).
-        contextvars.Context().run(runs.enqueue_resume, run_id)
+        contextvars.Context().run(resume_run, run_id)
     except Exception:  # the decision stands; the runner (or an operator) can resume the run later
         logger.exception("could not resume run %s after its review", run_id)
 

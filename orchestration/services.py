@@ -16,15 +16,14 @@ from orchestration.engine.embeddings import call_embeddings, serves_embeddings
 from orchestration.engine.streaming import ModelStream, stream_model
 from orchestration.engine.policy import PolicyViolation
 from orchestration.engine.types import ChatRequest, ModelSpec
-from orchestration.engine_config import configured_engine
+from orchestration.engine_config import engine
 from orchestration.ids import new_id
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
 from orchestration.recording import Row, money, ms_to_datetime, step_row, writer
 from orchestration.registry import cached_registry, get_registry
-
-engine = configured_engine()  # retries, circuit breakers and the response cache from settings.PODIUM
-
+from orchestration.runs.actions import create_run, WorkflowNotFound
+from orchestration.runs.execution import execute_run_async
 
 class GatewayError(Exception):
     """A request Podium refuses or cannot serve; the API layer maps it to its wire format."""
@@ -255,7 +254,7 @@ async def resolve_chat_route(ctx: RunContext, route_name: str, messages: list[di
     """(model, step attributes) a route alias picks for a chat request (see orchestration/engine/routing.py)."""
     from orchestration.engine.routing import resolve_route
     from orchestration.engine.workflow import input_text
-    from orchestration.runs import routing_stats
+    from orchestration.runs.execution import routing_stats
 
     async def classify(alias: str, prompt: str) -> NodeResult:
         return await engine.call_model(ctx, ctx.registry.model(alias),
@@ -287,20 +286,18 @@ async def run_workflow_sync(*, key: KeyInfo, model_name: str, messages: list[dic
     A run that pauses at a gate answers with `pending` (HTTP 202: the run id and where to review it).
     Sampling params are not applied to a workflow's calls (its spec sets their params).
     """
-    from orchestration import runs
-
     if stream:  # a streamed workflow is `stream_workflow`'s
         raise GatewayError(400, "run_workflow_sync does not stream; use stream_workflow.",
                            code="unsupported_parameter", param="stream")
     slug = model_name.removeprefix(WORKFLOW_PREFIX)
     meta = {**(metadata or {}), **({"data_class": data_class} if data_class else {})}
     try:
-        run = await sync_to_async(runs.create_run)(workflow_slug=slug, input={"messages": messages}, metadata=meta,
+        run = await sync_to_async(create_run)(workflow_slug=slug, input={"messages": messages}, metadata=meta,
                                                    api_key_id=key.id, status=RunStatus.RUNNING)
-    except runs.WorkflowNotFound as exc:
+    except WorkflowNotFound as exc:
         raise GatewayError(404, str(exc), code="model_not_found", param="model") from None
     run_id = str(run.pk)
-    await runs.execute_run_async(run_id)
+    await execute_run_async(run_id)
     return await workflow_outcome(run_id, model_name)
 
 
@@ -337,11 +334,9 @@ class WorkflowStream:
     `cancelled` (the client went away)."""
 
     def __init__(self, *, run_id: str, model_name: str, created: int) -> None:
-        from orchestration import runs
-
         self.run_id, self.model, self.created = run_id, model_name, created
         self._queue: asyncio.Queue = asyncio.Queue()
-        self._task = asyncio.ensure_future(runs.execute_run_async(run_id, final_stream=self._queue.put))
+        self._task = asyncio.ensure_future(execute_run_async(run_id, final_stream=self._queue.put))
         self._task.add_done_callback(lambda _: self._queue.put_nowait(None))  # the end of the deltas
 
     async def deltas(self):
@@ -366,14 +361,12 @@ async def stream_workflow(*, key: KeyInfo, model_name: str, messages: list[dict]
                           use_cache: bool = True) -> WorkflowStream:
     """`model: "workflow/<slug>"` with stream=true: the run is created now (an unknown workflow is a plain
     404) and executes while the caller reads its final call's deltas (see WorkflowStream)."""
-    from orchestration import runs
-
     slug = model_name.removeprefix(WORKFLOW_PREFIX)
     meta = {**(metadata or {}), **({"data_class": data_class} if data_class else {}), "stream": True}
     try:
-        run = await sync_to_async(runs.create_run)(workflow_slug=slug, input={"messages": messages}, metadata=meta,
+        run = await sync_to_async(create_run)(workflow_slug=slug, input={"messages": messages}, metadata=meta,
                                                    api_key_id=key.id, status=RunStatus.RUNNING)
-    except runs.WorkflowNotFound as exc:
+    except WorkflowNotFound as exc:
         raise GatewayError(404, str(exc), code="model_not_found", param="model") from None
     return WorkflowStream(run_id=str(run.pk), model_name=model_name, created=int(run.created_at.timestamp()))
 

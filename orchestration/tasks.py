@@ -6,7 +6,7 @@ run alone, and a run or review that vanished meanwhile is simply nothing to do. 
 infrastructure errors (the database or broker blinking) are retried, with exponential backoff and
 jitter; provider errors are the engine's business (retries, fallbacks, circuit breakers).
 
-Runs execute on the worker process's one long-lived event loop (orchestration/process_loop.py),
+Runs execute on the worker process's one long-lived event loop (orchestration/runner/process_loop.py),
 not a loop per task: the pooled upstream clients and channels-redis connections stay bound to a
 loop that never closes, so nothing leaks and nothing fails with "Event loop is closed".
 """
@@ -17,7 +17,7 @@ import logging
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from orchestration.process_loop import process_loop
+from orchestration.runner.process_loop import process_loop
 
 logger = logging.getLogger(__name__)
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
@@ -29,7 +29,7 @@ async def _execute(run_id: str) -> str | None:
     from asgiref.sync import sync_to_async
     from django.db import close_old_connections
 
-    from orchestration.runs import execute_run_async
+    from orchestration.runs.execution import execute_run_async
 
     # The loop's sync thread keeps its database connection between tasks: drop it if it broke or aged.
     await sync_to_async(close_old_connections)()
@@ -40,8 +40,8 @@ async def _execute(run_id: str) -> str | None:
 
 
 def _execute_leased(run_id: str) -> str | None:
-    from config.celery import HARD_LIMIT_S
-    from orchestration.recovery import acquire_lease, release_lease
+    from orchestration.runs.delivery import HARD_LIMIT_S
+    from orchestration.runs.leases import acquire_lease, release_lease
 
     token = acquire_lease(run_id, HARD_LIMIT_S)
     if token is None:
@@ -89,6 +89,6 @@ def learning_cycle_task() -> int:
 
 @shared_task(name="orchestration.tasks.recover_stalled_runs_task", **RETRY)
 def recover_stalled_runs_task() -> int:
-    from orchestration.recovery import recover_stalled_runs
+    from orchestration.runs.recovery import recover_stalled_runs
 
     return recover_stalled_runs()

@@ -168,7 +168,7 @@ class LocalRuns:
 
     def start(self, workflow: str, input, *, metadata: dict, budget_usd, deadline_s) -> str:
         from orchestration import live
-        from orchestration.runs import WorkflowNotFound, start_run
+        from orchestration.runs.actions import WorkflowNotFound, start_run
 
         live.observers.append(self._observe)
         try:
@@ -209,12 +209,12 @@ class LocalRuns:
         return self.public_url + reverse("dashboard:review-detail", args=[review])
 
     def run_json(self, run_id: str) -> dict:
-        from orchestration.run_tree import run_tree
+        from orchestration.runs.selectors import run_tree
 
         return run_tree(run_id)
 
     def cancel(self, run_id: str) -> None:
-        from orchestration.runs import cancel_run
+        from orchestration.runs.actions import cancel_run
 
         cancel_run(run_id)
 

@@ -7,7 +7,9 @@ import pytest
 from config import celery as celery_config
 from orchestration import tasks
 from orchestration.models import Run, Step
-from orchestration.process_loop import ProcessLoop
+from orchestration.runs.delivery import time_limits
+from orchestration.runs.actions import create_run
+from orchestration.runner.process_loop import ProcessLoop
 from orchestration.workflows import save_workflow
 
 PAIR = {"root": {"type": "sequence", "id": "pair", "steps": [
@@ -21,8 +23,8 @@ def test_a_task_is_acknowledged_only_once_done_and_never_outlives_the_visibility
     assert conf.worker_prefetch_multiplier == 1
     visibility = conf.broker_transport_options["visibility_timeout"]
     assert conf.task_soft_time_limit < conf.task_time_limit < visibility
-    assert celery_config.time_limits(3600) == (3510, 3540)
-    assert celery_config.time_limits(8)[1] < 8
+    assert time_limits(3600) == (3510, 3540)
+    assert time_limits(8)[1] < 8
 
 
 def test_beat_schedules_registered_tasks_only():
@@ -47,10 +49,8 @@ def test_a_run_that_vanished_is_nothing_to_do(transactional_db):
 
 
 def test_executing_a_run_twice_calls_each_model_once(transactional_db, demo_registry):
-    from orchestration import runs
-
     save_workflow(slug="pair", spec=PAIR)
-    run = runs.create_run(workflow_slug="pair", input="twice")
+    run = create_run(workflow_slug="pair", input="twice")
     assert tasks.execute_run_task.run(str(run.pk)) == "succeeded"
     calls = Step.objects.filter(run=run, node_type="call")
     first = {step.key: (step.id, step.finished_at, step.cost_usd) for step in calls}
@@ -99,13 +99,12 @@ def test_a_queued_run_whose_task_was_lost_is_dispatched_again(transactional_db, 
 
     from django.utils import timezone
 
-    from orchestration import runs
-    from orchestration.inprocess_runner import runner
-    from orchestration.recovery import requeue_stalled_runs
+    from orchestration.runner.inprocess import runner
+    from orchestration.runs.recovery import requeue_stalled_runs
 
     save_workflow(slug="pair", spec=PAIR)
-    lost = runs.create_run(workflow_slug="pair", input="lost")  # created, never dispatched
-    fresh = runs.create_run(workflow_slug="pair", input="fresh")
+    lost = create_run(workflow_slug="pair", input="lost")  # created, never dispatched
+    fresh = create_run(workflow_slug="pair", input="fresh")
     Run.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(minutes=10))
     assert requeue_stalled_runs() == 1
     assert runner.wait_idle(10)

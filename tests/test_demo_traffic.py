@@ -4,7 +4,7 @@ from io import StringIO
 from django.core.management import call_command
 
 from orchestration.demo import seed_demo_workflows
-from orchestration.inprocess_runner import runner
+from orchestration.runner.inprocess import runner
 from orchestration.models import Run
 from orchestration.recording import writer
 from tests.conftest import wait_for

@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from orchestration import reviews
 from orchestration.models import AuditEvent, ReviewItem, Run, Step
-from orchestration.runs import start_run
+from orchestration.runs.actions import start_run
 from orchestration.workflows import save_workflow
 from tests.conftest import wait_for
 

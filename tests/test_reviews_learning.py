@@ -8,7 +8,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from bench.routing_sim import simulate
-from orchestration import learning, reviews, scheduler
+from orchestration import learning, reviews
+from orchestration.runner import periodic as scheduler
 from orchestration.engine import bandit
 from orchestration.engine.routing import STRATEGIES, RouteRequest, choose
 from orchestration.engine.types import ModelSpec, ProviderSpec

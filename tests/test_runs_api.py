@@ -6,12 +6,14 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from orchestration import reviews, runs
+from orchestration import reviews
 from orchestration.demo import DEMO_REPLY_RULES, seed_demo_workflows
-from orchestration.inprocess_runner import runner
+from orchestration.runner.inprocess import runner
 from orchestration.models import APIKey, Provider, ReviewItem, Run, Step, Workflow
 from orchestration.models.runs import RunStatus
 from orchestration.registry import bump_version
+from orchestration.runs.actions import create_run
+from orchestration.runs.execution import execute_run
 from orchestration.workflows import save_workflow
 from tests.conftest import wait_for
 
@@ -184,8 +186,8 @@ SEQUENCE_ON_UPSTREAM = {"root": {"type": "sequence", "id": "seq", "steps": [
 
 def test_re_executing_an_interrupted_run_calls_no_model_twice(transactional_db, upstream_model, fake_upstream):
     save_workflow(slug="chain", spec=SEQUENCE_ON_UPSTREAM)
-    run = runs.create_run(workflow_slug="chain", input="x")
-    assert runs.execute_run(run.pk) == "succeeded"
+    run = create_run(workflow_slug="chain", input="x")
+    assert execute_run(run.pk) == "succeeded"
     assert len(fake_upstream.requests) == 3
     expected = Run.objects.get(pk=run.pk).output
     # What a worker that died during call b leaves behind: a finished, b started, nothing after.
@@ -193,14 +195,14 @@ def test_re_executing_an_interrupted_run_calls_no_model_twice(transactional_db, 
     Step.objects.filter(run_id=run.pk, key__in=["b", "seq"]).update(status="running", output="")
     Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, output="", finished_at=None)
 
-    assert runs.execute_run(run.pk) == "succeeded"
+    assert execute_run(run.pk) == "succeeded"
     assert [r["body"]["messages"][-1]["content"] for r in fake_upstream.requests[3:]] == [
         "two echo: one x", "three echo: two echo: one x"]
     run.refresh_from_db()
     assert run.output == expected and run.status == "succeeded"
     assert Step.objects.filter(run_id=run.pk).count() == 4  # one row per key, however often it ran
     # and a run that ended is left alone
-    assert runs.execute_run(run.pk) == "succeeded" and len(fake_upstream.requests) == 5
+    assert execute_run(run.pk) == "succeeded" and len(fake_upstream.requests) == 5
 
 
 def test_workflows_are_listed_with_their_current_spec(podium_server, api_key, workflows):

@@ -16,9 +16,11 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
-from orchestration import recovery, runs
-from orchestration.inprocess_runner import runner
+from orchestration.runs import leases, recovery
+from orchestration.runner.inprocess import runner
 from orchestration.models import Provider, Run, Step
+from orchestration.runs.actions import create_run
+from orchestration.runs.dispatch import dispatch
 from orchestration.workflows import save_workflow
 from tests.conftest import LiveServer, wait_for
 
@@ -52,7 +54,7 @@ def execute_in_another_process(run_id) -> subprocess.Popen:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "PODIUM_RUNNER": "inprocess",
            "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}"}
     env.pop("REDIS_URL", None)
-    code = f"import django; django.setup(); from orchestration.runs import execute_run; execute_run({str(run_id)!r})"
+    code = f"import django; django.setup(); from orchestration.runs.execution import execute_run; execute_run({str(run_id)!r})"
     process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
     calls = Step.objects.filter(run_id=run_id, node_type="call")
     wait_for(lambda: calls.filter(status="running").count() == 1 and calls.filter(status="succeeded").count() == 1,
@@ -67,7 +69,7 @@ def call_steps(run_id) -> dict[str, tuple]:
 
 
 def test_a_run_another_live_process_executes_is_left_alone_until_that_process_dies(pair, fake_upstream):
-    run = runs.create_run(workflow_slug="pair", input="elsewhere", status="running")
+    run = create_run(workflow_slug="pair", input="elsewhere", status="running")
     fake_upstream.inject("", "slow:4")  # the first call answers at once, the second takes 4 s
     other = execute_in_another_process(run.pk)
     try:
@@ -83,12 +85,12 @@ def test_a_run_another_live_process_executes_is_left_alone_until_that_process_di
 
 
 def test_a_restart_resumes_runs_left_running_or_queued_from_their_finished_steps(pair, fake_upstream):
-    running = runs.create_run(workflow_slug="pair", input="go", status="running")
+    running = create_run(workflow_slug="pair", input="go", status="running")
     fake_upstream.inject("", "slow:4")
     previous = execute_in_another_process(running.pk)
     previous.kill()  # the previous server process dies mid-run
     previous.wait(10)
-    never_dispatched = runs.create_run(workflow_slug="pair", input="queued")  # it died before handing this out
+    never_dispatched = create_run(workflow_slug="pair", input="queued")  # it died before handing this out
     backdate(running.pk)
     backdate(never_dispatched.pk)
     before = call_steps(running.pk)
@@ -112,13 +114,13 @@ def test_a_restart_resumes_runs_left_running_or_queued_from_their_finished_steps
     resumed = Run.objects.get(pk=running.pk)
     assert resumed.output == "echo: echo: go"
     assert resumed.cost_usd == sum(cost for _, _, _, cost in after.values()) > 0  # each call counted once
-    assert not (recovery.lease_dir() / str(running.pk)).exists()  # the lease of an execution that ended is gone
+    assert not (leases.lease_dir() / str(running.pk)).exists()  # the lease of an execution that ended is gone
 
 
 def test_a_run_executing_in_this_process_is_not_touched(pair, fake_upstream):
     fake_upstream.inject("", "slow:2")
-    run = runs.create_run(workflow_slug="pair", input="here")
-    runs.dispatch(str(run.pk))
+    run = create_run(workflow_slug="pair", input="here")
+    dispatch(str(run.pk))
     wait_for(lambda: Step.objects.filter(run_id=run.pk, node_type="call", status="running").exists(), timeout=20)
     backdate(run.pk)
 
@@ -129,17 +131,17 @@ def test_a_run_executing_in_this_process_is_not_touched(pair, fake_upstream):
 
 
 def test_a_run_that_keeps_being_interrupted_is_failed_with_the_reason(pair, fake_upstream):
-    run = runs.create_run(workflow_slug="pair", input="poison", status="running")
+    run = create_run(workflow_slug="pair", input="poison", status="running")
     backdate(run.pk)
     for _ in range(recovery.MAX_INTERRUPTIONS):  # what executions that never ended leave behind
-        recovery.LocalLease.take(str(run.pk), executing=True).release(ended=False)
+        leases.LocalLease.take(str(run.pk), executing=True).release(ended=False)
 
     assert recovery.recover_stalled_runs() == 0
     failed = Run.objects.get(pk=run.pk)
     assert failed.status == "failed" and failed.finished_at is not None
     assert f"interrupted {recovery.MAX_INTERRUPTIONS} times" in failed.error
     assert upstream_calls(fake_upstream) == 0
-    assert not (recovery.lease_dir() / str(run.pk)).exists()
+    assert not (leases.lease_dir() / str(run.pk)).exists()
 
 
 def test_a_run_without_a_workflow_version_is_failed_with_the_reason(transactional_db):
@@ -152,7 +154,7 @@ def test_a_run_without_a_workflow_version_is_failed_with_the_reason(transactiona
 
 
 def test_a_run_created_moments_ago_is_left_to_the_process_handing_it_out(pair):
-    run = runs.create_run(workflow_slug="pair", input="just now", status="running")
+    run = create_run(workflow_slug="pair", input="just now", status="running")
 
     assert recovery.recover_stalled_runs() == 0
     assert Run.objects.get(pk=run.pk).status == "running" and not Step.objects.filter(run=run).exists()

@@ -187,7 +187,7 @@ def test_a_route_alias_streams_from_the_model_it_picks_and_falls_back_through_it
 
 
 def test_a_workflow_streams_its_final_call_token_by_token(sdk, demo_registry):
-    from orchestration.inprocess_runner import runner
+    from orchestration.runner.inprocess import runner
     from orchestration.workflows import save_workflow
 
     save_workflow(slug="draft-then-answer", spec={"root": {"type": "sequence", "steps": [
@@ -214,7 +214,7 @@ def test_a_workflow_streams_its_final_call_token_by_token(sdk, demo_registry):
 
 
 def test_a_workflow_ending_in_a_parallel_answers_in_one_delta(sdk, demo_registry):
-    from orchestration.inprocess_runner import runner
+    from orchestration.runner.inprocess import runner
     from orchestration.workflows import save_workflow
 
     save_workflow(slug="vote", spec={"root": {"type": "parallel", "branches": ["swift-mini", "swift-mini"],
@@ -232,7 +232,7 @@ def test_a_workflow_ending_in_a_parallel_answers_in_one_delta(sdk, demo_registry
 
 def test_a_client_leaving_a_streamed_workflow_cancels_its_final_step_and_run(podium_server, api_key, upstream_model,
                                                                              fake_upstream):
-    from orchestration.inprocess_runner import runner
+    from orchestration.runner.inprocess import runner
     from orchestration.workflows import save_workflow
 
     sick_model(upstream_model, "fake-slow", "slow-stream")

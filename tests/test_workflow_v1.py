@@ -6,7 +6,7 @@ import openai
 import pytest
 
 from orchestration.demo import DEMO_REPLY_RULES, seed_demo_workflows
-from orchestration.inprocess_runner import runner
+from orchestration.runner.inprocess import runner
 from orchestration.models import Provider, ReviewItem, Run, Step
 from orchestration.registry import bump_version
 from orchestration.workflows import save_workflow

@@ -5,7 +5,7 @@ from playwright.sync_api import expect
 
 from orchestration import reviews
 from orchestration.models import ReviewItem, Run
-from orchestration.runs import start_run
+from orchestration.runs.actions import start_run
 from orchestration.workflows import save_workflow
 from tests.browser.conftest import log_in
 from tests.conftest import wait_for

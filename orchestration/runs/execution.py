@@ -1,7 +1,5 @@
-"""Workflow runs: start, execute (idempotently), pause for review, resume, cancel.
+"""Executing a workflow run, idempotently, and recording where it ended.
 
-A run is created `queued` with the workflow's current version and handed to the runner after
-commit: the in-process runner (embedded mode) or a Celery task (PODIUM_RUNNER=celery).
 `execute_run` may be called more than once for the same run (Celery delivers at least once, a
 crashed worker's run is picked up again): steps already finished are read back from the database
 and reused, so no model is called twice for the same step, and a run that already ended is left alone.
@@ -13,90 +11,31 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from decimal import Decimal
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from orchestration import live
-from orchestration.engine.events import now_ms
 from orchestration.engine.executor import BudgetExceeded, DeadlineExceeded, NodeResult, RunContext, StepFailed
 from orchestration.engine.nodes import RunCancelled
 from orchestration.engine.policy import PolicyViolation
 from orchestration.engine.spec import SpecInvalid
 from orchestration.engine.workflow import AwaitingReview, run_workflow
-from orchestration.models import Run, Step, Workflow
+from orchestration.engine_config import engine
+from orchestration.models import Run, Step
 from orchestration.models.runs import FINAL_RUN_STATUSES, RunStatus, StepStatus
 from orchestration.registry import cached_registry, get_registry
-from orchestration.run_sink import DurableSink
+from orchestration.runs.events import publish_run_on_commit
+from orchestration.runs.leases import execution_lease
+from orchestration.runs.sink import DurableSink
 
 logger = logging.getLogger(__name__)
 RUNNABLE = (RunStatus.QUEUED, RunStatus.RUNNING)
 _executing: set[str] = set()  # runs this process is executing right now
 _executing_lock = threading.Lock()
 
-
-class WorkflowNotFound(LookupError):
-    def __init__(self, slug: str, why: str = "does not exist or is disabled"):
-        super().__init__(f"The workflow '{slug}' {why}.")
-        self.slug = slug
-
-
-# --- starting ------------------------------------------------------------------------------------------------
-
-def create_run(*, workflow_slug: str, input, metadata: dict | None = None, api_key_id: int | None = None,
-               budget_usd: float | None = None, deadline_s: float | None = None,
-               status: str = RunStatus.QUEUED) -> Run:
-    """A Run row for the workflow's current version (not yet handed to any runner)."""
-    workflow = Workflow.objects.filter(slug=workflow_slug, enabled=True).first()
-    if workflow is None:
-        raise WorkflowNotFound(workflow_slug)
-    version = workflow.current_version
-    if version is None:
-        raise WorkflowNotFound(workflow_slug, "has no version yet")
-    now = timezone.now()
-    run = Run.objects.create(
-        kind=Run.Kind.WORKFLOW, target=f"workflow/{workflow.slug}", workflow_version=version,
-        api_key_id=api_key_id, status=status, input=input if isinstance(input, dict) and "messages" in input
-        else {"input": input}, metadata=metadata or {},
-        budget_usd=Decimal(str(budget_usd)) if budget_usd is not None else None,
-        deadline_at=now + timedelta(seconds=deadline_s) if deadline_s else None, created_at=now,
-        started_at=now if status == RunStatus.RUNNING else None)
-    publish_run_on_commit(run.pk)
-    return run
-
-
-def start_run(*, workflow_slug: str, input, metadata: dict | None = None, api_key_id: int | None = None,
-              budget_usd: float | None = None, deadline_s: float | None = None) -> Run:
-    """Create a queued run and hand it to the runner once the row is committed."""
-    with transaction.atomic():
-        run = create_run(workflow_slug=workflow_slug, input=input, metadata=metadata, api_key_id=api_key_id,
-                         budget_usd=budget_usd, deadline_s=deadline_s)
-        run_id = str(run.pk)
-        transaction.on_commit(lambda: dispatch(run_id))
-    return run
-
-
-def dispatch(run_id: str, *, resume: bool = False) -> None:
-    """Hand a run to whatever executes runs in this deployment."""
-    if settings.PODIUM_RUNNER == "celery":
-        from orchestration import tasks
-
-        try:
-            (tasks.resume_run_task if resume else tasks.execute_run_task).delay(str(run_id))
-        except Exception:  # the broker is down: the row is committed, beat's stalled-run sweep sends it later
-            logger.exception("run %s could not be handed to Celery; it stays queued until the sweep", run_id)
-    else:
-        from orchestration.inprocess_runner import runner
-
-        runner.submit(str(run_id))
-
-
-# --- executing -----------------------------------------------------------------------------------------------
 
 @dataclass
 class Prepared:
@@ -129,8 +68,6 @@ def execute_run(run_id) -> str | None:
 async def execute_run_async(run_id, *, final_stream=None) -> str | None:
     """`final_stream`: where the run's final model call streams its deltas (see engine/workflow.py).
     None when the run is already under way, here or (embedded mode) in another process."""
-    from orchestration.recovery import execution_lease
-
     run_id = str(run_id)
     with _executing_lock:
         if run_id in _executing:
@@ -220,8 +157,6 @@ async def current_registry():
 
 
 async def _execute(prepared: Prepared, *, final_stream=None) -> str:
-    from orchestration.services import engine
-
     meta = {"completed_steps": prepared.completed, "decisions": prepared.decisions,
             "run_metadata": prepared.metadata, "model_stats": await sync_to_async(routing_stats)()}
     sink = DurableSink(run_id=prepared.run_id, api_key_id=prepared.api_key_id, meta=meta,
@@ -309,56 +244,3 @@ def _open_review(run_id: str, review: AwaitingReview) -> None:
                 request=review.request, candidates=review.candidates, due_in_s=review.due_in_s,
                 default_action=review.default_action)
 
-
-# --- resuming and cancelling -----------------------------------------------------------------------------------
-
-def resume_run(run_id) -> bool:
-    """Hand a run paused for review back to the runner (after commit); False if it was not paused."""
-    with transaction.atomic():
-        resumed = Run.objects.filter(pk=run_id, status=RunStatus.AWAITING_REVIEW,
-                                     workflow_version__isnull=False).update(status=RunStatus.QUEUED)
-        if resumed:
-            transaction.on_commit(lambda: dispatch(str(run_id), resume=True))
-            publish_run_on_commit(run_id)
-    return bool(resumed)
-
-
-enqueue_resume = resume_run  # the name orchestration.reviews calls once a decision is committed
-
-
-def cancel_run(run_id) -> bool:
-    """Stop a run that has not ended; False if it already had."""
-    now = timezone.now()
-    with transaction.atomic():
-        cancelled = Run.objects.filter(pk=run_id, status__in=[RunStatus.QUEUED, RunStatus.RUNNING,
-                                                             RunStatus.AWAITING_REVIEW]).update(
-            status=RunStatus.CANCELLED, finished_at=now, error="cancelled")
-        if not cancelled:
-            return False
-        if str(run_id) not in _executing:
-            Step.objects.filter(run_id=run_id, status=StepStatus.RUNNING).update(status=StepStatus.CANCELLED,
-                                                                               finished_at=now)
-        publish_run_on_commit(run_id)
-    if settings.PODIUM_RUNNER != "celery":
-        from orchestration.inprocess_runner import runner
-
-        runner.cancel(str(run_id))
-    # Elsewhere (a Celery worker), the run's sink sees the status at its next step and stops there.
-    return True
-
-
-# --- live ---------------------------------------------------------------------------------------------------
-
-def run_event(run: Run) -> dict:
-    return {"type": "run.updated", "ts": now_ms(), "run_id": str(run.pk), "status": run.status,
-            "target": run.target, "kind": run.kind, "api_key": run.api_key.prefix if run.api_key_id else "",
-            "cost_usd": float(run.cost_usd), "tokens_in": run.tokens_in, "tokens_out": run.tokens_out,
-            "latency_ms": run.latency_ms, "confidence": run.confidence}
-
-
-def publish_run_on_commit(run_id) -> None:
-    def send():
-        run = Run.objects.select_related("api_key").filter(pk=run_id).first()
-        if run is not None:
-            live.publish(run_event(run))
-    transaction.on_commit(send)

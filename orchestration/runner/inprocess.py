@@ -1,7 +1,7 @@
 """The embedded mode's runner: workflow runs as asyncio tasks on one background event-loop thread.
 
 Production hands runs to Celery instead (orchestration/tasks.py); both call the same
-`orchestration.runs.execute_run_async`, so a run behaves the same wherever it executes.
+`orchestration.runs.execution.execute_run_async`, so a run behaves the same wherever it executes.
 """
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import logging
 import threading
 import time
 from collections import Counter
+
+from orchestration.runs.execution import execute_run_async
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +43,9 @@ class InProcessRunner:
                 self._loop = loop
             return self._loop
 
-    def submit(self, run_id: str) -> None:
-        """Execute the run in the background (a no-op if it is already executing here)."""
+    def submit(self, run_id: str, *, resume: bool = False) -> None:
+        """Execute the run in the background (a no-op if it is already executing here); a resumed run
+        executes like any other."""
         loop = self._ensure_loop()
         with self._lock:
             self._pending += 1
@@ -52,8 +55,6 @@ class InProcessRunner:
         loop.call_soon_threadsafe(lambda: loop.create_task(self._execute(run_id)), context=contextvars.Context())
 
     async def _execute(self, run_id: str) -> None:
-        from orchestration.runs import execute_run_async
-
         try:
             if run_id in self._tasks:
                 return
