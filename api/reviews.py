@@ -14,15 +14,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.input import RejectUnknownFields, query_choices
-from orchestration import reviews
+from orchestration.reviews.actions import (approve_review, bulk_approve, claim_review, DECIDE_SCOPE, edit_review,
+                                           reject_review, release_claim, Reviewer, ReviewError)
+from orchestration.reviews.selectors import decider_label, may_view, OPEN_STATUSES
 from orchestration.access.apikeys import KeyInfo
 from orchestration.models import ReviewItem
 
 
-def reviewer_for(request) -> reviews.Reviewer:
+def reviewer_for(request) -> Reviewer:
     if isinstance(request.auth, KeyInfo):
-        return reviews.Reviewer(key=request.auth)
-    return reviews.Reviewer(user=request.user)
+        return Reviewer(key=request.auth)
+    return Reviewer(user=request.user)
 
 
 class CanSeeReviews(permissions.BasePermission):
@@ -30,8 +32,8 @@ class CanSeeReviews(permissions.BasePermission):
 
     def has_permission(self, request, view):
         if isinstance(request.auth, KeyInfo):
-            return request.auth.allows(reviews.DECIDE_SCOPE)
-        return reviews.may_view(request.user)
+            return request.auth.allows(DECIDE_SCOPE)
+        return may_view(request.user)
 
 
 class ReviewItemSerializer(serializers.ModelSerializer):
@@ -50,7 +52,7 @@ class ReviewItemSerializer(serializers.ModelSerializer):
         return item.assignee.get_username() if item.assignee_id else None
 
     def get_decided_by(self, item) -> str | None:
-        return reviews.decider_label(item)
+        return decider_label(item)
 
 
 class ReviewQuerysetMixin:
@@ -74,7 +76,7 @@ class ReviewList(ReviewQuerysetMixin, generics.ListAPIView):
         if statuses := query_choices(self.request, "status", ReviewItem.Status.values):
             queryset = queryset.filter(status__in=statuses)
         if params.get("open", "").lower() in {"1", "true", "yes"}:
-            queryset = queryset.filter(status__in=reviews.OPEN_STATUSES)
+            queryset = queryset.filter(status__in=OPEN_STATUSES)
         for name in ("reason", "category"):
             if params.get(name):
                 queryset = queryset.filter(**{name: params[name]})
@@ -129,7 +131,7 @@ class BulkApproveOutput(serializers.Serializer):
     refused = RefusalSerializer(many=True)
 
 
-def error_response(exc: reviews.ReviewError) -> Response:
+def error_response(exc: ReviewError) -> Response:
     return Response({"detail": exc.message, **exc.details}, status=exc.status)
 
 
@@ -147,7 +149,7 @@ class ReviewAction(APIView):
         body.is_valid(raise_exception=True)
         try:
             item = self.act(request, pk, body.validated_data)
-        except reviews.ReviewError as exc:
+        except ReviewError as exc:
             return error_response(exc)
         return Response(ReviewItemSerializer(item).data)
 
@@ -155,13 +157,13 @@ class ReviewAction(APIView):
 @extend_schema(request=None, responses=ReviewItemSerializer)
 class ReviewClaim(ReviewAction):
     def act(self, request, pk, data):
-        return reviews.claim_review(item_id=pk, reviewer=reviewer_for(request))
+        return claim_review(item_id=pk, reviewer=reviewer_for(request))
 
 
 @extend_schema(request=None, responses=ReviewItemSerializer)
 class ReviewRelease(ReviewAction):
     def act(self, request, pk, data):
-        return reviews.release_claim(item_id=pk, reviewer=reviewer_for(request))
+        return release_claim(item_id=pk, reviewer=reviewer_for(request))
 
 
 @extend_schema(request=ApproveInput, responses=ReviewItemSerializer)
@@ -169,7 +171,7 @@ class ReviewApprove(ReviewAction):
     input_serializer = ApproveInput
 
     def act(self, request, pk, data):
-        return reviews.approve_review(item_id=pk, reviewer=reviewer_for(request), candidate=data["candidate"],
+        return approve_review(item_id=pk, reviewer=reviewer_for(request), candidate=data["candidate"],
                                       comment=data["comment"])
 
 
@@ -178,14 +180,14 @@ class ReviewEdit(ReviewAction):
     input_serializer = EditInput
 
     def act(self, request, pk, data):
-        return reviews.edit_review(item_id=pk, reviewer=reviewer_for(request), output=data["output"],
+        return edit_review(item_id=pk, reviewer=reviewer_for(request), output=data["output"],
                                    candidate=data["candidate"], comment=data["comment"])
 
 
 @extend_schema(request=CommentInput, responses=ReviewItemSerializer)
 class ReviewReject(ReviewAction):
     def act(self, request, pk, data):
-        return reviews.reject_review(item_id=pk, reviewer=reviewer_for(request), comment=data["comment"])
+        return reject_review(item_id=pk, reviewer=reviewer_for(request), comment=data["comment"])
 
 
 @extend_schema(request=BulkApproveInput, responses=BulkApproveOutput)
@@ -198,9 +200,9 @@ class ReviewBulkApprove(APIView):
         body = BulkApproveInput(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            approved, refused = reviews.bulk_approve(item_ids=body.validated_data["ids"],
+            approved, refused = bulk_approve(item_ids=body.validated_data["ids"],
                                                      reviewer=reviewer_for(request),
                                                      comment=body.validated_data["comment"])
-        except reviews.ReviewError as exc:
+        except ReviewError as exc:
             return error_response(exc)
         return Response({"approved": [str(item.id) for item in approved], "refused": refused})

@@ -26,6 +26,7 @@ from channels.layers import get_channel_layer
 from dashboard import snapshots
 from dashboard.protocol import FLUSH_INTERVAL_S, TopicState, encode, run_id_of
 from orchestration.live import EVENTS_GROUP
+from orchestration.reviews.selectors import review_backlog
 from observability.metrics_window import local_window
 from observability.model_status import model_status
 
@@ -301,7 +302,7 @@ class Hub:
     async def _refresh_reviews(self) -> None:
         review_ids, self._reviews_to_refresh = self._reviews_to_refresh, set()
         rows = await database_sync_to_async(lambda: {i: snapshots.review_state(i) for i in review_ids})()
-        backlog = await database_sync_to_async(snapshots.review_backlog)()
+        backlog = (await database_sync_to_async(review_backlog)()).live()
         reviews = self.topics["reviews"]
         for review_id, row in rows.items():
             reviews.set(f"item.{review_id}", row)

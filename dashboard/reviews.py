@@ -11,7 +11,8 @@ from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
-from orchestration import reviews
+from orchestration.reviews.selectors import (best_candidate_index, DECIDE_PERMISSION, DECIDED_STATUSES,
+                                             decider_label, may_view, OPEN_STATUSES, released, review_summary)
 from orchestration.models import ReviewItem
 
 RECENTLY_DECIDED = 25
@@ -22,7 +23,7 @@ def reviewer_page(view):
     def wrapped(request, *args, **kwargs):
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path(), reverse("admin:login"))
-        if not reviews.may_view(request.user):
+        if not may_view(request.user):
             raise PermissionDenied("Only staff and reviewers may see the review queue.")
         return view(request, *args, **kwargs)
     wrapped.__name__ = view.__name__
@@ -37,23 +38,23 @@ def _items():
 @reviewer_page
 def review_queue(request):
     """Open items arrive over the `reviews` topic; recent decisions are rendered once."""
-    recent = _items().filter(status__in=reviews.DECIDED_STATUSES).order_by("-decided_at")[:RECENTLY_DECIDED]
+    recent = _items().filter(status__in=DECIDED_STATUSES).order_by("-decided_at")[:RECENTLY_DECIDED]
     return render(request, "dashboard/review_queue.html", {
-        "recent": [reviews.review_summary(item) for item in recent],
-        "may_decide": request.user.has_perm(reviews.DECIDE_PERMISSION), "csrf": get_token(request)})
+        "recent": [review_summary(item) for item in recent],
+        "may_decide": request.user.has_perm(DECIDE_PERMISSION), "csrf": get_token(request)})
 
 
 @reviewer_page
 def review_detail(request, review_id):
     item = get_object_or_404(_items(), pk=review_id)
-    open_items = (ReviewItem.objects.filter(status__in=reviews.OPEN_STATUSES).exclude(pk=item.pk)
+    open_items = (ReviewItem.objects.filter(status__in=OPEN_STATUSES).exclude(pk=item.pk)
                   .values_list("pk", flat=True))
     previous = open_items.filter(created_at__lt=item.created_at).order_by("-created_at").first()
     following = open_items.filter(created_at__gte=item.created_at).order_by("created_at").first()
-    best = reviews.best_candidate_index(item.candidates)
+    best = best_candidate_index(item.candidates)
     candidates = [{**candidate, "index": index, "best": index == best}
                   for index, candidate in enumerate(item.candidates or [])]
-    decided = item.status in reviews.DECIDED_STATUSES
+    decided = item.status in DECIDED_STATUSES
     page = {  # read by reviews.js (json_script escapes it for the page)
         "review_id": str(item.id), "run_id": str(item.run_id), "status": item.status,
         "assignee": item.assignee.get_username() if item.assignee_id else None, "me": request.user.get_username(),
@@ -63,8 +64,8 @@ def review_detail(request, review_id):
     return render(request, "dashboard/review_detail.html", {
         "item": item, "candidates": candidates, "messages_in": _messages(item.request), "decided": decided,
         "request_json": json.dumps(item.request, indent=2, ensure_ascii=False, default=str),
-        "decided_by": reviews.decider_label(item), "released": reviews.released(item)[0], "page": page,
-        "may_decide": request.user.has_perm(reviews.DECIDE_PERMISSION), "csrf": get_token(request),
+        "decided_by": decider_label(item), "released": released(item)[0], "page": page,
+        "may_decide": request.user.has_perm(DECIDE_PERMISSION), "csrf": get_token(request),
         "previous": previous, "next": following})
 
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import Count, Q, Sum
 
 from orchestration.models import APIKey, LLMModel, ReviewItem, Run, Step
+from orchestration.reviews.selectors import OPEN_STATUSES, review_backlog, review_row
 
 RECENT_CALLS = 25
 RECENT_RUNS = 50
 PREVIEW_CHARS = 500
 TEXT_CHARS = 100_000  # run detail shows whole prompts and outputs, within reason
-REVIEW_STATUSES_OPEN = (ReviewItem.Status.PENDING, ReviewItem.Status.CLAIMED)
 STEP_MARKERS = ("cached", "redacted", "retries", "fallback_from", "reason", "iteration", "branch", "tokens_estimated")
 
 
@@ -105,15 +105,6 @@ def step_row_from_event(event: dict, previous: dict | None = None) -> dict:
     return row
 
 
-def review_row(item: ReviewItem) -> dict:
-    return {"review_id": str(item.id), "run_id": str(item.run_id), "reason": item.reason, "status": item.status,
-            "assignee": item.assignee.get_username() if item.assignee_id else None,
-            "created_ts": epoch_ms(item.created_at), "due_ts": epoch_ms(item.due_at),
-            "candidates": [{"model": c.get("model", ""), "confidence": c.get("confidence"),
-                            "cost_usd": c.get("cost_usd"), "preview": str(c.get("output", ""))[:120]}
-                           for c in (item.candidates or []) if isinstance(c, dict)]}
-
-
 def key_row(key: APIKey) -> dict:
     return {"name": key.name, "prefix": key.prefix, "budget_usd": float(key.budget_usd) if key.budget_usd else None,
             "spent_usd": float(key.spent_usd)}
@@ -135,15 +126,6 @@ def active_keys() -> list[dict]:
     return [key_row(k) for k in APIKey.objects.filter(revoked_at__isnull=True).order_by("name")]
 
 
-def review_backlog() -> dict:
-    """Pending and claimed counts and the oldest pending item's creation time: one query."""
-    row = ReviewItem.objects.aggregate(
-        pending=Count("id", filter=Q(status=ReviewItem.Status.PENDING)),
-        claimed=Count("id", filter=Q(status=ReviewItem.Status.CLAIMED)),
-        oldest=Min("created_at", filter=Q(status=ReviewItem.Status.PENDING)))
-    return {"pending": row["pending"], "claimed": row["claimed"], "oldest_pending_ts": epoch_ms(row["oldest"])}
-
-
 def overview_snapshot() -> dict:
     """What the overview starts from: five queries whatever the traffic."""
     calls = Step.objects.filter(node_type="call", finished_at__isnull=False).order_by("-finished_at")[:RECENT_CALLS]
@@ -154,8 +136,8 @@ def overview_snapshot() -> dict:
         .annotate(calls=Count("id"), failures=Count("id", filter=Q(status="failed")), tin=Sum("tokens_in"),
                   tout=Sum("tokens_out"), cost=Sum("cost_usd"))
     }
-    return {"recent": [call_row(s) for s in calls], "totals": totals, "keys": active_keys(), "backlog": review_backlog(),
-            "models": model_list()}
+    return {"recent": [call_row(s) for s in calls], "totals": totals, "keys": active_keys(),
+            "backlog": review_backlog().live(), "models": model_list()}
 
 
 def runs_snapshot(limit: int = RECENT_RUNS) -> dict:
@@ -171,17 +153,17 @@ def run_snapshot(run_id: str) -> dict:
 
 
 def open_reviews(limit: int = 200) -> list[dict]:
-    items = (ReviewItem.objects.filter(status__in=REVIEW_STATUSES_OPEN).select_related("assignee")
+    items = (ReviewItem.objects.filter(status__in=OPEN_STATUSES).select_related("assignee")
              .order_by("created_at")[:limit])
     return [review_row(item) for item in items]
 
 
 def reviews_snapshot() -> dict:
     """Pending and claimed review items with their counts: two queries."""
-    return {"items": open_reviews(), "counts": review_backlog()}
+    return {"items": open_reviews(), "counts": review_backlog().live()}
 
 
 def review_state(review_id: str) -> dict | None:
     """One review item as the reviews topic shows it, or None once it is no longer open: one query."""
     item = ReviewItem.objects.select_related("assignee").filter(pk=review_id).first()
-    return review_row(item) if item and item.status in REVIEW_STATUSES_OPEN else None
+    return review_row(item) if item and item.status in OPEN_STATUSES else None

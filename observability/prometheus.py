@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily
 
 from orchestration.instruments import WRITER_PENDING
+from orchestration.models.runs import FINAL_RUN_STATUSES
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
@@ -34,7 +35,6 @@ CIRCUIT_STATE = Gauge("podium_circuit_state", "Circuit breaker state per model: 
                       "(worst over live processes)", ["model"], multiprocess_mode="livemax")
 
 MODEL_CALL_NODES = ("call", "embeddings")  # composite nodes (sequence, parallel, ...) name a model but call none
-FINAL_STATUSES = {"succeeded", "failed", "cancelled", "budget_exceeded", "deadline_exceeded"}
 
 
 class _ModelSeries:
@@ -74,7 +74,7 @@ def observe_event(event: dict) -> None:
         series.cost.inc(max(0.0, float(event.get("cost_usd") or 0.0)))
         if event.get("latency_ms") is not None:
             series.latency.observe(float(event["latency_ms"]) / 1000)
-    elif kind == "run.updated" and event.get("status") in FINAL_STATUSES:
+    elif kind == "run.updated" and event.get("status") in FINAL_RUN_STATUSES:
         key = (event.get("kind") or "unknown", event["status"])
         counter = _runs_finished.get(key)
         if counter is None:
@@ -107,14 +107,14 @@ class ScrapeTimeCollector:
     def _database_gauges(self):
         from django.db.models import Count
 
-        from orchestration.models import ReviewItem, Run, WriterDeadLetter
+        from orchestration.models import Run, WriterDeadLetter
+        from orchestration.reviews.selectors import review_backlog
 
         backlog = GaugeMetricFamily("podium_review_backlog", "Review items waiting for a decision",
                                     labels=["status"])
-        counts = dict(ReviewItem.objects.filter(status__in=["pending", "claimed"]).values_list("status")
-                      .annotate(n=Count("id")).values_list("status", "n"))
-        for status in ("pending", "claimed"):
-            backlog.add_metric([status], counts.get(status, 0))
+        counts = review_backlog()
+        backlog.add_metric(["pending"], counts.pending)
+        backlog.add_metric(["claimed"], counts.claimed)
         yield backlog
         runs = GaugeMetricFamily("podium_runs_in_progress", "Runs not yet final", labels=["status"])
         counts = dict(Run.objects.filter(status__in=["queued", "running", "awaiting_review"]).values_list("status")

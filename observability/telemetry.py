@@ -17,9 +17,12 @@ import os
 import threading
 from collections import OrderedDict
 
+from orchestration.models.runs import FINAL_RUN_STATUSES, RunStatus
+
 logger = logging.getLogger(__name__)
 MAX_OPEN_SPANS = 10_000  # runs that never report an end (a killed worker) must not grow memory forever
-FINAL_STATUSES = {"succeeded", "failed", "cancelled", "budget_exceeded", "deadline_exceeded", "awaiting_review"}
+# A run's span ends when the run ends, and also when it pauses for review (a resumed run opens a new span).
+SPAN_END_STATUSES = FINAL_RUN_STATUSES | {RunStatus.AWAITING_REVIEW}
 
 _lock = threading.Lock()
 _state: dict = {"tracer": None, "provider": None}
@@ -114,7 +117,7 @@ def _run_updated(tracer, event: dict) -> None:
             return
         status = event.get("status") or ""
         span.set_attribute("podium.run.status", status)
-        if status not in FINAL_STATUSES:
+        if status not in SPAN_END_STATUSES:
             return
         _runs.pop(str(event["run_id"]), None)
     for name, attribute in (("tokens_in", "gen_ai.usage.input_tokens"), ("tokens_out", "gen_ai.usage.output_tokens"),

@@ -67,14 +67,14 @@ def resume_run_task(run_id: str) -> str | None:
 
 @shared_task(name="orchestration.tasks.expire_reviews_task", **RETRY)
 def expire_reviews_task() -> int:
-    from orchestration.reviews import expire_due_reviews
+    from orchestration.reviews.actions import expire_due_reviews
 
     return expire_due_reviews()
 
 
 @shared_task(name="orchestration.tasks.lapse_claims_task", **RETRY)
 def lapse_claims_task() -> int:
-    from orchestration.reviews import lapse_stale_claims
+    from orchestration.reviews.actions import lapse_stale_claims
 
     return lapse_stale_claims()
 

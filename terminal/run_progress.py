@@ -201,8 +201,9 @@ class LocalRuns:
         from django.urls import reverse
 
         from orchestration.models import ReviewItem
+        from orchestration.reviews.selectors import OPEN_STATUSES
 
-        review = ReviewItem.objects.filter(run_id=run_id, status__in=("pending", "claimed")).order_by(
+        review = ReviewItem.objects.filter(run_id=run_id, status__in=OPEN_STATUSES).order_by(
             "-created_at").values_list("id", flat=True).first()
         if review is None:
             return None

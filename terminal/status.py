@@ -119,11 +119,12 @@ async def check_providers(checks: list[tuple[ProviderCheck, str]], timeout: floa
 
 def build_report(*, timeout: float = 3.0) -> StatusReport:
     """Read the registry and recent traffic (a handful of queries), then probe providers concurrently."""
-    from django.db.models import Count, Min, Q
+    from django.db.models import Count, Q
     from django.utils import timezone
 
     from observability.health import infrastructure_checks
-    from orchestration.models import LLMModel, Provider, ReviewItem, RouteAlias, Step, Workflow
+    from orchestration.models import LLMModel, Provider, RouteAlias, Step, Workflow
+    from orchestration.reviews.selectors import review_backlog
 
     checks = infrastructure_checks()
     providers = list(Provider.objects.order_by("name"))
@@ -153,12 +154,11 @@ def build_report(*, timeout: float = 3.0) -> StatusReport:
             failures=seen.get("failures", 0),
             p95_ms=round(values[min(len(values) - 1, int(len(values) * 0.95))], 1) if values else None))
 
-    backlog = ReviewItem.objects.filter(status__in=("pending", "claimed")).aggregate(
-        open=Count("id"), oldest=Min("created_at"))
-    oldest = (timezone.now() - backlog["oldest"]).total_seconds() if backlog["oldest"] else None
+    backlog = review_backlog()
+    oldest = (timezone.now() - backlog.oldest_open_at).total_seconds() if backlog.oldest_open_at else None
     return StatusReport(providers=[check for check, _ in provider_checks], models=model_rows,
                         routes=RouteAlias.objects.filter(enabled=True).count(),
-                        workflows=Workflow.objects.count(), checks=checks, reviews_open=backlog["open"],
+                        workflows=Workflow.objects.count(), checks=checks, reviews_open=backlog.open,
                         oldest_review_age_s=oldest)
 
 

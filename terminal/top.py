@@ -28,7 +28,8 @@ from rich.console import Console
 from rich.live import Live
 from websockets.exceptions import WebSocketException
 
-from terminal.top_state import OPEN_REVIEW_STATUSES, TopState
+from orchestration.reviews.selectors import OPEN_STATUSES
+from terminal.top_state import TopState
 from terminal.top_view import plain_lines, render
 from podium.client import AsyncPodiumClient, PodiumError
 
@@ -95,7 +96,7 @@ def load_from_database(state: TopState) -> None:
          "cost_usd": row["cost_usd"], "latency_ms": row["latency_ms"]}
         for row in Run.objects.order_by("-created_at")
         .values("id", "target", "kind", "status", "cost_usd", "latency_ms")[:state.max_runs]])
-    open_items = ReviewItem.objects.filter(status__in=OPEN_REVIEW_STATUSES)
+    open_items = ReviewItem.objects.filter(status__in=OPEN_STATUSES)
     state.load_reviews([
         {"review_id": str(row["id"]), "run_id": str(row["run_id"]), "status": row["status"],
          "reason": row["reason"], "created_at": row["created_at"]}

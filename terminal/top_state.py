@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from observability.metrics_window import MetricsWindow
+from orchestration.reviews.selectors import OPEN_STATUSES
 
 WINDOW_S = 60
 TICK_FRESH_S = 5.0  # a server's figures older than this give way to the local window
-OPEN_REVIEW_STATUSES = ("pending", "claimed")
 STATUS_NAMES = {"circuit_open": "circuit open"}
 
 
@@ -209,7 +209,7 @@ class TopState:
     def _apply_review(self, event: dict) -> None:
         review_id = str(event.get("review_id") or event.get("id"))
         status = event.get("status") or "pending"
-        if status not in OPEN_REVIEW_STATUSES:
+        if status not in OPEN_STATUSES:
             if self.reviews.pop(review_id, None) is not None and self.review_total:
                 self.review_total -= 1
             return

@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from orchestration import reviews
+from orchestration.reviews.actions import open_review
 from orchestration.live import EVENTS_GROUP
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
@@ -30,7 +30,7 @@ def open_item(run: Run | None = None, **overrides):
                  "request": {"messages": [{"role": "user", "content": "capital of France?"}], "category": "chat"},
                  "candidates": CANDIDATES, "due_in_s": 3600, "default_action": "approve"}
     arguments.update(overrides)
-    return reviews.open_review(**arguments)
+    return open_review(**arguments)
 
 
 def another_reviewer(username: str):

@@ -2,7 +2,8 @@
 import pytest
 from rest_framework.test import APIClient
 
-from orchestration import reviews
+from orchestration.reviews.actions import claim_review, reject_review, Reviewer
+from orchestration.reviews.selectors import decisions_for_run
 from orchestration.models import APIKey, ReviewItem
 from tests.reviewhelpers import CANDIDATES, another_reviewer, open_item
 
@@ -37,13 +38,13 @@ def test_edit_needs_the_output_and_releases_it(reviewer, item):
     assert client.post(f"/api/reviews/{item.id}/edit/", {}, format="json").status_code == 400
     response = client.post(f"/api/reviews/{item.id}/edit/", {"output": "Paris.", "candidate": 0}, format="json")
     assert response.status_code == 200 and response.json()["edited_output"] == "Paris."
-    assert reviews.decisions_for_run(item.run_id)["gate"]["output"] == "Paris."
+    assert decisions_for_run(item.run_id)["gate"]["output"] == "Paris."
 
 
 def test_reject_records_the_comment(reviewer, item):
     response = client_for(reviewer).post(f"/api/reviews/{item.id}/reject/", {"comment": "wrong"}, format="json")
     assert response.status_code == 200 and response.json()["status"] == "rejected"
-    assert reviews.decisions_for_run(item.run_id)["gate"]["comment"] == "wrong"
+    assert decisions_for_run(item.run_id)["gate"]["comment"] == "wrong"
 
 
 def test_the_second_decider_gets_409_naming_the_holder(reviewer, item):
@@ -96,8 +97,8 @@ def test_the_list_filters_by_status_reason_category_and_assignee(reviewer, db):
     first = open_item(step_key="a", reason="policy")
     second = open_item(step_key="b", request={"category": "code"})
     third = open_item(step_key="c")
-    reviews.claim_review(item_id=second.id, reviewer=reviews.Reviewer(user=reviewer))
-    reviews.reject_review(item_id=third.id, reviewer=reviews.Reviewer(user=reviewer))
+    claim_review(item_id=second.id, reviewer=Reviewer(user=reviewer))
+    reject_review(item_id=third.id, reviewer=Reviewer(user=reviewer))
     client = client_for(reviewer)
 
     def ids(query):
@@ -123,7 +124,7 @@ def test_the_list_costs_the_same_queries_for_one_item_or_twenty(reviewer, django
     def add_items(count):
         for _ in range(count):
             item = open_item(step_key=str(ReviewItem.objects.count()))
-            reviews.claim_review(item_id=item.id, reviewer=reviews.Reviewer(user=reviewer))
+            claim_review(item_id=item.id, reviewer=Reviewer(user=reviewer))
 
     add_items(1)
     client.get("/api/reviews/")
@@ -138,7 +139,7 @@ def test_the_list_costs_the_same_queries_for_one_item_or_twenty(reviewer, django
 def test_bulk_approve_approves_free_items_and_reports_the_rest(reviewer, db):
     free, held = open_item(step_key="a"), open_item(step_key="b")
     bob = another_reviewer("bob")
-    reviews.claim_review(item_id=held.id, reviewer=reviews.Reviewer(user=bob))
+    claim_review(item_id=held.id, reviewer=Reviewer(user=bob))
     response = client_for(reviewer).post("/api/reviews/bulk-approve/", {"ids": [str(free.id), str(held.id)]},
                                          format="json")
     assert response.status_code == 200

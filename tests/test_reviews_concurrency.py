@@ -4,7 +4,7 @@ import threading
 import pytest
 from django.db import connection
 
-from orchestration import reviews
+from orchestration.reviews.actions import approve_review, claim_review, reject_review, ReviewConflict, Reviewer
 from orchestration.models import AuditEvent, ReviewItem, Step
 from tests.reviewhelpers import another_reviewer, open_item
 
@@ -35,13 +35,13 @@ def decide_at_once(item_id, deciders) -> list:
 def test_two_concurrent_decisions_on_one_item_exactly_one_succeeds(transactional_db, reviewer, second_action):
     item = open_item()
     bob = another_reviewer("bob")
-    second = {"approve": reviews.approve_review, "reject": reviews.reject_review}[second_action]
+    second = {"approve": approve_review, "reject": reject_review}[second_action]
     outcomes = decide_at_once(item.id, [
-        lambda: reviews.approve_review(item_id=item.id, reviewer=reviews.Reviewer(user=reviewer)),
-        lambda: second(item_id=item.id, reviewer=reviews.Reviewer(user=bob)),
+        lambda: approve_review(item_id=item.id, reviewer=Reviewer(user=reviewer)),
+        lambda: second(item_id=item.id, reviewer=Reviewer(user=bob)),
     ])
     winners = [o for o in outcomes if isinstance(o, ReviewItem)]
-    losers = [o for o in outcomes if isinstance(o, reviews.ReviewConflict)]
+    losers = [o for o in outcomes if isinstance(o, ReviewConflict)]
     assert len(winners) == 1 and len(losers) == 1, outcomes
     winner = winners[0].decided_by.username
     assert losers[0].details["holder"] == winner
@@ -55,10 +55,10 @@ def test_two_concurrent_claims_exactly_one_holds_the_item(transactional_db, revi
     item = open_item()
     bob = another_reviewer("bob")
     outcomes = decide_at_once(item.id, [
-        lambda: reviews.claim_review(item_id=item.id, reviewer=reviews.Reviewer(user=reviewer)),
-        lambda: reviews.claim_review(item_id=item.id, reviewer=reviews.Reviewer(user=bob)),
+        lambda: claim_review(item_id=item.id, reviewer=Reviewer(user=reviewer)),
+        lambda: claim_review(item_id=item.id, reviewer=Reviewer(user=bob)),
     ])
     winners = [o for o in outcomes if isinstance(o, ReviewItem)]
-    losers = [o for o in outcomes if isinstance(o, reviews.ReviewConflict)]
+    losers = [o for o in outcomes if isinstance(o, ReviewConflict)]
     assert len(winners) == 1 and len(losers) == 1, outcomes
     assert ReviewItem.objects.get(pk=item.pk).assignee.username == losers[0].details["holder"]

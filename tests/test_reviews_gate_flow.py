@@ -10,7 +10,8 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from orchestration import reviews
+from orchestration.reviews.actions import expire_due_reviews
+from orchestration.reviews.selectors import review_summary
 from orchestration.models import AuditEvent, ReviewItem, Run, Step
 from orchestration.runs.actions import start_run
 from orchestration.workflows import save_workflow
@@ -52,7 +53,7 @@ def test_a_low_confidence_run_pauses_with_one_review_item(demo_registry, reviewe
     assert item.category == "geography"
     assert [(c["model"], c["output"]) for c in item.candidates] == [("swift-mini", "[swift-mini] capital of France?")]
     assert item.candidates[0]["confidence"] == pytest.approx(0.62)
-    assert reviews.review_summary(item)["preview"] == "capital of France?"
+    assert review_summary(item)["preview"] == "capital of France?"
 
 
 def test_approve_resumes_the_run_with_the_candidates_output(demo_registry, reviewer):
@@ -107,7 +108,7 @@ def test_an_escalation_still_below_threshold_is_gated_again(demo_registry, revie
 def test_expiry_applies_the_gates_default_action_and_resumes(demo_registry):
     gated_workflow(default_action="approve", due_in_s=60)
     item = paused()
-    assert reviews.expire_due_reviews(now=timezone.now() + timedelta(seconds=61)) == 1
+    assert expire_due_reviews(now=timezone.now() + timedelta(seconds=61)) == 1
     run = settled(item.run_id)
     assert run.status == "succeeded" and run.output == "[swift-mini] capital of France?"
     assert AuditEvent.objects.get(action="review.expired").actor == "system"

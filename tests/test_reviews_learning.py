@@ -8,7 +8,10 @@ from django.test import override_settings
 from django.utils import timezone
 
 from bench.routing_sim import simulate
-from orchestration import learning, reviews
+from orchestration import learning
+from orchestration.reviews.actions import (approve_review, claim_review, edit_review, expire_due_reviews,
+                                           reject_review, Reviewer)
+from orchestration.reviews import actions as review_actions
 from orchestration.runner import periodic as scheduler
 from orchestration.engine import bandit
 from orchestration.engine.routing import STRATEGIES, RouteRequest, choose
@@ -46,12 +49,12 @@ def test_stats_hold_success_rate_latency_percentiles_and_mean_cost_per_window(db
 
 
 def test_approval_rate_per_category_counts_what_reviewers_approved_as_it_is(db, reviewer):
-    me = reviews.Reviewer(user=reviewer)
-    reviews.approve_review(item_id=open_item(step_key="a").id, reviewer=me, candidate=1)  # atlas approved
-    reviews.edit_review(item_id=open_item(step_key="b").id, reviewer=me, output="x", candidate=1)
-    reviews.reject_review(item_id=open_item(step_key="c", request={"category": "code"}).id, reviewer=me)
+    me = Reviewer(user=reviewer)
+    approve_review(item_id=open_item(step_key="a").id, reviewer=me, candidate=1)  # atlas approved
+    edit_review(item_id=open_item(step_key="b").id, reviewer=me, output="x", candidate=1)
+    reject_review(item_id=open_item(step_key="c", request={"category": "code"}).id, reviewer=me)
     expired = open_item(step_key="d", due_in_s=1)
-    reviews.expire_due_reviews(now=timezone.now() + timedelta(seconds=5))
+    expire_due_reviews(now=timezone.now() + timedelta(seconds=5))
     assert ReviewItem.objects.get(pk=expired.pk).status == "expired"
     learning.recompute_model_stats(now=timezone.now() + timedelta(seconds=10))
     atlas_chat = stat("atlas-pro", "24h", "chat")
@@ -68,7 +71,7 @@ def test_routing_stats_prefer_the_last_hour_when_it_has_enough_calls(db, reviewe
     for _ in range(learning.MIN_RECENT_CALLS):
         call_step(run, "atlas-pro", latency_ms=900.0, age=timedelta(hours=5))
     call_step(run, "swift-mini", latency_ms=300.0, age=timedelta(hours=5))
-    reviews.approve_review(item_id=open_item().id, reviewer=reviews.Reviewer(user=reviewer), candidate=1)
+    approve_review(item_id=open_item().id, reviewer=Reviewer(user=reviewer), candidate=1)
     learning.recompute_model_stats()
     stats = learning.routing_stats()
     assert stats["atlas-pro"]["latency_p50_ms"] == 50.0  # the recent hour, not the day
@@ -157,7 +160,7 @@ def test_the_seeded_simulation_meets_the_quality_and_cost_targets():
 def test_the_periodic_jobs_expire_lapse_and_learn_when_due(db, reviewer):
     expiring = open_item(step_key="a", due_in_s=-1)
     claimed = open_item(step_key="b")
-    reviews.claim_review(item_id=claimed.id, reviewer=reviews.Reviewer(user=another_reviewer("bob")))
+    claim_review(item_id=claimed.id, reviewer=Reviewer(user=another_reviewer("bob")))
     ReviewItem.objects.filter(pk=claimed.pk).update(claimed_at=timezone.now() - timedelta(hours=2))
     call_step(paused_run(), "swift-mini")
     last_run: dict = {}
@@ -177,7 +180,7 @@ def test_a_failing_job_does_not_stop_the_others(db, monkeypatch):
     def broken(now=None):
         raise RuntimeError("database blinked")
 
-    monkeypatch.setattr(reviews, "expire_due_reviews", broken)
+    monkeypatch.setattr(review_actions, "expire_due_reviews", broken)
     assert scheduler.run_due_jobs({}, now=0.0) == ["lapse_stale_claims", "recompute_model_stats",
                                                    "recover_stalled_runs"]
 
@@ -205,15 +208,15 @@ def test_a_learned_route_sends_traffic_to_the_model_reviewers_approve(podium_ser
     RouteAlias.objects.create(name="smart", strategy="learned", candidates=["titan-ultra", "swift-mini"],
                               options={"category": "chat"})
     bump_version()
-    me = reviews.Reviewer(user=reviewer)
+    me = Reviewer(user=reviewer)
     for index in range(40):  # reviewers approved swift-mini's chat answers every time, titan-ultra's 38 times in 40
         for model in ("swift-mini", "titan-ultra"):
             item = open_item(step_key=f"{model}-{index}",
                              candidates=[{"model": model, "output": "ok", "confidence": 0.5}])
             if model == "titan-ultra" and index < 2:
-                reviews.reject_review(item_id=item.id, reviewer=me)
+                reject_review(item_id=item.id, reviewer=me)
             else:
-                reviews.approve_review(item_id=item.id, reviewer=me)
+                approve_review(item_id=item.id, reviewer=me)
     learning.recompute_model_stats()
     assert stat("swift-mini", "24h", "chat").approval_rate == 1.0
 

@@ -4,7 +4,7 @@ import json
 import pytest
 from django.test import Client
 
-from orchestration import reviews
+from orchestration.reviews.actions import approve_review, edit_review, Reviewer
 from tests.reviewhelpers import open_item
 
 HOSTILE = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
@@ -38,8 +38,8 @@ def test_the_item_page_shows_request_and_candidates_side_by_side(db, reviewer):
 def test_model_output_and_requests_are_rendered_as_text(db, reviewer):
     item = open_item(request={"messages": [{"role": "user", "content": HOSTILE}]},
                      candidates=[{"model": "swift-mini", "output": HOSTILE, "confidence": 0.1, "cost_usd": 0}])
-    reviews.approve_review(item_id=open_item(step_key="other", candidates=[
-        {"model": "m", "output": HOSTILE, "confidence": 0.1}]).id, reviewer=reviews.Reviewer(user=reviewer))
+    approve_review(item_id=open_item(step_key="other", candidates=[
+        {"model": "m", "output": HOSTILE, "confidence": 0.1}]).id, reviewer=Reviewer(user=reviewer))
     for path in (f"/reviews/{item.id}/", "/reviews/"):
         html = logged_in(reviewer).get(path).content.decode()
         assert "<script>alert" not in html and "<img src=x" not in html
@@ -52,7 +52,7 @@ def test_model_output_and_requests_are_rendered_as_text(db, reviewer):
 
 def test_a_decided_item_shows_who_released_what(db, reviewer):
     item = open_item()
-    reviews.edit_review(item_id=item.id, reviewer=reviews.Reviewer(user=reviewer), output="Paris.", comment="short")
+    edit_review(item_id=item.id, reviewer=Reviewer(user=reviewer), output="Paris.", comment="short")
     html = logged_in(reviewer).get(f"/reviews/{item.id}/").content.decode()
     assert 'id="decision" ' in html and 'id="decision" hidden' not in html
     assert "Paris." in html and "rita" in html and 'id="actions" aria-labelledby="actions-heading" hidden' in html

@@ -6,7 +6,10 @@ from django.contrib.auth.models import Group
 from django.test import override_settings
 from django.utils import timezone
 
-from orchestration import reviews
+from orchestration.reviews.actions import (approve_review, bulk_approve, claim_review, edit_review,
+                                           expire_due_reviews, lapse_stale_claims, reject_review, ReviewConflict,
+                                           Reviewer, ReviewError, ReviewForbidden)
+from orchestration.reviews.selectors import decider_label, decisions_for_run, review_backlog
 from orchestration.access.apikeys import load_key
 from orchestration.audit import verify_chain
 from orchestration.models import APIKey, AuditEvent, ReviewItem, Step
@@ -21,7 +24,7 @@ def tap():
 
 
 def as_user(user):
-    return reviews.Reviewer(user=user)
+    return Reviewer(user=user)
 
 
 def test_the_migration_creates_the_reviewers_group_with_the_decide_permission(db):
@@ -59,9 +62,9 @@ def test_approve_releases_the_most_confident_candidate_and_records_who(db, revie
                                                                        django_capture_on_commit_callbacks):
     item = open_item()
     with django_capture_on_commit_callbacks(execute=True):
-        decided = reviews.approve_review(item_id=item.id, reviewer=as_user(reviewer), comment="fine")
+        decided = approve_review(item_id=item.id, reviewer=as_user(reviewer), comment="fine")
     assert decided.status == "approved" and decided.chosen_index == 1 and decided.decided_by == reviewer
-    assert reviews.decisions_for_run(item.run_id) == {"gate": {
+    assert decisions_for_run(item.run_id) == {"gate": {
         "action": "approve", "output": CANDIDATES[1]["output"], "reviewer": "rita", "review_id": str(item.id),
         "model": "atlas-pro", "comment": "fine", "expired": False, "escalate": False}}
     audit = AuditEvent.objects.get(action="review.approve")
@@ -74,22 +77,22 @@ def test_approve_releases_the_most_confident_candidate_and_records_who(db, revie
 
 def test_approve_can_choose_another_candidate(db, reviewer):
     item = open_item()
-    reviews.approve_review(item_id=item.id, reviewer=as_user(reviewer), candidate=0)
-    assert reviews.decisions_for_run(item.run_id)["gate"]["output"] == CANDIDATES[0]["output"]
+    approve_review(item_id=item.id, reviewer=as_user(reviewer), candidate=0)
+    assert decisions_for_run(item.run_id)["gate"]["output"] == CANDIDATES[0]["output"]
 
 
 def test_approving_a_candidate_that_does_not_exist_is_refused(db, reviewer):
     item = open_item()
-    with pytest.raises(reviews.ReviewError, match="no candidate 5"):
-        reviews.approve_review(item_id=item.id, reviewer=as_user(reviewer), candidate=5)
+    with pytest.raises(ReviewError, match="no candidate 5"):
+        approve_review(item_id=item.id, reviewer=as_user(reviewer), candidate=5)
     assert ReviewItem.objects.get(pk=item.pk).status == "pending"
 
 
 def test_edit_releases_the_reviewers_text_and_records_it_as_a_human_step(db, reviewer):
     item = open_item()
-    reviews.edit_review(item_id=item.id, reviewer=as_user(reviewer), output="Paris.", candidate=0,
+    edit_review(item_id=item.id, reviewer=as_user(reviewer), output="Paris.", candidate=0,
                         comment="shorter")
-    decision = reviews.decisions_for_run(item.run_id)["gate"]
+    decision = decisions_for_run(item.run_id)["gate"]
     assert decision["action"] == "edit" and decision["output"] == "Paris." and decision["model"] == "swift-mini"
     step = Step.objects.get(run_id=item.run_id, node_type="human")
     assert step.output == "Paris." and step.attributes["reviewer"] == "user:rita"
@@ -99,45 +102,45 @@ def test_edit_releases_the_reviewers_text_and_records_it_as_a_human_step(db, rev
 
 def test_an_edit_without_text_is_refused(db, reviewer):
     item = open_item()
-    with pytest.raises(reviews.ReviewError, match="needs the text"):
-        reviews.edit_review(item_id=item.id, reviewer=as_user(reviewer), output="   ")
+    with pytest.raises(ReviewError, match="needs the text"):
+        edit_review(item_id=item.id, reviewer=as_user(reviewer), output="   ")
 
 
 def test_reject_releases_nothing(db, reviewer):
     item = open_item()
-    reviews.reject_review(item_id=item.id, reviewer=as_user(reviewer), comment="both wrong")
-    decision = reviews.decisions_for_run(item.run_id)["gate"]
+    reject_review(item_id=item.id, reviewer=as_user(reviewer), comment="both wrong")
+    decision = decisions_for_run(item.run_id)["gate"]
     assert decision["action"] == "reject" and decision["output"] == "" and decision["comment"] == "both wrong"
     assert AuditEvent.objects.get(action="review.reject").data["comment"] == "both wrong"
 
 
 def test_a_claimed_item_cannot_be_decided_by_another_reviewer(db, reviewer):
     item = open_item()
-    reviews.claim_review(item_id=item.id, reviewer=as_user(reviewer))
+    claim_review(item_id=item.id, reviewer=as_user(reviewer))
     bob = another_reviewer("bob")
-    with pytest.raises(reviews.ReviewConflict) as conflict:
-        reviews.approve_review(item_id=item.id, reviewer=as_user(bob))
+    with pytest.raises(ReviewConflict) as conflict:
+        approve_review(item_id=item.id, reviewer=as_user(bob))
     assert conflict.value.status == 409 and conflict.value.details["holder"] == "rita"
     assert "Claimed by rita" in conflict.value.message
-    with pytest.raises(reviews.ReviewConflict, match="Claimed by rita"):
-        reviews.claim_review(item_id=item.id, reviewer=as_user(bob))
-    reviews.approve_review(item_id=item.id, reviewer=as_user(reviewer))
+    with pytest.raises(ReviewConflict, match="Claimed by rita"):
+        claim_review(item_id=item.id, reviewer=as_user(bob))
+    approve_review(item_id=item.id, reviewer=as_user(reviewer))
 
 
 def test_a_decided_item_cannot_be_decided_again(db, reviewer):
     item = open_item()
-    reviews.reject_review(item_id=item.id, reviewer=as_user(reviewer))
-    with pytest.raises(reviews.ReviewConflict, match="Already rejected by rita"):
-        reviews.approve_review(item_id=item.id, reviewer=as_user(another_reviewer("bob")))
+    reject_review(item_id=item.id, reviewer=as_user(reviewer))
+    with pytest.raises(ReviewConflict, match="Already rejected by rita"):
+        approve_review(item_id=item.id, reviewer=as_user(another_reviewer("bob")))
 
 
 def test_a_lapsed_claim_goes_back_to_the_queue(db, reviewer, tap, django_capture_on_commit_callbacks):
     item = open_item()
-    reviews.claim_review(item_id=item.id, reviewer=as_user(reviewer))
+    claim_review(item_id=item.id, reviewer=as_user(reviewer))
     with override_settings(PODIUM_REVIEW_CLAIM_TTL_S=60):
-        assert reviews.lapse_stale_claims(now=timezone.now() + timedelta(seconds=30)) == 0
+        assert lapse_stale_claims(now=timezone.now() + timedelta(seconds=30)) == 0
         with django_capture_on_commit_callbacks(execute=True):
-            assert reviews.lapse_stale_claims(now=timezone.now() + timedelta(seconds=61)) == 1
+            assert lapse_stale_claims(now=timezone.now() + timedelta(seconds=61)) == 1
     item.refresh_from_db()
     assert item.status == "pending" and item.assignee is None
     lapsed = [e for e in tap.drain() if e.get("change") == "claim_lapsed"]
@@ -146,29 +149,29 @@ def test_a_lapsed_claim_goes_back_to_the_queue(db, reviewer, tap, django_capture
 
 def test_someone_else_may_take_over_a_claim_past_its_ttl(db, reviewer):
     item = open_item()
-    reviews.claim_review(item_id=item.id, reviewer=as_user(reviewer))
+    claim_review(item_id=item.id, reviewer=as_user(reviewer))
     ReviewItem.objects.filter(pk=item.pk).update(claimed_at=timezone.now() - timedelta(hours=1))
     with override_settings(PODIUM_REVIEW_CLAIM_TTL_S=600):
-        decided = reviews.approve_review(item_id=item.id, reviewer=as_user(another_reviewer("bob")))
+        decided = approve_review(item_id=item.id, reviewer=as_user(another_reviewer("bob")))
     assert decided.decided_by.username == "bob"
 
 
 def test_a_user_without_the_permission_may_not_claim_or_decide(db, staff_user):
     item = open_item()
-    with pytest.raises(reviews.ReviewForbidden):
-        reviews.claim_review(item_id=item.id, reviewer=as_user(staff_user))
-    with pytest.raises(reviews.ReviewForbidden):
-        reviews.approve_review(item_id=item.id, reviewer=as_user(staff_user))
+    with pytest.raises(ReviewForbidden):
+        claim_review(item_id=item.id, reviewer=as_user(staff_user))
+    with pytest.raises(ReviewForbidden):
+        approve_review(item_id=item.id, reviewer=as_user(staff_user))
 
 
 def test_an_api_key_decides_only_with_the_reviews_decide_scope(db):
     item = open_item()
     _, plain = APIKey.issue("plain", scopes=["runs"])
-    with pytest.raises(reviews.ReviewForbidden, match="reviews:decide"):
-        reviews.approve_review(item_id=item.id, reviewer=reviews.Reviewer(key=load_key(plain)))
+    with pytest.raises(ReviewForbidden, match="reviews:decide"):
+        approve_review(item_id=item.id, reviewer=Reviewer(key=load_key(plain)))
     _, decider = APIKey.issue("decider", scopes=["reviews:decide"])
-    decided = reviews.approve_review(item_id=item.id, reviewer=reviews.Reviewer(key=load_key(decider)))
-    assert reviews.decider_label(decided) == f"key:{decider[:10]}"
+    decided = approve_review(item_id=item.id, reviewer=Reviewer(key=load_key(decider)))
+    assert decider_label(decided) == f"key:{decider[:10]}"
     assert AuditEvent.objects.get(action="review.approve").actor == f"key:{decider[:10]}"
 
 
@@ -179,12 +182,12 @@ def test_an_api_key_decides_only_with_the_reviews_decide_scope(db):
 ])
 def test_expiry_applies_the_default_action(db, reviewer, default_action, action, output, escalate):
     item = open_item(due_in_s=60, default_action=default_action)
-    reviews.claim_review(item_id=item.id, reviewer=as_user(reviewer))  # a claim does not stop the clock
-    assert reviews.expire_due_reviews(now=timezone.now() + timedelta(seconds=30)) == 0
-    assert reviews.expire_due_reviews(now=timezone.now() + timedelta(seconds=61)) == 1
+    claim_review(item_id=item.id, reviewer=as_user(reviewer))  # a claim does not stop the clock
+    assert expire_due_reviews(now=timezone.now() + timedelta(seconds=30)) == 0
+    assert expire_due_reviews(now=timezone.now() + timedelta(seconds=61)) == 1
     item.refresh_from_db()
     assert item.status == "expired" and item.assignee is None
-    decision = reviews.decisions_for_run(item.run_id)["gate"]
+    decision = decisions_for_run(item.run_id)["gate"]
     assert (decision["action"], decision["output"], decision["escalate"]) == (action, output, escalate)
     assert decision["expired"] is True and decision["reviewer"] == "system"
     audit = AuditEvent.objects.get(action="review.expired")
@@ -193,37 +196,40 @@ def test_expiry_applies_the_default_action(db, reviewer, default_action, action,
 
 def test_expiry_leaves_decided_items_alone(db, reviewer):
     item = open_item(due_in_s=1)
-    reviews.approve_review(item_id=item.id, reviewer=as_user(reviewer))
-    assert reviews.expire_due_reviews(now=timezone.now() + timedelta(hours=1)) == 0
+    approve_review(item_id=item.id, reviewer=as_user(reviewer))
+    assert expire_due_reviews(now=timezone.now() + timedelta(hours=1)) == 0
     assert ReviewItem.objects.get(pk=item.pk).status == "approved"
 
 
 def test_the_latest_decision_for_a_gate_wins(db, reviewer):
     run = paused_run()
     first = open_item(run)
-    reviews.reject_review(item_id=first.id, reviewer=as_user(reviewer))
+    reject_review(item_id=first.id, reviewer=as_user(reviewer))
     second = open_item(run, candidates=[{"model": "titan-ultra", "output": "Paris", "confidence": 0.7}])
     assert second.id != first.id
-    reviews.approve_review(item_id=second.id, reviewer=as_user(reviewer))
-    assert reviews.decisions_for_run(run.id)["gate"]["model"] == "titan-ultra"
+    approve_review(item_id=second.id, reviewer=as_user(reviewer))
+    assert decisions_for_run(run.id)["gate"]["model"] == "titan-ultra"
 
 
 def test_bulk_approve_reports_items_someone_else_holds(db, reviewer):
     free, held = open_item(), open_item(step_key="other")
     bob = another_reviewer("bob")
-    reviews.claim_review(item_id=held.id, reviewer=as_user(bob))
-    approved, refused = reviews.bulk_approve(item_ids=[free.id, held.id], reviewer=as_user(reviewer))
+    claim_review(item_id=held.id, reviewer=as_user(bob))
+    approved, refused = bulk_approve(item_ids=[free.id, held.id], reviewer=as_user(reviewer))
     assert [item.id for item in approved] == [free.id]
     assert refused == [{"review_id": str(held.id), "status": 409, "detail": "Claimed by bob.", "holder": "bob",
                         "review_status": "claimed"}]
 
 
-def test_queue_counts_show_open_items_and_the_oldest_age(db, reviewer):
+def test_the_backlog_shows_open_items_and_the_oldest_age_in_one_query(db, reviewer, django_assert_num_queries):
     older = open_item()
     ReviewItem.objects.filter(pk=older.pk).update(created_at=timezone.now() - timedelta(minutes=5))
     claimed = open_item(step_key="b")
-    reviews.claim_review(item_id=claimed.id, reviewer=as_user(reviewer))
-    reviews.approve_review(item_id=open_item(step_key="c").id, reviewer=as_user(reviewer))
-    counts = reviews.queue_counts()
-    assert (counts["pending"], counts["claimed"], counts["open"]) == (1, 1, 2)
-    assert counts["oldest_open_ts"] == int(ReviewItem.objects.get(pk=older.pk).created_at.timestamp() * 1000)
+    ReviewItem.objects.filter(pk=claimed.pk).update(created_at=timezone.now() - timedelta(minutes=9))
+    claim_review(item_id=claimed.id, reviewer=as_user(reviewer))
+    approve_review(item_id=open_item(step_key="c").id, reviewer=as_user(reviewer))
+    with django_assert_num_queries(1):
+        backlog = review_backlog()
+    assert (backlog.pending, backlog.claimed, backlog.open) == (1, 1, 2)
+    assert backlog.oldest_open_at == ReviewItem.objects.get(pk=claimed.pk).created_at
+    assert backlog.live()["oldest_pending_ts"] == int(ReviewItem.objects.get(pk=older.pk).created_at.timestamp() * 1000)

@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from orchestration import reviews
+from orchestration.reviews.actions import approve_review, Reviewer
 from orchestration.demo import DEMO_REPLY_RULES, seed_demo_workflows
 from orchestration.runner.inprocess import runner
 from orchestration.models import APIKey, Provider, ReviewItem, Run, Step, Workflow
@@ -129,7 +129,7 @@ def test_a_gate_pauses_the_run_and_an_approval_resumes_it(podium_server, api_key
     assert item.candidates[0]["model"] == "titan-ultra" and item.step is not None
     assert item.request["prompt"] == "Customer message:\nWhere is my parcel?"
 
-    reviews.approve_review(item_id=item.id, reviewer=reviews.Reviewer(user=reviewer), candidate=0)
+    approve_review(item_id=item.id, reviewer=Reviewer(user=reviewer), candidate=0)
     run = settled(podium_server, api_key, created["id"])
     assert run["status"] == "succeeded", run["error"]
     assert run["confidence"] == 1.0 and run["output"] == item.candidates[0]["output"]

@@ -33,9 +33,9 @@ class PeriodicJob:
 
 
 PERIODIC_JOBS = (
-    PeriodicJob("expire_due_reviews", "orchestration.reviews.expire_due_reviews",
+    PeriodicJob("expire_due_reviews", "orchestration.reviews.actions.expire_due_reviews",
                 "orchestration.tasks.expire_reviews_task", "PODIUM_SCHEDULER_INTERVAL_S"),
-    PeriodicJob("lapse_stale_claims", "orchestration.reviews.lapse_stale_claims",
+    PeriodicJob("lapse_stale_claims", "orchestration.reviews.actions.lapse_stale_claims",
                 "orchestration.tasks.lapse_claims_task", "PODIUM_SCHEDULER_INTERVAL_S"),
     PeriodicJob("recompute_model_stats", "orchestration.learning.recompute_model_stats",
                 "orchestration.tasks.learning_cycle_task", "PODIUM_LEARNING_INTERVAL_S"),

@@ -133,7 +133,7 @@ def _prepare(run_id: str) -> Prepared | None:
 
 def _decisions(run_id: str) -> dict[str, dict]:
     try:
-        from orchestration.reviews import decisions_for_run
+        from orchestration.reviews.selectors import decisions_for_run
     except ImportError:  # no review queue installed: gates only ever pause
         return {}
     return decisions_for_run(run_id)
@@ -236,7 +236,7 @@ def finish_run(run_id: str, *, status: str, result: NodeResult | None, error: st
 
 def _open_review(run_id: str, review: AwaitingReview) -> None:
     try:
-        from orchestration.reviews import open_review
+        from orchestration.reviews.actions import open_review
     except ImportError:
         logger.warning("run %s awaits review of %s but no review queue is installed", run_id, review.gate_key)
         return

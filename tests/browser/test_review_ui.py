@@ -3,7 +3,7 @@ paused run completing on the runs page."""
 import pytest
 from playwright.sync_api import expect
 
-from orchestration import reviews
+from orchestration.reviews.actions import claim_review, Reviewer
 from orchestration.models import ReviewItem, Run
 from orchestration.runs.actions import start_run
 from orchestration.workflows import save_workflow
@@ -104,7 +104,7 @@ def test_an_item_someone_else_claimed_says_who_holds_it(browser_server, browser_
     page = log_in(browser_context, browser_server, "rita", "reviewer-password-1")
     page.goto(f"{browser_server.url}/reviews/{item.id}/")
     expect(page.locator("#connection")).to_have_text("live")
-    reviews.claim_review(item_id=item.id, reviewer=reviews.Reviewer(user=another_reviewer("bob")))
+    claim_review(item_id=item.id, reviewer=Reviewer(user=another_reviewer("bob")))
     expect(page.locator('[data-field="assignee"]')).to_have_text("bob")  # live, no reload
     expect(page.locator("#approve")).to_be_disabled()
     page.locator("#claim").click()

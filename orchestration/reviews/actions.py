@@ -1,4 +1,4 @@
-"""The human review queue: open, claim, decide (approve / edit / reject), expire, lapse claims.
+"""The human review queue's writes: open, claim, decide (approve / edit / reject), expire, lapse claims.
 
 Every write with side effects goes through a function here. Claims and decisions are
 conditional UPDATEs whose WHERE clause says who may still act on the item: exactly one row
@@ -6,7 +6,7 @@ changed means this caller won; none means someone else holds or already decided 
 `ReviewConflict` names them. That holds on SQLite and PostgreSQL alike, without locks held
 across requests. Live events and the run's resume are sent only after the transaction commits.
 
-Decisions go back to the engine through `decisions_for_run(run_id)`, keyed by the gate's step key.
+Decisions go back to the engine through `selectors.decisions_for_run(run_id)`, keyed by the gate's step key.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Min, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from orchestration import audit, live
@@ -26,16 +26,15 @@ from orchestration.access.apikeys import KeyInfo
 from orchestration.engine.events import now_ms
 from orchestration.models import ReviewItem, Step
 from orchestration.models.runs import StepStatus
+from orchestration.reviews.selectors import (ACTION_BY_STATUS, DECIDE_PERMISSION, DECIDED_STATUSES, OPEN_STATUSES, Status,
+                                             _decided_action, _float, _ms, best_candidate_index,
+                                             decider_label, released, review_summary)
+from orchestration.runs.actions import resume_run
 
 logger = logging.getLogger(__name__)
 
-Status = ReviewItem.Status
-OPEN_STATUSES = (Status.PENDING, Status.CLAIMED)
-DECIDED_STATUSES = (Status.APPROVED, Status.EDITED, Status.REJECTED, Status.EXPIRED)
-DECIDE_PERMISSION = "orchestration.decide_reviewitem"
 DECIDE_SCOPE = "reviews:decide"
 REVIEWERS_GROUP = "reviewers"
-ACTION_BY_STATUS = {Status.APPROVED: "approve", Status.EDITED: "edit", Status.REJECTED: "reject"}
 
 
 class ReviewError(Exception):
@@ -88,115 +87,6 @@ class Reviewer:
 
 
 SYSTEM = Reviewer()
-
-
-def may_view(user) -> bool:
-    """Staff see the queue; reviewers see it even without staff status."""
-    return bool(user and user.is_authenticated and user.is_active
-                and (user.is_staff or user.has_perm(DECIDE_PERMISSION)))
-
-
-# --- reading --------------------------------------------------------------------------------------------------
-
-def review_summary(item: ReviewItem) -> dict:
-    """An item as live events and the review pages describe it (ids, status, people, times, models). No secret."""
-    candidates = item.candidates or []
-    best = best_candidate_index(candidates)
-    return {
-        "review_id": str(item.id), "run_id": str(item.run_id), "status": item.status, "reason": item.reason,
-        "category": item.category, "node_id": item.node_id, "step_key": item.step_key,
-        "assignee": item.assignee.get_username() if item.assignee_id else None,
-        "decided_by": decider_label(item),
-        "created_ts": _ms(item.created_at), "due_ts": _ms(item.due_at), "claimed_ts": _ms(item.claimed_at),
-        "decided_ts": _ms(item.decided_at),
-        "models": [c.get("model", "") for c in candidates],
-        "best_model": candidates[best].get("model", "") if best is not None else "",
-        "best_confidence": candidates[best].get("confidence") if best is not None else None,
-        "preview": request_preview(item.request),
-    }
-
-
-def decider_label(item: ReviewItem) -> str | None:
-    if item.decided_by_id:
-        return item.decided_by.get_username()
-    if item.decided_by_key_id:
-        return f"key:{item.decided_by_key.prefix}"
-    if item.status == Status.EXPIRED:
-        return "system"
-    return None
-
-
-def request_preview(request: dict, limit: int = 200) -> str:
-    """The last user message (or the input text) of a gated request, shortened for a queue row."""
-    if not isinstance(request, dict):
-        return ""
-    messages = request.get("messages")
-    if isinstance(messages, list):
-        for message in reversed(messages):
-            if isinstance(message, dict) and isinstance(message.get("content"), str):
-                return message["content"][:limit]
-    for name in ("input", "prompt", "text"):
-        if isinstance(request.get(name), str):
-            return request[name][:limit]
-    return ""
-
-
-def best_candidate_index(candidates: list[dict]) -> int | None:
-    """The most confident candidate (the first on ties): what "approve" releases by default."""
-    if not candidates:
-        return None
-    return max(range(len(candidates)), key=lambda i: (_float(candidates[i].get("confidence")), -i))
-
-
-def queue_counts() -> dict:
-    """Open items by status and the age of the oldest one, for the overview (two queries)."""
-    counts = {Status.PENDING.value: 0, Status.CLAIMED.value: 0}
-    for status in OPEN_STATUSES:
-        counts[status.value] = ReviewItem.objects.filter(status=status).count()
-    oldest = ReviewItem.objects.filter(status__in=OPEN_STATUSES).aggregate(oldest=Min("created_at"))["oldest"]
-    return {**counts, "open": counts["pending"] + counts["claimed"], "oldest_open_ts": _ms(oldest)}
-
-
-def decisions_for_run(run_id) -> dict[str, dict]:
-    """The decided gates of one run, keyed by step key, for the engine to apply on resume.
-
-    `action` is approve | edit | reject; `output` is the text to release ("" on reject). An expired
-    item carries its default action: approve releases the best candidate; reject and escalate both
-    come back as reject, escalate with `"escalate": True` so a gate whose reject policy is "fail"
-    can still escalate. When one gate was reviewed twice (escalated, then gated again), the latest wins.
-    """
-    decisions: dict[str, dict] = {}
-    items = (ReviewItem.objects.filter(run_id=run_id, status__in=DECIDED_STATUSES)
-             .select_related("decided_by", "decided_by_key").order_by("decided_at"))
-    for item in items:
-        action, escalate = _decided_action(item)
-        output, model = released(item)
-        decisions[item.step_key or item.node_id] = {
-            "action": action, "output": output, "reviewer": decider_label(item) or "system",
-            "review_id": str(item.id), "model": model, "comment": item.comment,
-            "expired": item.status == Status.EXPIRED, "escalate": escalate,
-        }
-    return decisions
-
-
-def released(item: ReviewItem) -> tuple[str, str]:
-    """(the text a decided item released, the model of the candidate chosen or edited); "" when none."""
-    candidates = item.candidates or []
-    index = item.chosen_index
-    chosen = candidates[index] if index is not None and index < len(candidates) else {}
-    if item.status == Status.EDITED:
-        return item.edited_output, chosen.get("model", "")
-    if item.status in (Status.APPROVED, Status.EXPIRED):
-        return chosen.get("output", ""), chosen.get("model", "")
-    return "", chosen.get("model", "")
-
-
-def _decided_action(item: ReviewItem) -> tuple[str, bool]:
-    if item.status != Status.EXPIRED:
-        return ACTION_BY_STATUS[item.status], False
-    if item.default_action == ReviewItem.DefaultAction.APPROVE and item.chosen_index is not None:
-        return "approve", False
-    return "reject", item.default_action == ReviewItem.DefaultAction.ESCALATE
 
 
 # --- opening --------------------------------------------------------------------------------------------------
@@ -471,23 +361,7 @@ def _resume_on_commit(run_id) -> None:
 def resume_run_later(run_id: str) -> None:
     """Hand the decided run back to the runner: a Celery task in production, in-process when embedded."""
     try:
-        from orchestration.runs.actions import resume_run
-    except ImportError:  # the durable runner is not installed: nothing to resume
-        logger.warning("review decided for run %s but no runner is available to resume it", run_id)
-        return
-    try:
         # A fresh context: the runner must not inherit this request's asgiref executors (they end with it).
         contextvars.Context().run(resume_run, run_id)
     except Exception:  # the decision stands; the runner (or an operator) can resume the run later
         logger.exception("could not resume run %s after its review", run_id)
-
-
-def _ms(value: datetime | None) -> int | None:
-    return int(value.timestamp() * 1000) if value else None
-
-
-def _float(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
