@@ -14,11 +14,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.input import RejectUnknownFields, query_choices
-from orchestration.reviews.actions import (approve_review, bulk_approve, claim_review, DECIDE_SCOPE, edit_review,
-                                           reject_review, release_claim, Reviewer, ReviewError)
+from orchestration.reviews.actions import approve_review, bulk_approve, claim_review, DECIDE_SCOPE, edit_review, reject_review, release_claim, Reviewer
+from orchestration.errors import ReviewError
 from orchestration.reviews.selectors import decider_label, may_view, OPEN_STATUSES
 from orchestration.access.apikeys import KeyInfo
 from orchestration.models import ReviewItem
+from api.errors import STATUS_BY_CODE, http_status
 
 
 def reviewer_for(request) -> Reviewer:
@@ -132,7 +133,7 @@ class BulkApproveOutput(serializers.Serializer):
 
 
 def error_response(exc: ReviewError) -> Response:
-    return Response({"detail": exc.message, **exc.details}, status=exc.status)
+    return Response({"detail": exc.message, **exc.details}, status=http_status(exc))
 
 
 class ReviewAction(APIView):
@@ -205,4 +206,6 @@ class ReviewBulkApprove(APIView):
                                                      comment=body.validated_data["comment"])
         except ReviewError as exc:
             return error_response(exc)
+        refused = [{"review_id": refusal.pop("review_id"), "status": STATUS_BY_CODE[refusal.pop("code")], **refusal}
+                   for refusal in refused]
         return Response({"approved": [str(item.id) for item in approved], "refused": refused})

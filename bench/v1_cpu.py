@@ -75,7 +75,7 @@ async def drive(call, calls: int, concurrency: int) -> float:
 
 
 def podium_call(application, key: str):
-    from orchestration.recording import writer
+    from orchestration.gateway.writer import writer
 
     headers = [(b"authorization", f"Bearer {key}".encode()), (b"content-type", b"application/json"),
                (b"content-length", str(len(BODY)).encode())]

@@ -18,7 +18,7 @@ from api.v1.app import v1_app  # noqa: E402
 from dashboard.origin import OriginGuard  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from orchestration.providers.pool import close_clients  # noqa: E402
-from orchestration.recording import writer  # noqa: E402
+from orchestration.gateway.writer import writer  # noqa: E402
 from orchestration.runner.periodic import scheduler  # noqa: E402
 
 

@@ -152,7 +152,7 @@ def queue_depth() -> int | None:
 
 def exposition() -> bytes:
     """The text format of every metric of this host (all processes in multiprocess mode)."""
-    from orchestration.recording import writer
+    from orchestration.gateway.writer import writer
 
     WRITER_PENDING.set(writer.pending())  # the answering process's own backlog as of now
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -14,7 +14,7 @@ from orchestration import live
 from orchestration.demo import seed_demo_registry
 from orchestration.engine.circuit_breaker import circuit_breakers
 from orchestration.models import APIKey, LLMModel, Provider
-from orchestration.recording import writer
+from orchestration.gateway.writer import writer
 from orchestration.registry import bump_version
 from podium.fake_upstream import FakeUpstream
 

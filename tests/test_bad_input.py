@@ -13,7 +13,7 @@ from django.conf import settings
 
 from api.pagination import MAX_LIMIT
 from orchestration.models import APIKey, Provider, Run
-from orchestration.recording import writer
+from orchestration.gateway.writer import writer
 
 DEEP_JSON = b"[" * 5000 + b"]" * 5000
 INVALID_UTF8 = b'{"model": "swift-mini", "messages": [{"role": "user", "content": "\xff\xfe"}]}'

@@ -10,7 +10,8 @@ import pytest
 from django.utils import timezone
 
 from orchestration.models import APIKey, Run, Step
-from orchestration.recording import WRITER_NICENESS, BatchedWriter, Row, insert_rows
+from orchestration.gateway.writer import WRITER_NICENESS, BatchedWriter, insert_rows
+from orchestration.recording import Row
 from tests.conftest import wait_for
 
 

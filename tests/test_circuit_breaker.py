@@ -4,7 +4,7 @@ import asyncio
 import httpx
 import pytest
 
-from orchestration import services
+from orchestration.engine_config import engine
 from orchestration.engine.circuit_breaker import BreakerSettings, CircuitBreaker, CircuitBreakers, circuit_breakers
 from orchestration.engine.events import ListSink
 from orchestration.engine.executor import StepFailed
@@ -190,7 +190,7 @@ def test_when_every_circuit_is_open_the_call_fails_without_reaching_the_provider
 # --- through /v1 on a live server, as the dashboard sees it ---------------------------------------------
 def test_a_v1_model_circuit_opens_and_recovers_and_the_dashboard_is_told(podium_server, api_key, fake_upstream,
                                                                           published, monkeypatch):
-    monkeypatch.setattr(services.engine, "retry", RetryPolicy(max_retries=0))
+    monkeypatch.setattr(engine, "retry", RetryPolicy(max_retries=0))
     clock = SteppedClock()
     monkeypatch.setattr(circuit_breakers, "_clock", clock)  # new breakers take it
     defaults = circuit_breakers.settings

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from orchestration.models import APIKey, ReviewItem
-from orchestration.recording import writer
+from orchestration.gateway.writer import writer
 from podium.client import AsyncPodiumClient, PodiumClient, PodiumError, RetryPolicy, Run, WaitTimeout, parse_retry_after
 
 

@@ -19,7 +19,7 @@ from dashboard.protocol import TopicState, parse_client_message
 from observability.metrics_exchange import exchange_once
 from observability.metrics_window import MetricsWindow, local_window
 from orchestration.models import APIKey, ReviewItem, Run, Step
-from orchestration.recording import writer
+from orchestration.gateway.writer import writer
 from tests.dashboardhelpers import TopicMirror, chat, frames_until, publish_in_server, subscribe
 from tests.conftest import free_port, wait_for
 from tests.livehelpers import connect_dashboard, next_event, session_cookie

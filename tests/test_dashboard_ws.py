@@ -5,7 +5,7 @@ import httpx
 import pytest
 import websockets
 
-from orchestration.recording import writer
+from orchestration.gateway.writer import writer
 from tests.dashboardhelpers import TopicMirror, chat, subscribe
 from tests.livehelpers import connect_dashboard, next_event, session_cookie
 

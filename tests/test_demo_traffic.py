@@ -6,7 +6,7 @@ from django.core.management import call_command
 from orchestration.demo import seed_demo_workflows
 from orchestration.runner.inprocess import runner
 from orchestration.models import Run
-from orchestration.recording import writer
+from orchestration.gateway.writer import writer
 from tests.conftest import wait_for
 
 

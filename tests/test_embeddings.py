@@ -4,7 +4,7 @@ import openai
 import pytest
 
 from orchestration.models import LLMModel, Provider, Run, Step
-from orchestration.recording import writer
+from orchestration.gateway.writer import writer
 from orchestration.registry import bump_version
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from orchestration.access import limits
 from orchestration.models import APIKey
-from orchestration.recording import writer
+from orchestration.gateway.writer import writer
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ from django.conf import settings
 
 from orchestration import live
 from orchestration.models import ReviewItem, Run
-from orchestration.recording import writer
+from orchestration.gateway.writer import writer
 
 
 def metric(text: str, name: str, **labels) -> float:

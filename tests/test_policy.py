@@ -6,7 +6,7 @@ import pytest
 
 from orchestration.engine.policy import PolicyViolation, iban_valid, luhn_valid, redact_messages, redact_text
 from orchestration.models import LLMModel, Provider, Run
-from orchestration.recording import writer
+from orchestration.gateway.writer import writer
 from orchestration.registry import bump_version
 from tests.enginehelpers import context, fake_model, finished_steps, quick_engine, run, user
 

@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from orchestration import services
+from orchestration.engine_config import engine
 from orchestration.engine.circuit_breaker import circuit_breakers
 from orchestration.engine.executor import DeadlineExceeded, StepFailed
 from orchestration.engine.resilience import RetryPolicy
@@ -14,7 +14,7 @@ from orchestration.engine.types import ProviderError
 from orchestration.models import LLMModel, Provider, Step
 from orchestration.providers.mock import MockAdapter
 from orchestration.providers.pool import concurrency_limit
-from orchestration.recording import writer
+from orchestration.gateway.writer import writer
 from orchestration.registry import bump_version
 from podium.fake_upstream import FakeUpstream
 from tests.enginehelpers import context, fake_model, finished_steps, quick_engine, run, user
@@ -165,10 +165,10 @@ def test_mock_calls_respect_the_provider_concurrency_limit():
 @pytest.fixture
 def quick_gateway(monkeypatch):
     """The live server's engine with millisecond backoff; breakers reset before and after."""
-    monkeypatch.setattr(services.engine, "retry", RetryPolicy(max_retries=2, base_delay_s=0.002))
+    monkeypatch.setattr(engine, "retry", RetryPolicy(max_retries=2, base_delay_s=0.002))
     defaults = circuit_breakers.settings
     circuit_breakers.reset()
-    yield services.engine
+    yield engine
     circuit_breakers.configure(**defaults.__dict__)
 
 

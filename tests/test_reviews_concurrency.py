@@ -4,7 +4,8 @@ import threading
 import pytest
 from django.db import connection
 
-from orchestration.reviews.actions import approve_review, claim_review, reject_review, ReviewConflict, Reviewer
+from orchestration.reviews.actions import approve_review, claim_review, reject_review, Reviewer
+from orchestration.errors import ReviewConflict
 from orchestration.models import AuditEvent, ReviewItem, Step
 from tests.reviewhelpers import another_reviewer, open_item
 

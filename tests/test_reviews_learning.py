@@ -202,7 +202,7 @@ def test_a_learned_route_sends_traffic_to_the_model_reviewers_approve(podium_ser
     import httpx
 
     from orchestration.models import RouteAlias
-    from orchestration.recording import writer
+    from orchestration.gateway.writer import writer
     from orchestration.registry import bump_version
 
     RouteAlias.objects.create(name="smart", strategy="learned", candidates=["titan-ultra", "swift-mini"],

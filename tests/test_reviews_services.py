@@ -6,9 +6,8 @@ from django.contrib.auth.models import Group
 from django.test import override_settings
 from django.utils import timezone
 
-from orchestration.reviews.actions import (approve_review, bulk_approve, claim_review, edit_review,
-                                           expire_due_reviews, lapse_stale_claims, reject_review, ReviewConflict,
-                                           Reviewer, ReviewError, ReviewForbidden)
+from orchestration.reviews.actions import approve_review, bulk_approve, claim_review, edit_review, expire_due_reviews, lapse_stale_claims, reject_review, Reviewer
+from orchestration.errors import ReviewConflict, ReviewError, ReviewForbidden
 from orchestration.reviews.selectors import decider_label, decisions_for_run, review_backlog
 from orchestration.access.apikeys import load_key
 from orchestration.audit import verify_chain
@@ -120,7 +119,7 @@ def test_a_claimed_item_cannot_be_decided_by_another_reviewer(db, reviewer):
     bob = another_reviewer("bob")
     with pytest.raises(ReviewConflict) as conflict:
         approve_review(item_id=item.id, reviewer=as_user(bob))
-    assert conflict.value.status == 409 and conflict.value.details["holder"] == "rita"
+    assert conflict.value.code == "review_conflict" and conflict.value.details["holder"] == "rita"
     assert "Claimed by rita" in conflict.value.message
     with pytest.raises(ReviewConflict, match="Claimed by rita"):
         claim_review(item_id=item.id, reviewer=as_user(bob))
@@ -217,7 +216,7 @@ def test_bulk_approve_reports_items_someone_else_holds(db, reviewer):
     claim_review(item_id=held.id, reviewer=as_user(bob))
     approved, refused = bulk_approve(item_ids=[free.id, held.id], reviewer=as_user(reviewer))
     assert [item.id for item in approved] == [free.id]
-    assert refused == [{"review_id": str(held.id), "status": 409, "detail": "Claimed by bob.", "holder": "bob",
+    assert refused == [{"review_id": str(held.id), "code": "review_conflict", "detail": "Claimed by bob.", "holder": "bob",
                         "review_status": "claimed"}]
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from orchestration.engine.registry import RouteSpec
 from orchestration.models import LLMModel, RouteAlias, Run, Step
-from orchestration.recording import writer
+from orchestration.gateway.writer import writer
 from orchestration.registry import bump_version
 from tests.test_engine_nodes import CHEAP, MID, TOP, model, provider, registry, run
 

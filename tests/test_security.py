@@ -23,7 +23,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from orchestration.models import APIKey, LLMModel, Provider
 from orchestration.models.keys import SCOPES
-from orchestration.recording import writer
+from orchestration.gateway.writer import writer
 from orchestration.registry import bump_version
 from tests.dashboardhelpers import frames_until, subscribe
 from tests.livehelpers import connect_dashboard, session_cookie

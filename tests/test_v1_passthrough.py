@@ -4,7 +4,7 @@ import openai
 import pytest
 
 from orchestration.models import Run
-from orchestration.recording import writer
+from orchestration.gateway.writer import writer
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},

@@ -4,7 +4,7 @@ import openai
 import pytest
 
 from orchestration.models import LLMModel, Run, Step
-from orchestration.recording import writer
+from orchestration.gateway.writer import writer
 from tests.conftest import wait_for
 
 

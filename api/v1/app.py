@@ -13,6 +13,7 @@ import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from api.errors import http_status
 from api.v1.wire import (DONE_EVENT, ChunkEncoder, completion_body, error_body, error_event, parse_json,
                          podium_options, validate_chat_request, validate_embeddings_request)
 from config.hosts import host_header, host_is_allowed
@@ -22,8 +23,11 @@ from orchestration.access.bearer import bearer_token
 from orchestration.engine.executor import StepFailed
 from orchestration.engine.policy import PolicyViolation
 from orchestration.engine.types import StreamDelta
-from orchestration.services import (GatewayError, chat_completion, create_embeddings, current_registry,
-                                    run_workflow_sync, stream_chat_completion, stream_workflow)
+from orchestration.errors import GatewayError
+from orchestration.gateway.chat import chat_completion, current_registry
+from orchestration.gateway.embeddings import create_embeddings
+from orchestration.gateway.workflows import run_workflow_sync, stream_workflow
+from orchestration.gateway.streaming import stream_chat_completion
 
 logger = logging.getLogger(__name__)
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -43,7 +47,7 @@ async def send_error(send, exc: GatewayError) -> None:
         headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
     if exc.run_id:
         headers.append((b"x-podium-run-id", exc.run_id.encode()))
-    await send_json(send, exc.status, error_body(exc), headers)
+    await send_json(send, http_status(exc), error_body(exc), headers)
 
 
 async def read_body(receive, limit: int) -> bytes:
@@ -55,7 +59,7 @@ async def read_body(receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise GatewayError(413, f"The request body is larger than {limit} bytes.", code="request_too_large")
+            raise GatewayError(f"The request body is larger than {limit} bytes.", code="request_too_large")
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
@@ -64,15 +68,15 @@ async def read_body(receive, limit: int) -> bytes:
 async def authenticate(scope, required_scope: str) -> KeyInfo:
     raw = bearer_token(scope)
     if not raw:
-        raise GatewayError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
+        raise GatewayError("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
                            code="missing_api_key", type="authentication_error")
     hit, info = cached_key(raw)
     if not hit:
         info = await sync_to_async(load_key)(raw)
     if info is None:
-        raise GatewayError(401, "Incorrect or revoked API key.", code="invalid_api_key", type="authentication_error")
+        raise GatewayError("Incorrect or revoked API key.", code="invalid_api_key", type="authentication_error")
     if not info.allows(required_scope):
-        raise GatewayError(403, f"This API key lacks the '{required_scope}' scope.", code="insufficient_scope",
+        raise GatewayError(f"This API key lacks the '{required_scope}' scope.", code="insufficient_scope",
                            type="permission_error")
     await limits.admit_async(info)  # requests/min, tokens/min, budget: 429 + Retry-After (orchestration/access/limits.py)
     return info
@@ -187,10 +191,10 @@ async def send_stream(send, stream, include_usage: bool) -> None:
         try:
             first = await anext(deltas, None)
         except StepFailed as exc:
-            raise GatewayError(502, f"The upstream model failed: {exc}", code="upstream_error", type="api_error",
+            raise GatewayError(f"The upstream model failed: {exc}", code="upstream_error", type="api_error",
                                run_id=stream.run_id) from None
         except PolicyViolation as exc:
-            raise GatewayError(403, str(exc), code=exc.code, type="permission_error", param="podium.data_class",
+            raise GatewayError(str(exc), code=exc.code, type="permission_error", param="podium.data_class",
                                run_id=stream.run_id) from None
         await send({"type": "http.response.start", "status": 200,
                     "headers": [*SSE_HEADERS, (b"x-podium-run-id", stream.run_id.encode())]})
@@ -244,12 +248,12 @@ async def v1_app(scope, receive, send) -> None:
     handler = ROUTES.get((scope["method"], path))
     try:
         if not host_is_allowed(host_header(scope)):  # Django's ALLOWED_HOSTS, which this app bypasses
-            raise GatewayError(400, "The Host header names a host this server does not serve (ALLOWED_HOSTS).",
+            raise GatewayError("The Host header names a host this server does not serve (ALLOWED_HOSTS).",
                                code="invalid_host", param="host")
         if handler is None:
             if any(route_path == path for _, route_path in ROUTES):
-                raise GatewayError(405, f"Method {scope['method']} is not allowed on {path}.", code="method_not_allowed")
-            raise GatewayError(404, f"Unknown endpoint {path}.", code="unknown_url")
+                raise GatewayError(f"Method {scope['method']} is not allowed on {path}.", code="method_not_allowed")
+            raise GatewayError(f"Unknown endpoint {path}.", code="unknown_url")
         await handler(scope, receive, send)
     except GatewayError as exc:
         await send_error(send, exc)
@@ -257,5 +261,5 @@ async def v1_app(scope, receive, send) -> None:
         return
     except Exception:
         logger.exception("unhandled error on %s", path)
-        await send_error(send, GatewayError(500, "Podium failed to handle the request.", code="internal_error",
+        await send_error(send, GatewayError("Podium failed to handle the request.", code="internal_error",
                                             type="api_error"))

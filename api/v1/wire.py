@@ -5,7 +5,8 @@ import orjson
 
 from api.json_limits import DEPTH_ERROR, NUL_ERROR, json_has_nul, json_too_deep
 from orchestration.models.registry import DATA_CLASSES
-from orchestration.services import ChatOutcome, GatewayError
+from orchestration.gateway.chat import ChatOutcome
+from orchestration.errors import GatewayError
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 # Podium's own request fields; never sent upstream.
@@ -19,7 +20,7 @@ def error_body(exc: GatewayError) -> bytes:
 
 
 def bad_request(message: str, *, param: str | None = None, code: str = "invalid_request") -> GatewayError:
-    return GatewayError(400, message, code=code, param=param)
+    return GatewayError(message, code=code, param=param)
 
 
 def parse_json(body: bytes) -> dict:
@@ -360,7 +361,7 @@ def validate_embeddings_request(data: dict) -> tuple[str, dict, dict]:
 
 
 def podium_options(data: dict) -> dict:
-    """The request's `podium` object as keyword arguments of services.chat_completion:
+    """The request's `podium` object as keyword arguments of gateway.chat.chat_completion:
     `{"data_class": "sensitive", "cache": false}` -> data_class="sensitive", use_cache=False."""
     options = data.get("podium")
     if options is None:

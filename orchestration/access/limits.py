@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from django.conf import settings
 
 from orchestration.instruments import RATE_LIMITED
-from orchestration.services import GatewayError
+from orchestration.errors import GatewayError
 
 logger = logging.getLogger(__name__)
 WINDOW_S = 60
@@ -98,14 +98,14 @@ def _refusal(code: int, retry_after: float, limits: KeyLimits) -> LimitExceeded:
     stats["refused"] += 1
     RATE_LIMITED.labels({1: "requests", 2: "tokens"}.get(code, "budget")).inc()
     if code == 1:
-        return LimitExceeded(429, f"Rate limit reached for requests per minute (limit {limits.requests_per_minute}). "
+        return LimitExceeded(f"Rate limit reached for requests per minute (limit {limits.requests_per_minute}). "
                              f"Please try again in {retry_after:.0f}s.", code="rate_limit_exceeded",
                              type="requests", retry_after=retry_after)
     if code == 2:
-        return LimitExceeded(429, f"Rate limit reached for tokens per minute (limit {limits.tokens_per_minute}). "
+        return LimitExceeded(f"Rate limit reached for tokens per minute (limit {limits.tokens_per_minute}). "
                              f"Please try again in {retry_after:.0f}s.", code="rate_limit_exceeded",
                              type="tokens", retry_after=retry_after)
-    return LimitExceeded(429, f"This API key has used its budget of ${limits.budget_usd:g}.",
+    return LimitExceeded(f"This API key has used its budget of ${limits.budget_usd:g}.",
                          code="insufficient_quota", type="insufficient_quota")
 
 

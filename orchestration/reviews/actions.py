@@ -24,6 +24,7 @@ from django.utils import timezone
 from orchestration import audit, live
 from orchestration.access.apikeys import KeyInfo
 from orchestration.engine.events import now_ms
+from orchestration.errors import ReviewConflict, ReviewError, ReviewForbidden, ReviewNotFound
 from orchestration.models import ReviewItem, Step
 from orchestration.models.runs import StepStatus
 from orchestration.reviews.selectors import (ACTION_BY_STATUS, DECIDE_PERMISSION, DECIDED_STATUSES, OPEN_STATUSES, Status,
@@ -35,31 +36,6 @@ logger = logging.getLogger(__name__)
 
 DECIDE_SCOPE = "reviews:decide"
 REVIEWERS_GROUP = "reviewers"
-
-
-class ReviewError(Exception):
-    """A review action Podium refuses; `status` is the HTTP status the API answers with."""
-
-    status = 400
-
-    def __init__(self, message: str, **details):
-        super().__init__(message)
-        self.message = message
-        self.details = details
-
-
-class ReviewNotFound(ReviewError):
-    status = 404
-
-
-class ReviewForbidden(ReviewError):
-    status = 403
-
-
-class ReviewConflict(ReviewError):
-    """Someone else holds the claim or already decided the item."""
-
-    status = 409
 
 
 @dataclass(frozen=True)
@@ -213,7 +189,7 @@ def bulk_approve(*, item_ids, reviewer: Reviewer, comment: str = "") -> tuple[li
         except ReviewForbidden:
             raise
         except ReviewError as exc:
-            refused.append({"review_id": str(item_id), "status": exc.status, "detail": exc.message, **exc.details})
+            refused.append({"review_id": str(item_id), "code": exc.code, "detail": exc.message, **exc.details})
     return approved, refused
 
 

@@ -1,0 +1,117 @@
+"""Chat completions on /v1: one call to a model or a route alias (with its fallbacks), recorded as a run."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+
+from orchestration import live
+from orchestration.access.apikeys import KeyInfo
+from orchestration.engine.events import now_ms
+from orchestration.engine.executor import NodeResult, RunContext, StepFailed
+from orchestration.engine.policy import PolicyViolation
+from orchestration.engine.registry import Registry
+from orchestration.engine.routing import resolve_route
+from orchestration.engine.types import ChatRequest, ModelSpec
+from orchestration.engine.workflow import input_text
+from orchestration.engine_config import engine
+from orchestration.errors import GatewayError
+from orchestration.gateway.records import publish_call_started, record_call
+from orchestration.ids import new_id
+from orchestration.models import Run
+from orchestration.models.runs import RunStatus
+from orchestration.registry import cached_registry, get_registry
+from orchestration.runs.execution import routing_stats
+
+
+@dataclass
+class ChatOutcome:
+    run_id: str
+    created: int
+    model: str
+    result: NodeResult
+    pending: dict | None = None  # a workflow run paused for review: what the client gets instead (HTTP 202)
+
+
+class PublishingSink:
+    """Publishes every event live and keeps finished steps for the run's record."""
+
+    def __init__(self) -> None:
+        self.finished: list[dict] = []
+
+    def emit(self, event: dict) -> None:
+        if event["type"] == "step.finished":
+            self.finished.append(event)
+        live.publish(event)
+
+
+async def current_registry() -> Registry:
+    return cached_registry() or await sync_to_async(get_registry)()
+
+
+async def open_chat_run(model_name: str, messages: list[dict],
+                        data_class: str | None) -> tuple[RunContext, PublishingSink, ModelSpec, dict | None]:
+    """A chat run's context and the model to call: the named model, or the one a route alias's strategy picks
+    (its other candidates are the fallbacks; route attributes say why). An unknown name is a plain 404."""
+    registry = await current_registry()
+    model = registry.models.get(model_name)
+    if model is None and model_name not in registry.routes:
+        raise GatewayError(f"The model '{model_name}' does not exist or you do not have access to it.",
+                           code="model_not_found", param="model")
+    sink = PublishingSink()
+    ctx = RunContext(run_id=new_id(), registry=registry, sink=sink, data_class=data_class)
+    route_attributes = None
+    if model is None:
+        model, route_attributes = await resolve_chat_route(ctx, model_name, messages)
+    return ctx, sink, model, route_attributes
+
+
+async def chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict], params: dict,
+                          metadata: dict | None = None, data_class: str | None = None,
+                          use_cache: bool = True) -> ChatOutcome:
+    """A direct call to one model: no database write in the request path (the batched writer records it).
+
+    `data_class` and `use_cache` come from the request's `podium` object (policy and response cache)."""
+    ctx, sink, model, route_attributes = await open_chat_run(model_name, messages, data_class)
+    run_id = ctx.run_id
+    started_ms = now_ms()
+    started = time.perf_counter()
+    publish_call_started(run_id=run_id, started_ms=started_ms, model_name=model_name, kind=Run.Kind.CHAT, key=key)
+    result, error, refused = None, "", None
+    try:
+        result = await engine.call_model(ctx, model, ChatRequest(messages=messages, params=params), cache=use_cache,
+                                         attributes=route_attributes)
+    except StepFailed as exc:
+        error = str(exc)
+    except PolicyViolation as exc:  # refused before any call; still recorded as a failed run
+        error, refused = str(exc), exc
+    latency_ms = (time.perf_counter() - started) * 1000
+    status = RunStatus.SUCCEEDED if result else RunStatus.FAILED
+    record_call(run_id=run_id, kind=Run.Kind.CHAT, model_name=model_name, key=key, status=status,
+                input={"messages": messages}, output=result.output if result else "",
+                confidence=result.confidence if result else None, tokens_in=result.tokens_in if result else 0,
+                tokens_out=result.tokens_out if result else 0, spent_usd=ctx.spent_usd, latency_ms=latency_ms,
+                error=error, metadata=metadata or {}, started_ms=started_ms, steps=sink.finished)
+    if refused is not None:
+        raise GatewayError(error, code=refused.code, type="permission_error", param="podium.data_class",
+                           run_id=run_id)
+    if result is None:
+        raise GatewayError(f"The upstream model failed: {error}", code="upstream_error", type="api_error",
+                           run_id=run_id)
+    return ChatOutcome(run_id=run_id, created=int(started_ms / 1000), model=model_name, result=result)
+
+
+async def resolve_chat_route(ctx: RunContext, route_name: str, messages: list[dict]):
+    """(model, step attributes) a route alias picks for a chat request (see orchestration/engine/routing.py)."""
+    async def classify(alias: str, prompt: str) -> NodeResult:
+        return await engine.call_model(ctx, ctx.registry.model(alias),
+                                       ChatRequest(messages=[{"role": "user", "content": prompt}]),
+                                       key="classify", node_id="classify", attributes={"role": "classifier"})
+
+    try:
+        return await resolve_route(ctx.registry.routes[route_name], ctx.registry, text=input_text({"messages": messages}),
+                                   stats=await sync_to_async(routing_stats)(), classify=classify)
+    except (LookupError, StepFailed) as exc:
+        raise GatewayError(f"The route '{route_name}' has no model to send this request to: {exc}",
+                           code="route_unavailable", type="api_error") from None

@@ -1,0 +1,35 @@
+"""The one record of a /v1 call: its Run and Step rows to the batched writer, and its live `run.updated`.
+
+No database write in the request path: the rows are plain values (recording.Row) the writer inserts later.
+"""
+from __future__ import annotations
+
+from orchestration import live
+from orchestration.access.apikeys import KeyInfo
+from orchestration.engine.events import now_ms
+from orchestration.gateway.writer import writer
+from orchestration.models import Run
+from orchestration.models.runs import RunStatus
+from orchestration.recording import Row, money, ms_to_datetime, step_row
+
+
+def publish_call_started(*, run_id: str, started_ms: float, model_name: str, kind: str, key: KeyInfo) -> None:
+    live.publish({"type": "run.updated", "ts": started_ms, "run_id": run_id, "status": RunStatus.RUNNING,
+                  "target": model_name, "kind": kind, "api_key": key.prefix})
+
+
+def record_call(*, run_id: str, kind: str, model_name: str, key: KeyInfo, status: str, input: dict, output: str,
+                confidence: float | None, tokens_in: int, tokens_out: int, spent_usd: float, latency_ms: float,
+                error: str, metadata: dict, started_ms: float, steps: list[dict]) -> None:
+    """Hand a finished call's run and its finished steps (`step.finished` events) to the batched writer, then
+    publish where the run ended."""
+    finished_ms = now_ms()
+    started_at = ms_to_datetime(started_ms)
+    run = Row(Run, id=run_id, kind=kind, target=model_name, api_key_id=key.id, status=status, input=input,
+              output=output, confidence=confidence, tokens_in=tokens_in, tokens_out=tokens_out,
+              cost_usd=money(spent_usd), latency_ms=latency_ms, error=error, metadata=metadata,
+              created_at=started_at, started_at=started_at, finished_at=ms_to_datetime(finished_ms))
+    writer.add(run, [step_row(event) for event in steps])
+    live.publish({"type": "run.updated", "ts": finished_ms, "run_id": run_id, "status": status, "target": model_name,
+                  "kind": kind, "api_key": key.prefix, "cost_usd": spent_usd, "latency_ms": latency_ms,
+                  "tokens_in": tokens_in, "tokens_out": tokens_out})
