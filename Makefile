@@ -49,10 +49,13 @@ run-uvicorn: migrate
 up: install
 	PY=$(PY) HOST=$(HOST) bash scripts/up.sh
 
+# lint-imports: the layers, no door importing another, no cycle (pyproject.toml [tool.importlinter]).
 test: install browser-deps
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
 
 test-fast: install
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -m "not browser and not production"
 
 # The dashboard's chart library, committed as a built file (no CDN at runtime); this re-fetches it from npm.

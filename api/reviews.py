@@ -13,13 +13,14 @@ from rest_framework import generics, permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api.input import RejectUnknownFields, query_choices
-from orchestration.reviews.actions import approve_review, bulk_approve, claim_review, DECIDE_SCOPE, edit_review, reject_review, release_claim, Reviewer
-from orchestration.errors import ReviewError
-from orchestration.reviews.selectors import decider_label, may_view, OPEN_STATUSES
-from orchestration.access.apikeys import KeyInfo
-from orchestration.models import ReviewItem
 from api.errors import STATUS_BY_CODE, http_status
+from api.input import RejectUnknownFields, query_choices
+from orchestration.access.apikeys import KeyInfo
+from orchestration.errors import ReviewError
+from orchestration.models import ReviewItem
+from orchestration.reviews.actions import (DECIDE_SCOPE, Reviewer, approve_review, bulk_approve, claim_review,
+                                           edit_review, reject_review, release_claim)
+from orchestration.reviews.selectors import OPEN_STATUSES, decider_label, may_view
 
 
 def reviewer_for(request) -> Reviewer:

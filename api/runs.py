@@ -13,7 +13,7 @@ from api.serializers import RunDetailSerializer, RunSerializer
 from orchestration.access.apikeys import KeyInfo
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
-from orchestration.runs.actions import cancel_run, start_run, WorkflowNotFound
+from orchestration.runs.actions import WorkflowNotFound, cancel_run, start_run
 from orchestration.runs.selectors import step_tree
 
 

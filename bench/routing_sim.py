@@ -3,7 +3,7 @@
 Four mock models with the demo registry's tiers, prices and quality priors, and a *hidden*
 approval probability per request category that the router never sees. Requests arrive with a
 category; the router (orchestration.engine.bandit.choose, the production strategy, through
-routing.RouteRequest) picks a model; a simulated reviewer approves the answer with the hidden
+route_choice.RouteRequest) picks a model; a simulated reviewer approves the answer with the hidden
 probability of that model in that category. As in production, the router does not learn per
 answer: the periodic learning job folds decisions into the statistics every FEEDBACK_EVERY
 requests, and only REVIEW_RATE of the answers are reviewed at all.
@@ -34,7 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestration.engine import bandit  # noqa: E402
-from orchestration.engine.routing import RouteRequest, by_balance, by_cost  # noqa: E402
+from orchestration.engine.route_choice import RouteRequest  # noqa: E402
+from orchestration.engine.routing import by_balance, by_cost
 from orchestration.engine.types import ModelSpec, ProviderSpec  # noqa: E402
 
 MOCK = ProviderSpec(name="sim", kind="mock", base_url="")

@@ -25,10 +25,10 @@ from channels.layers import get_channel_layer
 
 from dashboard import snapshots
 from dashboard.protocol import FLUSH_INTERVAL_S, TopicState, encode, run_id_of
-from orchestration.live import EVENTS_GROUP
-from orchestration.reviews.selectors import review_backlog
 from observability.metrics_window import local_window
 from observability.model_status import model_status
+from orchestration.live import EVENTS_GROUP
+from orchestration.reviews.selectors import review_backlog
 
 logger = logging.getLogger(__name__)
 

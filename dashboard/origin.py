@@ -16,7 +16,7 @@ from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.http.request import is_same_domain
 
-from config.hosts import host_header, host_is_allowed
+from orchestration.access.hosts import host_header, host_is_allowed
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 

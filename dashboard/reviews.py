@@ -11,9 +11,9 @@ from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
-from orchestration.reviews.selectors import (best_candidate_index, DECIDE_PERMISSION, DECIDED_STATUSES,
-                                             decider_label, may_view, OPEN_STATUSES, released, review_summary)
 from orchestration.models import ReviewItem
+from orchestration.reviews.selectors import (DECIDE_PERMISSION, DECIDED_STATUSES, OPEN_STATUSES, best_candidate_index,
+                                             decider_label, may_view, released, review_summary)
 
 RECENTLY_DECIDED = 25
 

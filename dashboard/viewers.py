@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from orchestration.access.bearer import bearer_token
 from orchestration.access.apikeys import cached_key, load_key
+from orchestration.access.bearer import bearer_token
+from orchestration.models import APIKey
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ async def viewer_of(scope) -> Viewer | None:
 def lost_access(viewers: set[Viewer]) -> dict[Viewer, int]:
     """The viewers that may no longer watch, each with the close code that says why (sync)."""
     from django.contrib.auth import get_user_model
-
-    from orchestration.models import APIKey
 
     lost = {}
     key_ids = {viewer.id for viewer in viewers if viewer.kind == "key"}

@@ -4,9 +4,9 @@ from django.http import HttpResponseBadRequest
 from django.shortcuts import render
 from django.urls import reverse
 
-from observability import model_stats
 from dashboard.run_filters import InvalidCursor, RunFilterForm, filtered_runs, page_of
 from dashboard.snapshots import model_list, run_row
+from observability import model_stats
 from observability.metrics_window import local_window
 from orchestration.models import Run
 

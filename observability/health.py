@@ -1,6 +1,8 @@
 """Readiness of what Podium depends on: the database and, when configured, Redis."""
 from django.conf import settings
 from django.db import connection
+from orchestration.gateway.writer import DEGRADED_AFTER_FAILED_FLUSHES, writer
+from orchestration.models import WriterDeadLetter
 
 
 def infrastructure_checks() -> dict[str, str]:
@@ -26,9 +28,6 @@ def infrastructure_checks() -> dict[str, str]:
 def writer_check() -> tuple[str, dict]:
     """This process's batched writer: "ok", or "degraded: …" when runs pile up beyond PODIUM_WRITER_BACKLOG_LIMIT
     or its flushes keep failing (a process that cannot record should get no traffic); with the figures."""
-    from orchestration.models import WriterDeadLetter
-    from orchestration.gateway.writer import DEGRADED_AFTER_FAILED_FLUSHES, writer
-
     pending, limit = writer.pending(), settings.PODIUM["WRITER_BACKLOG_LIMIT"]
     failures, failing_for = writer.failures_in_a_row, writer.failing_for_s()
     try:

@@ -17,8 +17,12 @@ import os
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
+from orchestration import live
+from orchestration.gateway.writer import writer
 from orchestration.instruments import WRITER_PENDING
+from orchestration.models import Run, WriterDeadLetter
 from orchestration.models.runs import FINAL_RUN_STATUSES
+from orchestration.reviews.selectors import review_backlog
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
@@ -91,8 +95,6 @@ class ScrapeTimeCollector:
         return []  # registering must not query the database
 
     def collect(self):
-        from orchestration import live
-
         yield from self._database_gauges()
         depth = queue_depth()
         if depth is not None:
@@ -106,9 +108,6 @@ class ScrapeTimeCollector:
 
     def _database_gauges(self):
         from django.db.models import Count
-
-        from orchestration.models import Run, WriterDeadLetter
-        from orchestration.reviews.selectors import review_backlog
 
         backlog = GaugeMetricFamily("podium_review_backlog", "Review items waiting for a decision",
                                     labels=["status"])
@@ -152,8 +151,6 @@ def queue_depth() -> int | None:
 
 def exposition() -> bytes:
     """The text format of every metric of this host (all processes in multiprocess mode)."""
-    from orchestration.gateway.writer import writer
-
     WRITER_PENDING.set(writer.pending())  # the answering process's own backlog as of now
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

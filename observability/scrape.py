@@ -11,8 +11,8 @@ from django.http import HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from orchestration.access.client_address import client_ip
 from observability.prometheus import exposition
+from orchestration.access.client_address import client_ip
 
 TOKEN_MISSING = ("Forbidden: PODIUM_PRODUCTION is set and PODIUM_METRICS_TOKEN is not; set it and scrape with "
                  "'Authorization: Bearer <PODIUM_METRICS_TOKEN>'.\n")

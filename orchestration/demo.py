@@ -1,5 +1,6 @@
 """The demo registry: mock providers imitating fast / medium / large tiers, and three example workflows."""
 from orchestration.models import LLMModel, Provider
+from orchestration.workflows import save_workflow
 
 # Mocks answer the engine's planner, judge, critic and classifier prompts with the JSON those expect.
 DEMO_REPLY_RULES = [
@@ -79,7 +80,5 @@ DEMO_WORKFLOW_SLUGS = tuple(DEMO_WORKFLOWS)
 
 def seed_demo_workflows() -> None:
     """Create the example workflows, or add a version where the spec changed (idempotent)."""
-    from orchestration.workflows import save_workflow
-
     for slug, spec in DEMO_WORKFLOWS.items():
         save_workflow(slug=slug, spec=spec, description=spec["description"], actor="system:demo")

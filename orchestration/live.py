@@ -21,7 +21,7 @@ import weakref
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
-from orchestration.runner.process_loop import process_loop
+from orchestration.process_loop import process_loop
 
 logger = logging.getLogger(__name__)
 

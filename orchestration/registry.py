@@ -17,6 +17,7 @@ from django.core.cache import cache
 
 from orchestration.engine.registry import Registry, RouteSpec
 from orchestration.engine.types import ModelSpec, ProviderSpec
+from orchestration.models import LLMModel, RouteAlias
 
 logger = logging.getLogger(__name__)
 VERSION_KEY = "podium:registry:version"
@@ -44,8 +45,6 @@ def _current_version() -> str:
 
 
 def build_registry(version: str = "") -> Registry:
-    from orchestration.models import LLMModel, RouteAlias
-
     models = {}
     for row in LLMModel.objects.select_related("provider").filter(enabled=True, provider__enabled=True):
         p = row.provider

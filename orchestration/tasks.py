@@ -6,7 +6,7 @@ run alone, and a run or review that vanished meanwhile is simply nothing to do. 
 infrastructure errors (the database or broker blinking) are retried, with exponential backoff and
 jitter; provider errors are the engine's business (retries, fallbacks, circuit breakers).
 
-Runs execute on the worker process's one long-lived event loop (orchestration/runner/process_loop.py),
+Runs execute on the worker process's one long-lived event loop (orchestration/process_loop.py),
 not a loop per task: the pooled upstream clients and channels-redis connections stay bound to a
 loop that never closes, so nothing leaks and nothing fails with "Event loop is closed".
 """
@@ -17,7 +17,13 @@ import logging
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from orchestration.runner.process_loop import process_loop
+from orchestration.learning import recompute_model_stats
+from orchestration.process_loop import process_loop
+from orchestration.reviews.actions import expire_due_reviews, lapse_stale_claims
+from orchestration.runs.delivery import HARD_LIMIT_S
+from orchestration.runs.execution import execute_run_async
+from orchestration.runs.leases import acquire_lease, release_lease
+from orchestration.runs.recovery import recover_stalled_runs
 
 logger = logging.getLogger(__name__)
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
@@ -29,8 +35,6 @@ async def _execute(run_id: str) -> str | None:
     from asgiref.sync import sync_to_async
     from django.db import close_old_connections
 
-    from orchestration.runs.execution import execute_run_async
-
     # The loop's sync thread keeps its database connection between tasks: drop it if it broke or aged.
     await sync_to_async(close_old_connections)()
     try:
@@ -40,9 +44,6 @@ async def _execute(run_id: str) -> str | None:
 
 
 def _execute_leased(run_id: str) -> str | None:
-    from orchestration.runs.delivery import HARD_LIMIT_S
-    from orchestration.runs.leases import acquire_lease, release_lease
-
     token = acquire_lease(run_id, HARD_LIMIT_S)
     if token is None:
         logger.info("run %s is executing in another worker; this delivery has nothing to do", run_id)
@@ -67,28 +68,20 @@ def resume_run_task(run_id: str) -> str | None:
 
 @shared_task(name="orchestration.tasks.expire_reviews_task", **RETRY)
 def expire_reviews_task() -> int:
-    from orchestration.reviews.actions import expire_due_reviews
-
     return expire_due_reviews()
 
 
 @shared_task(name="orchestration.tasks.lapse_claims_task", **RETRY)
 def lapse_claims_task() -> int:
-    from orchestration.reviews.actions import lapse_stale_claims
-
     return lapse_stale_claims()
 
 
 @shared_task(name="orchestration.tasks.learning_cycle_task", **RETRY)
 def learning_cycle_task() -> int:
     """Recompute per-model statistics (the metric roll-up routing and dashboards read)."""
-    from orchestration.learning import recompute_model_stats
-
     return recompute_model_stats()
 
 
 @shared_task(name="orchestration.tasks.recover_stalled_runs_task", **RETRY)
 def recover_stalled_runs_task() -> int:
-    from orchestration.runs.recovery import recover_stalled_runs
-
     return recover_stalled_runs()

@@ -21,6 +21,12 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from orchestration import live
+from orchestration.models import ReviewItem, Run, Step
+from orchestration.reviews.selectors import OPEN_STATUSES
+from orchestration.runs.actions import WorkflowNotFound, cancel_run, start_run
+from orchestration.runs.selectors import run_tree
+from podium.client import PodiumError
 from terminal.top_state import epoch_seconds
 from terminal.top_view import ms, usd
 
@@ -167,9 +173,6 @@ class LocalRuns:
         self._run_id: str | None = None
 
     def start(self, workflow: str, input, *, metadata: dict, budget_usd, deadline_s) -> str:
-        from orchestration import live
-        from orchestration.runs.actions import WorkflowNotFound, start_run
-
         live.observers.append(self._observe)
         try:
             run = start_run(workflow_slug=workflow, input=input, metadata=metadata, api_key_id=None,
@@ -184,8 +187,6 @@ class LocalRuns:
             self._wake.set()
 
     def read(self, run_id: str) -> tuple[dict, list[dict]]:
-        from orchestration.models import Run, Step
-
         run = Run.objects.filter(pk=run_id).values("id", "status", "target", "output", "error", "confidence",
                                                    "tokens_in", "tokens_out", "cost_usd", "latency_ms").get()
         steps = list(Step.objects.filter(run_id=run_id).order_by("started_at", "key").values(
@@ -200,9 +201,6 @@ class LocalRuns:
     def review_link(self, run_id: str) -> str | None:
         from django.urls import reverse
 
-        from orchestration.models import ReviewItem
-        from orchestration.reviews.selectors import OPEN_STATUSES
-
         review = ReviewItem.objects.filter(run_id=run_id, status__in=OPEN_STATUSES).order_by(
             "-created_at").values_list("id", flat=True).first()
         if review is None:
@@ -210,18 +208,12 @@ class LocalRuns:
         return self.public_url + reverse("dashboard:review-detail", args=[review])
 
     def run_json(self, run_id: str) -> dict:
-        from orchestration.runs.selectors import run_tree
-
         return run_tree(run_id)
 
     def cancel(self, run_id: str) -> None:
-        from orchestration.runs.actions import cancel_run
-
         cancel_run(run_id)
 
     def close(self) -> None:
-        from orchestration import live
-
         if self._observe in live.observers:
             live.observers.remove(self._observe)
 
@@ -235,8 +227,6 @@ class RemoteRuns:
         self._last: dict = {}
 
     def start(self, workflow: str, input, *, metadata: dict, budget_usd, deadline_s) -> str:
-        from podium.client import PodiumError
-
         try:
             return self.client.submit_run(workflow, input, metadata=metadata, budget_usd=budget_usd,
                                           deadline_s=deadline_s).id
@@ -251,8 +241,6 @@ class RemoteRuns:
         time.sleep(seconds)
 
     def review_link(self, run_id: str) -> str | None:
-        from podium.client import PodiumError
-
         try:
             review = self.client.pending_review(run_id)
         except PodiumError:  # listing reviews needs the reviews:decide scope; the run page still helps

@@ -14,6 +14,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
 import httpx
+from observability.health import infrastructure_checks
+from orchestration.models import LLMModel, Provider, RouteAlias, Step, Workflow
+from orchestration.reviews.selectors import review_backlog
+from terminal.top_view import age, ms
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 1
@@ -122,10 +126,6 @@ def build_report(*, timeout: float = 3.0) -> StatusReport:
     from django.db.models import Count, Q
     from django.utils import timezone
 
-    from observability.health import infrastructure_checks
-    from orchestration.models import LLMModel, Provider, RouteAlias, Step, Workflow
-    from orchestration.reviews.selectors import review_backlog
-
     checks = infrastructure_checks()
     providers = list(Provider.objects.order_by("name"))
     models = list(LLMModel.objects.select_related("provider").order_by("alias"))
@@ -166,8 +166,6 @@ def print_report(report: StatusReport, console) -> None:
     """Tables for people; every status is spelled out, never shown by colour alone."""
     from rich.table import Table
     from rich.text import Text
-
-    from terminal.top_view import age, ms
 
     providers = Table(title="Providers", title_justify="left")
     for header in ("provider", "kind", "reachable", "detail", "models"):

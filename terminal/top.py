@@ -28,10 +28,12 @@ from rich.console import Console
 from rich.live import Live
 from websockets.exceptions import WebSocketException
 
+from orchestration.live import EVENTS_GROUP
+from orchestration.models import LLMModel, ReviewItem, Run, Step
 from orchestration.reviews.selectors import OPEN_STATUSES
+from podium.client import AsyncPodiumClient, PodiumError
 from terminal.top_state import TopState
 from terminal.top_view import plain_lines, render
-from podium.client import AsyncPodiumClient, PodiumError
 
 RECONNECT_MAX_S = 10.0
 JOIN_WAIT_S = 5.0
@@ -57,8 +59,6 @@ class ChannelLayerSource:
     async def events(self) -> AsyncIterator[dict]:
         from channels.layers import get_channel_layer
 
-        from orchestration.live import EVENTS_GROUP
-
         layer = get_channel_layer()
         channel = await layer.new_channel("podium-top.")
         await layer.group_add(EVENTS_GROUP, channel)
@@ -77,8 +77,6 @@ class ChannelLayerSource:
 def load_from_database(state: TopState) -> None:
     """The registry, the window's recent calls, the latest runs and the open reviews: five queries."""
     from django.utils import timezone
-
-    from orchestration.models import LLMModel, ReviewItem, Run, Step
 
     state.load_models([
         {"alias": row["alias"], "provider": row["provider__name"], "tier": row["tier"],

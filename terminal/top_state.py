@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from observability.metrics_window import MetricsWindow
+from observability.model_status import model_status
 from orchestration.reviews.selectors import OPEN_STATUSES
 
 WINDOW_S = 60
@@ -256,7 +257,6 @@ class TopState:
             req_s=float(figures.get("req_per_s") or 0.0), tokens_s=float(figures.get("tokens_per_s") or 0.0),
             cost_per_min=float(figures.get("cost_per_min") or 0.0), p50_ms=figures.get("latency_p50_ms"),
             p95_ms=figures.get("latency_p95_ms"))
-        from observability.model_status import model_status
 
         status = figures.get("status") or model_status(track.enabled, figures)
         row.status = STATUS_NAMES.get(status, status)

@@ -13,8 +13,8 @@ from django.contrib.auth import get_user_model
 from orchestration import live
 from orchestration.demo import seed_demo_registry
 from orchestration.engine.circuit_breaker import circuit_breakers
-from orchestration.models import APIKey, LLMModel, Provider
 from orchestration.gateway.writer import writer
+from orchestration.models import APIKey, LLMModel, Provider
 from orchestration.registry import bump_version
 from podium.fake_upstream import FakeUpstream
 

@@ -7,10 +7,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from orchestration.reviews.actions import open_review
 from orchestration.live import EVENTS_GROUP
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
+from orchestration.reviews.actions import open_review
 
 CANDIDATES = [
     {"model": "swift-mini", "output": "Paris is the capital of France.", "confidence": 0.55, "cost_usd": 0.0001},

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from django.conf import settings
 
 from api.pagination import MAX_LIMIT
-from orchestration.models import APIKey, Provider, Run
 from orchestration.gateway.writer import writer
+from orchestration.models import APIKey, Provider, Run
 
 DEEP_JSON = b"[" * 5000 + b"]" * 5000
 INVALID_UTF8 = b'{"model": "swift-mini", "messages": [{"role": "user", "content": "\xff\xfe"}]}'

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from orchestration.models import APIKey, Run, Step
 from orchestration.gateway.writer import WRITER_NICENESS, BatchedWriter, insert_rows
+from orchestration.models import APIKey, Run, Step
 from orchestration.recording import Row
 from tests.conftest import wait_for
 

@@ -6,8 +6,8 @@ import pytest
 
 from orchestration.engine.cache import MemoryResponseCache, cache_key
 from orchestration.engine.types import ChatRequest
-from orchestration.models import LLMModel, Provider, Run
 from orchestration.gateway.writer import writer
+from orchestration.models import LLMModel, Provider, Run
 from orchestration.registry import bump_version
 from tests.enginehelpers import context, fake_model, finished_steps, quick_engine, run, user
 

@@ -7,9 +7,9 @@ import pytest
 from config import celery as celery_config
 from orchestration import tasks
 from orchestration.models import Run, Step
-from orchestration.runs.delivery import time_limits
+from orchestration.process_loop import ProcessLoop
 from orchestration.runs.actions import create_run
-from orchestration.runner.process_loop import ProcessLoop
+from orchestration.runs.delivery import time_limits
 from orchestration.workflows import save_workflow
 
 PAIR = {"root": {"type": "sequence", "id": "pair", "steps": [

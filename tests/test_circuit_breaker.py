@@ -4,11 +4,11 @@ import asyncio
 import httpx
 import pytest
 
-from orchestration.engine_config import engine
 from orchestration.engine.circuit_breaker import BreakerSettings, CircuitBreaker, CircuitBreakers, circuit_breakers
 from orchestration.engine.events import ListSink
 from orchestration.engine.executor import StepFailed
 from orchestration.engine.resilience import RetryPolicy
+from orchestration.engine_config import engine
 from orchestration.models import LLMModel, Provider
 from orchestration.registry import bump_version
 from podium.fake_upstream import FakeUpstream

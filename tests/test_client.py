@@ -12,8 +12,8 @@ import httpx
 import pytest
 from aiohttp import web
 
-from orchestration.models import APIKey, ReviewItem
 from orchestration.gateway.writer import writer
+from orchestration.models import APIKey, ReviewItem
 from podium.client import AsyncPodiumClient, PodiumClient, PodiumError, RetryPolicy, Run, WaitTimeout, parse_retry_after
 
 

@@ -11,17 +11,16 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from dashboard import hub as hub_module
-from dashboard import snapshots
-from observability import model_stats, origin
-from observability.model_status import model_status
+from dashboard import hub as hub_module, snapshots
 from dashboard.protocol import TopicState, parse_client_message
+from observability import model_stats, origin
 from observability.metrics_exchange import exchange_once
 from observability.metrics_window import MetricsWindow, local_window
-from orchestration.models import APIKey, ReviewItem, Run, Step
+from observability.model_status import model_status
 from orchestration.gateway.writer import writer
-from tests.dashboardhelpers import TopicMirror, chat, frames_until, publish_in_server, subscribe
+from orchestration.models import APIKey, ReviewItem, Run, Step
 from tests.conftest import free_port, wait_for
+from tests.dashboardhelpers import TopicMirror, chat, frames_until, publish_in_server, subscribe
 from tests.livehelpers import connect_dashboard, next_event, session_cookie
 
 

@@ -4,9 +4,9 @@ from io import StringIO
 from django.core.management import call_command
 
 from orchestration.demo import seed_demo_workflows
-from orchestration.runner.inprocess import runner
-from orchestration.models import Run
 from orchestration.gateway.writer import writer
+from orchestration.models import Run
+from orchestration.runner.inprocess import runner
 from tests.conftest import wait_for
 
 

@@ -8,12 +8,13 @@ import pytest
 
 from orchestration.engine.circuit_breaker import CircuitBreakers
 from orchestration.engine.events import ListSink
-from orchestration.engine.executor import BudgetExceeded, DeadlineExceeded, Engine, RunContext, StepFailed
+from orchestration.engine.executor import (AwaitingReview, BudgetExceeded, DeadlineExceeded, Engine, RunContext,
+                                           StepFailed)
 from orchestration.engine.nodes import RunCancelled
 from orchestration.engine.registry import Registry
 from orchestration.engine.resilience import RetryPolicy
 from orchestration.engine.types import ModelSpec, ProviderSpec
-from orchestration.engine.workflow import AwaitingReview, run_workflow
+from orchestration.engine.workflow import run_workflow
 from orchestration.providers.base import adapter_for
 
 pytestmark = pytest.mark.timeout(60)

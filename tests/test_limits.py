@@ -5,8 +5,8 @@ import httpx
 import pytest
 
 from orchestration.access import limits
-from orchestration.models import APIKey
 from orchestration.gateway.writer import writer
+from orchestration.models import APIKey
 
 
 @pytest.fixture(autouse=True)

@@ -5,8 +5,8 @@ from django.test import override_settings
 from django.conf import settings
 
 from orchestration import live
-from orchestration.models import ReviewItem, Run
 from orchestration.gateway.writer import writer
+from orchestration.models import ReviewItem, Run
 
 
 def metric(text: str, name: str, **labels) -> float:

@@ -5,8 +5,8 @@ import httpx
 import pytest
 
 from orchestration.engine.policy import PolicyViolation, iban_valid, luhn_valid, redact_messages, redact_text
-from orchestration.models import LLMModel, Provider, Run
 from orchestration.gateway.writer import writer
+from orchestration.models import LLMModel, Provider, Run
 from orchestration.registry import bump_version
 from tests.enginehelpers import context, fake_model, finished_steps, quick_engine, run, user
 

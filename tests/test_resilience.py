@@ -6,15 +6,15 @@ import time
 import httpx
 import pytest
 
-from orchestration.engine_config import engine
 from orchestration.engine.circuit_breaker import circuit_breakers
 from orchestration.engine.executor import DeadlineExceeded, StepFailed
 from orchestration.engine.resilience import RetryPolicy
 from orchestration.engine.types import ProviderError
+from orchestration.engine_config import engine
+from orchestration.gateway.writer import writer
 from orchestration.models import LLMModel, Provider, Step
 from orchestration.providers.mock import MockAdapter
 from orchestration.providers.pool import concurrency_limit
-from orchestration.gateway.writer import writer
 from orchestration.registry import bump_version
 from podium.fake_upstream import FakeUpstream
 from tests.enginehelpers import context, fake_model, finished_steps, quick_engine, run, user

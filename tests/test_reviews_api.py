@@ -2,9 +2,9 @@
 import pytest
 from rest_framework.test import APIClient
 
-from orchestration.reviews.actions import claim_review, reject_review, Reviewer
-from orchestration.reviews.selectors import decisions_for_run
 from orchestration.models import APIKey, ReviewItem
+from orchestration.reviews.actions import Reviewer, claim_review, reject_review
+from orchestration.reviews.selectors import decisions_for_run
 from tests.reviewhelpers import CANDIDATES, another_reviewer, open_item
 
 

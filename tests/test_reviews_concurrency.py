@@ -4,9 +4,9 @@ import threading
 import pytest
 from django.db import connection
 
-from orchestration.reviews.actions import approve_review, claim_review, reject_review, Reviewer
 from orchestration.errors import ReviewConflict
 from orchestration.models import AuditEvent, ReviewItem, Step
+from orchestration.reviews.actions import Reviewer, approve_review, claim_review, reject_review
 from tests.reviewhelpers import another_reviewer, open_item
 
 

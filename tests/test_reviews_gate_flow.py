@@ -10,9 +10,9 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from orchestration.models import AuditEvent, ReviewItem, Run, Step
 from orchestration.reviews.actions import expire_due_reviews
 from orchestration.reviews.selectors import review_summary
-from orchestration.models import AuditEvent, ReviewItem, Run, Step
 from orchestration.runs.actions import start_run
 from orchestration.workflows import save_workflow
 from tests.conftest import wait_for

@@ -9,14 +9,15 @@ from django.utils import timezone
 
 from bench.routing_sim import simulate
 from orchestration import learning
-from orchestration.reviews.actions import (approve_review, claim_review, edit_review, expire_due_reviews,
-                                           reject_review, Reviewer)
-from orchestration.reviews import actions as review_actions
-from orchestration.runner import periodic as scheduler
 from orchestration.engine import bandit
-from orchestration.engine.routing import STRATEGIES, RouteRequest, choose
+from orchestration.engine.route_choice import RouteRequest
+from orchestration.engine.routing import STRATEGIES, choose
 from orchestration.engine.types import ModelSpec, ProviderSpec
 from orchestration.models import ModelStat, ReviewItem, Step
+from orchestration.reviews import actions as review_actions
+from orchestration.reviews.actions import (Reviewer, approve_review, claim_review, edit_review, expire_due_reviews,
+                                           reject_review)
+from orchestration.runner import periodic as scheduler
 from tests.reviewhelpers import another_reviewer, open_item, paused_run
 
 

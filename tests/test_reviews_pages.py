@@ -4,7 +4,7 @@ import json
 import pytest
 from django.test import Client
 
-from orchestration.reviews.actions import approve_review, edit_review, Reviewer
+from orchestration.reviews.actions import Reviewer, approve_review, edit_review
 from tests.reviewhelpers import open_item
 
 HOSTILE = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'

@@ -6,12 +6,13 @@ from django.contrib.auth.models import Group
 from django.test import override_settings
 from django.utils import timezone
 
-from orchestration.reviews.actions import approve_review, bulk_approve, claim_review, edit_review, expire_due_reviews, lapse_stale_claims, reject_review, Reviewer
-from orchestration.errors import ReviewConflict, ReviewError, ReviewForbidden
-from orchestration.reviews.selectors import decider_label, decisions_for_run, review_backlog
 from orchestration.access.apikeys import load_key
 from orchestration.audit import verify_chain
+from orchestration.errors import ReviewConflict, ReviewError, ReviewForbidden
 from orchestration.models import APIKey, AuditEvent, ReviewItem, Step
+from orchestration.reviews.actions import (Reviewer, approve_review, bulk_approve, claim_review, edit_review,
+                                           expire_due_reviews, lapse_stale_claims, reject_review)
+from orchestration.reviews.selectors import decider_label, decisions_for_run, review_backlog
 from tests.reviewhelpers import CANDIDATES, EventTap, another_reviewer, open_item, paused_run
 
 

@@ -6,8 +6,8 @@ import openai
 import pytest
 
 from orchestration.engine.registry import RouteSpec
-from orchestration.models import LLMModel, RouteAlias, Run, Step
 from orchestration.gateway.writer import writer
+from orchestration.models import LLMModel, RouteAlias, Run, Step
 from orchestration.registry import bump_version
 from tests.test_engine_nodes import CHEAP, MID, TOP, model, provider, registry, run
 
@@ -47,7 +47,8 @@ def test_route_strategies_pick_as_documented(strategy, options, stats, chosen):
 
 
 def test_the_balanced_score_is_the_documented_formula():
-    from orchestration.engine.routing import RouteRequest, balanced_scores
+    from orchestration.engine.route_choice import RouteRequest
+    from orchestration.engine.routing import balanced_scores
 
     reg = strategy_registry()
     scores = balanced_scores([reg.models["cheap"], reg.models["best"]], RouteRequest(text=""))

@@ -6,12 +6,12 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from orchestration.reviews.actions import approve_review, Reviewer
 from orchestration.demo import DEMO_REPLY_RULES, seed_demo_workflows
-from orchestration.runner.inprocess import runner
 from orchestration.models import APIKey, Provider, ReviewItem, Run, Step, Workflow
 from orchestration.models.runs import RunStatus
 from orchestration.registry import bump_version
+from orchestration.reviews.actions import Reviewer, approve_review
+from orchestration.runner.inprocess import runner
 from orchestration.runs.actions import create_run
 from orchestration.runs.execution import execute_run
 from orchestration.workflows import save_workflow

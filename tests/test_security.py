@@ -21,9 +21,9 @@ from django.conf import settings
 from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from orchestration.gateway.writer import writer
 from orchestration.models import APIKey, LLMModel, Provider
 from orchestration.models.keys import SCOPES
-from orchestration.gateway.writer import writer
 from orchestration.registry import bump_version
 from tests.dashboardhelpers import frames_until, subscribe
 from tests.livehelpers import connect_dashboard, session_cookie

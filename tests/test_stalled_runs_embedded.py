@@ -16,9 +16,9 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
-from orchestration.runs import leases, recovery
-from orchestration.runner.inprocess import runner
 from orchestration.models import Provider, Run, Step
+from orchestration.runner.inprocess import runner
+from orchestration.runs import leases, recovery
 from orchestration.runs.actions import create_run
 from orchestration.runs.dispatch import dispatch
 from orchestration.workflows import save_workflow

@@ -3,8 +3,8 @@ import httpx
 import openai
 import pytest
 
-from orchestration.models import APIKey, Run, Step
 from orchestration.gateway.writer import writer
+from orchestration.models import APIKey, Run, Step
 
 
 @pytest.fixture

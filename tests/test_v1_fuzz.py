@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from api.v1.wire import CHAT_PARAMS, CONTENT_PARTS, EMBEDDINGS_PARAMS, ROLES
 from orchestration.demo import seed_demo_workflows
-from orchestration.models import APIKey, Run
 from orchestration.gateway.writer import writer
+from orchestration.models import APIKey, Run
 from tests.conftest import wait_for
 
 MAX_EXAMPLES = 300

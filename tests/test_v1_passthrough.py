@@ -3,8 +3,8 @@ import httpx
 import openai
 import pytest
 
-from orchestration.models import Run
 from orchestration.gateway.writer import writer
+from orchestration.models import Run
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},

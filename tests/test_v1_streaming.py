@@ -3,8 +3,8 @@ import httpx
 import openai
 import pytest
 
-from orchestration.models import LLMModel, Run, Step
 from orchestration.gateway.writer import writer
+from orchestration.models import LLMModel, Run, Step
 from tests.conftest import wait_for
 
 

@@ -6,9 +6,9 @@ import openai
 import pytest
 
 from orchestration.demo import DEMO_REPLY_RULES, seed_demo_workflows
-from orchestration.runner.inprocess import runner
 from orchestration.models import Provider, ReviewItem, Run, Step
 from orchestration.registry import bump_version
+from orchestration.runner.inprocess import runner
 from orchestration.workflows import save_workflow
 
 

@@ -13,8 +13,8 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
-from orchestration.models import APIKey, Run, Step, WriterDeadLetter
 from orchestration.gateway.writer import PAYLOAD_MAX_CHARS, BatchedWriter, writer
+from orchestration.models import APIKey, Run, Step, WriterDeadLetter
 from orchestration.recording import Row
 from tests.conftest import wait_for
 from tests.test_metrics_export import metric

@@ -14,20 +14,20 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from api.errors import http_status
-from api.v1.wire import (DONE_EVENT, ChunkEncoder, completion_body, error_body, error_event, parse_json,
-                         podium_options, validate_chat_request, validate_embeddings_request)
-from config.hosts import host_header, host_is_allowed
+from api.v1.wire import (DONE_EVENT, ChunkEncoder, completion_body, error_body, error_event, parse_json, podium_options,
+                         validate_chat_request, validate_embeddings_request)
 from orchestration.access import limits
 from orchestration.access.apikeys import KeyInfo, cached_key, load_key
 from orchestration.access.bearer import bearer_token
+from orchestration.access.hosts import host_header, host_is_allowed
 from orchestration.engine.executor import StepFailed
 from orchestration.engine.policy import PolicyViolation
 from orchestration.engine.types import StreamDelta
 from orchestration.errors import GatewayError
 from orchestration.gateway.chat import chat_completion, current_registry
 from orchestration.gateway.embeddings import create_embeddings
-from orchestration.gateway.workflows import run_workflow_sync, stream_workflow
 from orchestration.gateway.streaming import stream_chat_completion
+from orchestration.gateway.workflows import run_workflow_sync, stream_workflow
 
 logger = logging.getLogger(__name__)
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -89,17 +89,19 @@ async def chat_completions(scope, receive, send) -> None:
     if model.startswith("workflow/"):  # the run executes to its end, or to a gate awaiting review (202)
         if data.get("stream"):
             stream = await stream_workflow(key=key, model_name=model, messages=messages, params=params,
-                                           metadata=metadata, **podium_options(data))
+                                           metadata=metadata, data_class=podium_options(data).get("data_class"))
             await until_disconnect(receive, send_workflow_stream(send, stream, include_usage(data)))
             return
         outcome = await run_workflow_sync(key=key, model_name=model, messages=messages, params=params,
-                                          metadata=metadata, stream=False, **podium_options(data))
+                                          metadata=metadata, stream=False,
+                                          data_class=podium_options(data).get("data_class"))
         body = orjson.dumps(outcome.pending) if outcome.pending else completion_body(outcome)
         await send_json(send, 202 if outcome.pending else 200, body, [(b"x-podium-run-id", outcome.run_id.encode())])
         return
     if data.get("stream"):
+        # Streams are never served from the response cache: of the podium options only data_class applies.
         stream = await stream_chat_completion(key=key, model_name=model, messages=messages, params=params,
-                                              metadata=metadata, **podium_options(data))
+                                              metadata=metadata, data_class=podium_options(data).get("data_class"))
         await until_disconnect(receive, send_stream(send, stream, include_usage(data)))
         return
     outcome = await chat_completion(key=key, model_name=model, messages=messages, params=params, metadata=metadata,
@@ -222,7 +224,7 @@ async def embeddings(scope, receive, send) -> None:
     data = parse_json(await read_body(receive, settings.PODIUM["MAX_BODY_BYTES"]))
     model, params, metadata = validate_embeddings_request(data)
     outcome = await create_embeddings(key=key, model_name=model, params=params, metadata=metadata,
-                                      **podium_options(data))
+                                      data_class=podium_options(data).get("data_class"))
     await send_json(send, 200, orjson.dumps(outcome.data), [(b"x-podium-run-id", outcome.run_id.encode())])
 
 

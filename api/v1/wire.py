@@ -4,9 +4,9 @@ from __future__ import annotations
 import orjson
 
 from api.json_limits import DEPTH_ERROR, NUL_ERROR, json_has_nul, json_too_deep
-from orchestration.models.registry import DATA_CLASSES
-from orchestration.gateway.chat import ChatOutcome
 from orchestration.errors import GatewayError
+from orchestration.gateway.chat import ChatOutcome
+from orchestration.models.registry import DATA_CLASSES
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 # Podium's own request fields; never sent upstream.

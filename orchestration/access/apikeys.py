@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestration import registry as registry_module
+from orchestration.models import APIKey
 from orchestration.models.keys import KEY_PREFIX, hash_key
 
 
@@ -37,8 +38,6 @@ def cached_key(raw_key: str) -> tuple[bool, KeyInfo | None]:
 
 def load_key(raw_key: str) -> KeyInfo | None:
     """Look a key up in the database (sync) and remember the answer, found or not."""
-    from orchestration.models import APIKey
-
     registry_module.get_registry()  # refresh the version first so the cache is cleared when stale
     version = registry_module._state["version"]
     if _cache_version[0] != version:

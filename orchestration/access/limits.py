@@ -21,8 +21,9 @@ from dataclasses import dataclass, replace
 
 from django.conf import settings
 
-from orchestration.instruments import RATE_LIMITED
 from orchestration.errors import GatewayError
+from orchestration.instruments import RATE_LIMITED
+from orchestration.models import APIKey
 
 logger = logging.getLogger(__name__)
 WINDOW_S = 60
@@ -110,8 +111,6 @@ def _refusal(code: int, retry_after: float, limits: KeyLimits) -> LimitExceeded:
 
 
 def spent_in_database(key_id: int) -> float:
-    from orchestration.models import APIKey
-
     value = APIKey.objects.filter(pk=key_id).values_list("spent_usd", flat=True).first()
     return float(value or 0)
 

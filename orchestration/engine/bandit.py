@@ -37,12 +37,8 @@ import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
+from orchestration.engine.route_choice import RouteChoice, RouteRequest, blended_price, classify_by_rules
 from orchestration.engine.types import ModelSpec
-
-if TYPE_CHECKING:  # routing.py imports this module to register the strategy
-    from orchestration.engine.routing import RouteChoice, RouteRequest
 
 PRIOR_WEIGHT = 4.0
 COST_WEIGHT = 0.15
@@ -112,8 +108,6 @@ def arm_counts(stats: Mapping[str, Mapping], alias: str, category: str) -> tuple
 
 def request_category(request: RouteRequest) -> str:
     """The route's fixed category, or the one its keyword rules find in the request, or "" (all)."""
-    from orchestration.engine.routing import classify_by_rules
-
     options = request.options
     if options.get("category"):
         return str(options["category"])
@@ -125,8 +119,6 @@ def request_category(request: RouteRequest) -> str:
 
 def choose(candidates: list[ModelSpec], request: RouteRequest) -> RouteChoice:
     """The `learned` strategy (registered in routing.STRATEGIES)."""
-    from orchestration.engine.routing import RouteChoice, blended_price
-
     options = request.options
     category = request_category(request)
     arms = [arm(m.alias, blended_price(m), m.quality_prior, *arm_counts(request.stats, m.alias, category),

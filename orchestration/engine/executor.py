@@ -68,6 +68,17 @@ class DeadlineExceeded(Exception):
     """The run's deadline passed; finished steps are kept."""
 
 
+class AwaitingReview(Exception):
+    """A gate's confidence is below its threshold and nobody has decided yet: the run pauses here."""
+
+    def __init__(self, gate_key: str, node_id: str, reason: str, candidates: list[dict], request: dict, *,
+                 due_in_s: float | None = None, default_action: str = "reject", detail: str = ""):
+        super().__init__(f"gate {node_id} awaits a review: {detail or reason}")
+        self.gate_key, self.node_id, self.reason = gate_key, node_id, reason
+        self.candidates, self.request = candidates, request
+        self.due_in_s, self.default_action, self.detail = due_in_s, default_action, detail
+
+
 class StepFailed(Exception):
     """A step failed for good (after retries and fallbacks)."""
 

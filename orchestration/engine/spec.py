@@ -16,6 +16,7 @@ import copy
 import re
 from collections.abc import Iterable
 
+from orchestration.engine.routing import STRATEGIES
 from orchestration.engine.templates import references, step_reference
 
 NODE_TYPES = ("call", "route", "cascade", "sequence", "parallel", "refine", "supervisor", "gate")
@@ -281,8 +282,6 @@ class _Checker:
         return set(available)
 
     def check_route(self, node, path, available):
-        from orchestration.engine.routing import STRATEGIES
-
         if ("route" in node) == ("strategy" in node):
             self.error(path, "a route node needs either 'route' (a route alias) or 'strategy' (with 'candidates')")
         if "route" in node:

@@ -26,19 +26,9 @@ import asyncio
 import json
 
 from orchestration.engine.executor import DeadlineExceeded, Engine, NodeResult, RunContext
+from orchestration.engine.nodes import HANDLERS, Execution, Scope
 from orchestration.engine.spec import compile_spec
 from orchestration.engine.types import messages_text
-
-
-class AwaitingReview(Exception):
-    """A gate's confidence is below its threshold and nobody has decided yet: the run pauses here."""
-
-    def __init__(self, gate_key: str, node_id: str, reason: str, candidates: list[dict], request: dict, *,
-                 due_in_s: float | None = None, default_action: str = "reject", detail: str = ""):
-        super().__init__(f"gate {node_id} awaits a review: {detail or reason}")
-        self.gate_key, self.node_id, self.reason = gate_key, node_id, reason
-        self.candidates, self.request = candidates, request
-        self.due_in_s, self.default_action, self.detail = due_in_s, default_action, detail
 
 
 def input_text(value) -> str:
@@ -69,8 +59,6 @@ def final_call_key(node: dict) -> str | None:
 
 
 async def run_workflow(engine: Engine, ctx: RunContext, spec: dict, input, *, final_stream=None) -> NodeResult:
-    from orchestration.engine.nodes import Execution, Scope
-
     compiled = compile_spec(spec)
     text = input_text(input)
     scope = Scope(input=text, previous=text, outputs={})
@@ -78,7 +66,7 @@ async def run_workflow(engine: Engine, ctx: RunContext, spec: dict, input, *, fi
     timeout = asyncio.timeout(ctx.seconds_left())
     try:
         async with timeout:
-            execution = Execution(engine, ctx)
+            execution = Execution(engine, ctx, HANDLERS)
             if final_stream is not None:
                 execution.stream_key, execution.final_stream = final_call_key(compiled["root"]), final_stream
             return await execution.run_node(compiled["root"], scope)

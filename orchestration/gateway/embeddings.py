@@ -25,12 +25,12 @@ class EmbeddingsOutcome:
 
 
 async def create_embeddings(*, key: KeyInfo, model_name: str, params: dict, metadata: dict | None = None,
-                            data_class: str | None = None, use_cache: bool = True) -> EmbeddingsOutcome:
+                            data_class: str | None = None) -> EmbeddingsOutcome:
     """Embeddings from a model that serves them, through the policy, redaction, circuit breakers, retries and
     fallbacks chat calls go through (engine/embeddings.py); recorded as a run like a chat call.
 
     `data_class` comes from the request's `podium` object; embeddings are never served from the response
-    cache (`use_cache` is accepted and ignored)."""
+    cache."""
     registry = await current_registry()
     model = registry.models.get(model_name)
     if model is None:

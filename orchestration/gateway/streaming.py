@@ -68,10 +68,9 @@ class ChatStream:
 
 
 async def stream_chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict], params: dict,
-                                 metadata: dict | None = None, data_class: str | None = None,
-                                 use_cache: bool = True) -> ChatStream:
+                                 metadata: dict | None = None, data_class: str | None = None) -> ChatStream:
     """A streamed call to a model or route alias (with fallbacks): resolved now, so an unknown model is a
-    plain 404. Streams are never served from the response cache (`use_cache` is accepted and ignored)."""
+    plain 404. Streams are never served from the response cache."""
     ctx, sink, model, route_attributes = await open_chat_run(model_name, messages, data_class)
     stream = stream_model(engine, ctx, model, ChatRequest(messages=messages, params=params),
                           attributes=route_attributes)

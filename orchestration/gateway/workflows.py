@@ -26,8 +26,8 @@ WORKFLOW_STATUS_CODES = {  # how a workflow run that did not succeed answers /v1
 
 
 async def run_workflow_sync(*, key: KeyInfo, model_name: str, messages: list[dict], params: dict,
-                            metadata: dict | None = None, stream: bool = False, data_class: str | None = None,
-                            use_cache: bool = True) -> ChatOutcome:
+                            metadata: dict | None = None, stream: bool = False,
+                            data_class: str | None = None) -> ChatOutcome:
     """`model: "workflow/<slug>"` on /v1: the run executes in this request and answers like one model.
 
     A run that pauses at a gate answers with `pending` (HTTP 202: the run id and where to review it).
@@ -104,8 +104,7 @@ class WorkflowStream:
 
 
 async def stream_workflow(*, key: KeyInfo, model_name: str, messages: list[dict], params: dict,
-                          metadata: dict | None = None, data_class: str | None = None,
-                          use_cache: bool = True) -> WorkflowStream:
+                          metadata: dict | None = None, data_class: str | None = None) -> WorkflowStream:
     """`model: "workflow/<slug>"` with stream=true: the run is created now (an unknown workflow is a plain
     404) and executes while the caller reads its final call's deltas (see WorkflowStream)."""
     slug = model_name.removeprefix(WORKFLOW_PREFIX)

@@ -27,9 +27,9 @@ from orchestration.engine.events import now_ms
 from orchestration.errors import ReviewConflict, ReviewError, ReviewForbidden, ReviewNotFound
 from orchestration.models import ReviewItem, Step
 from orchestration.models.runs import StepStatus
-from orchestration.reviews.selectors import (ACTION_BY_STATUS, DECIDE_PERMISSION, DECIDED_STATUSES, OPEN_STATUSES, Status,
-                                             _decided_action, _float, _ms, best_candidate_index,
-                                             decider_label, released, review_summary)
+from orchestration.reviews.selectors import (ACTION_BY_STATUS, DECIDE_PERMISSION, DECIDED_STATUSES, OPEN_STATUSES,
+                                             Status, _decided_action, _float, _ms, best_candidate_index, decider_label,
+                                             released, review_summary)
 from orchestration.runs.actions import resume_run
 
 logger = logging.getLogger(__name__)

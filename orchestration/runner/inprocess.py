@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 
+from orchestration.providers.pool import close_clients
 from orchestration.runs.execution import execute_run_async
 
 logger = logging.getLogger(__name__)
@@ -87,8 +88,6 @@ class InProcessRunner:
     def close_clients(self) -> None:
         """Close the upstream HTTP clients runs opened on this runner's loop (they live as long as it)."""
         if self._loop is not None and self._loop.is_running():
-            from orchestration.providers.pool import close_clients
-
             asyncio.run_coroutine_threadsafe(close_clients(), self._loop).result(10)
 
     def busy(self) -> int:

@@ -16,7 +16,7 @@ from orchestration.models import Run, Step, Workflow
 from orchestration.models.runs import RunStatus, StepStatus
 from orchestration.runs.dispatch import cancel_elsewhere, dispatch
 from orchestration.runs.events import publish_run_on_commit
-from orchestration.runs.execution import executing_here
+from orchestration.runs.executing import executing_here
 
 
 class WorkflowNotFound(LookupError):

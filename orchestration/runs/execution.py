@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -18,23 +17,27 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from orchestration.engine.executor import BudgetExceeded, DeadlineExceeded, NodeResult, RunContext, StepFailed
+from orchestration.engine.executor import (AwaitingReview, BudgetExceeded, DeadlineExceeded, NodeResult, RunContext,
+                                           StepFailed)
 from orchestration.engine.nodes import RunCancelled
 from orchestration.engine.policy import PolicyViolation
 from orchestration.engine.spec import SpecInvalid
-from orchestration.engine.workflow import AwaitingReview, run_workflow
+from orchestration.engine.workflow import run_workflow
 from orchestration.engine_config import engine
+from orchestration.learning import routing_stats as learned_routing_stats
 from orchestration.models import Run, Step
 from orchestration.models.runs import FINAL_RUN_STATUSES, RunStatus, StepStatus
+from orchestration.providers.pool import close_clients
 from orchestration.registry import cached_registry, get_registry
+from orchestration.reviews.actions import open_review
+from orchestration.reviews.selectors import decisions_for_run
+from orchestration.runs import executing
 from orchestration.runs.events import publish_run_on_commit
 from orchestration.runs.leases import execution_lease
 from orchestration.runs.sink import DurableSink
 
 logger = logging.getLogger(__name__)
 RUNNABLE = (RunStatus.QUEUED, RunStatus.RUNNING)
-_executing: set[str] = set()  # runs this process is executing right now
-_executing_lock = threading.Lock()
 
 
 @dataclass
@@ -55,8 +58,6 @@ class Prepared:
 def execute_run(run_id) -> str | None:
     """Execute (or go on with) a run, from sync code; returns its status afterwards. Safe to call twice."""
     async def execute_and_close():
-        from orchestration.providers.pool import close_clients
-
         try:
             return await execute_run_async(run_id)
         finally:
@@ -69,10 +70,8 @@ async def execute_run_async(run_id, *, final_stream=None) -> str | None:
     """`final_stream`: where the run's final model call streams its deltas (see engine/workflow.py).
     None when the run is already under way, here or (embedded mode) in another process."""
     run_id = str(run_id)
-    with _executing_lock:
-        if run_id in _executing:
-            return None  # already under way in this process
-        _executing.add(run_id)
+    if not executing.begin(run_id):
+        return None  # already under way in this process
     try:
         lease = await asyncio.to_thread(execution_lease, run_id)  # creates a file: not on the event loop
         if lease is None:
@@ -89,14 +88,7 @@ async def execute_run_async(run_id, *, final_stream=None) -> str | None:
         finally:
             lease.release(ended=ended)  # not ended (the process stopping, a bug): the sweep resumes it
     finally:
-        with _executing_lock:
-            _executing.discard(run_id)
-
-
-def executing_here() -> frozenset[str]:
-    """The runs this process is executing right now."""
-    with _executing_lock:
-        return frozenset(_executing)
+        executing.end(run_id)
 
 
 def _status(run_id: str) -> str | None:
@@ -128,25 +120,13 @@ def _prepare(run_id: str) -> Prepared | None:
         budget_usd=float(run.budget_usd) if run.budget_usd is not None else None,
         deadline_s=(run.deadline_at - now).total_seconds() if run.deadline_at else None,
         spent_usd=float(run.cost_usd), started_at=run.started_at, metadata=dict(run.metadata or {}),
-        completed=completed, decisions=_decisions(run_id))
-
-
-def _decisions(run_id: str) -> dict[str, dict]:
-    try:
-        from orchestration.reviews.selectors import decisions_for_run
-    except ImportError:  # no review queue installed: gates only ever pause
-        return {}
-    return decisions_for_run(run_id)
+        completed=completed, decisions=decisions_for_run(run_id))
 
 
 def routing_stats() -> dict:
     """Observed per-model statistics for routing (cached by orchestration.learning), or none."""
     try:
-        from orchestration.learning import routing_stats as stats
-    except ImportError:
-        return {}
-    try:
-        return stats()
+        return learned_routing_stats()
     except Exception:  # statistics are a refinement; routing falls back to priors
         logger.warning("routing statistics unavailable", exc_info=True)
         return {}
@@ -235,11 +215,6 @@ def finish_run(run_id: str, *, status: str, result: NodeResult | None, error: st
 
 
 def _open_review(run_id: str, review: AwaitingReview) -> None:
-    try:
-        from orchestration.reviews.actions import open_review
-    except ImportError:
-        logger.warning("run %s awaits review of %s but no review queue is installed", run_id, review.gate_key)
-        return
     open_review(run_id=run_id, step_key=review.gate_key, node_id=review.node_id, reason=review.reason,
                 request=review.request, candidates=review.candidates, due_in_s=review.due_in_s,
                 default_action=review.default_action)

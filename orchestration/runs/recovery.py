@@ -31,7 +31,8 @@ from orchestration.models import Run
 from orchestration.models.runs import RunStatus
 from orchestration.runs.delivery import VISIBILITY_TIMEOUT_S
 from orchestration.runs.dispatch import dispatch, runner
-from orchestration.runs.execution import RUNNABLE, executing_here, finish_run
+from orchestration.runs.executing import executing_here
+from orchestration.runs.execution import RUNNABLE, finish_run
 from orchestration.runs.leases import LocalLease, lease_held
 
 logger = logging.getLogger(__name__)

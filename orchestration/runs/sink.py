@@ -18,6 +18,7 @@ from django.db import close_old_connections, transaction
 from django.db.models import F
 
 from orchestration import live
+from orchestration.access import limits
 from orchestration.models import APIKey, Run, Step
 from orchestration.models.runs import RunStatus, StepStatus
 from orchestration.recording import money, ms_to_datetime, step_from_event
@@ -109,7 +110,6 @@ class DurableSink:
             if self.api_key_id and cost:
                 APIKey.objects.filter(pk=self.api_key_id).update(spent_usd=F("spent_usd") + cost)
             if self.api_key_id:  # the key's tokens/min and budget counters (shared across processes)
-                from orchestration.access import limits
 
                 limits.settle({self.api_key_id: (int(event.get("tokens_in") or 0) + int(event.get("tokens_out") or 0),
                                                  float(cost))})

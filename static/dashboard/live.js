@@ -102,8 +102,3 @@ export function cell(row, text, className) {
   row.appendChild(td);
   return td;
 }
-
-// Backwards-compatible entry for pages written against the first slice: one topic, snapshot + frames.
-export function connectLive({ topic = "overview", onSnapshot, onFrame }) {
-  subscribe(topic, { snapshot: onSnapshot, frame: onFrame || (() => {}) });
-}

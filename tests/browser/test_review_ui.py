@@ -3,8 +3,8 @@ paused run completing on the runs page."""
 import pytest
 from playwright.sync_api import expect
 
-from orchestration.reviews.actions import claim_review, Reviewer
 from orchestration.models import ReviewItem, Run
+from orchestration.reviews.actions import Reviewer, claim_review
 from orchestration.runs.actions import start_run
 from orchestration.workflows import save_workflow
 from tests.browser.conftest import log_in

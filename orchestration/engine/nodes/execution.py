@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, replace
 from orchestration.engine.events import now_ms
 from orchestration.engine.executor import Engine, NodeResult, RunContext, StepFailed
 from orchestration.engine.policy import PolicyViolation
-from orchestration.engine.routing import RouteRequest, choose, resolve_route
+from orchestration.engine.route_choice import RouteRequest
+from orchestration.engine.routing import choose, resolve_route
 from orchestration.engine.spec import node_ids
 from orchestration.engine.streaming import stream_model
 from orchestration.engine.templates import render
@@ -81,9 +82,10 @@ def messages_for(node: dict, scope: Scope, prompt: str | None = None) -> list[di
 class Execution:
     """Runs nodes for one RunContext. Handlers (nodes/*.py) call back into `run_node`, `call` and `span`."""
 
-    def __init__(self, engine: Engine, ctx: RunContext):
+    def __init__(self, engine: Engine, ctx: RunContext, handlers: dict):
         self.engine = engine
         self.ctx = ctx
+        self.handlers = handlers  # node type -> handler (nodes.HANDLERS): handlers import this module
         self.completed: dict[str, dict] = ctx.meta.get("completed_steps") or {}
         # The final call's step key and where its deltas go, when the caller streams (see engine/workflow.py).
         self.stream_key: str | None = None
@@ -104,12 +106,10 @@ class Execution:
         self.ctx.check_limits(next_cost_usd)
 
     async def run_node(self, node: dict, scope: Scope) -> NodeResult:
-        from orchestration.engine.nodes import HANDLERS
-
         result = self.reused(node["id"])
         if result is None:
             self.check()
-            result = await HANDLERS[node["type"]](self, node, scope)
+            result = await self.handlers[node["type"]](self, node, scope)
         else:
             # Later templates may read any node under this one: their stored outputs stand in too.
             for node_id in node_ids(node):

@@ -1,9 +1,8 @@
 """The gate: below its confidence threshold, the run waits for a person's decision."""
 from __future__ import annotations
 
-from orchestration.engine.executor import NodeResult, StepFailed
+from orchestration.engine.executor import AwaitingReview, NodeResult, StepFailed
 from orchestration.engine.nodes.execution import Execution, Scope, messages_for, total
-from orchestration.engine.workflow import AwaitingReview
 
 HUMAN_CONFIDENCE = 1.0  # a person approved or wrote the output
 

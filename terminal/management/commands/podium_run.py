@@ -6,9 +6,10 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 
-from terminal.run_progress import (EXIT_CODES, EXIT_TIMEOUT, EXIT_USAGE, LineDisplay, LiveDisplay,
-                                                 LocalRuns, RemoteRuns, RunRefused, StillRunning, follow,
-                                                 outcome_message, read_input, summary_line)
+from podium.client import PodiumClient
+from terminal.run_progress import (EXIT_CODES, EXIT_TIMEOUT, EXIT_USAGE, LineDisplay, LiveDisplay, LocalRuns,
+                                   RemoteRuns, RunRefused, StillRunning, follow, outcome_message, read_input,
+                                   summary_line)
 
 
 class Command(BaseCommand):
@@ -48,8 +49,6 @@ class Command(BaseCommand):
             raise CommandError("--url needs an API key with the 'runs' scope: --key pdm_… or PODIUM_API_KEY",
                                returncode=EXIT_USAGE)
         if url:
-            from podium.client import PodiumClient
-
             runs = RemoteRuns(PodiumClient(url, key))
         else:
             runs = LocalRuns()

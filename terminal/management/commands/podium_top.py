@@ -6,9 +6,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 
+from podium.client import AsyncPodiumClient, PodiumError
 from terminal.top import ChannelLayerSource, LiveScreen, PlainScreen, WebSocketSource, run_top
 from terminal.top_state import TopState
-from podium.client import AsyncPodiumClient, PodiumError
 
 
 class Command(BaseCommand):
