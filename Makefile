@@ -77,4 +77,4 @@ docs: install
 	$(VENV)/bin/mkdocs build --strict --quiet
 
 clean:
-	rm -rf $(VENV) var .test-*.sqlite3* *.egg-info
+	rm -rf $(VENV) var site .test-*.sqlite3* *.egg-info
