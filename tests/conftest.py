@@ -8,7 +8,9 @@ import time
 
 import pytest
 import uvicorn
+from django.conf import global_settings
 from django.contrib.auth import get_user_model
+from django.test import override_settings
 
 from orchestration import live
 from orchestration.demo import seed_demo_registry
@@ -62,6 +64,17 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hashing():
+    """Passwords the test process sets are hashed with MD5: Django's default (PBKDF2, a million rounds) costs
+    ~0.4 s per user created or login checked, minutes over the suite. The default hashers stay in the list, so
+    a hash another process wrote still verifies here. Subprocesses (daphne, Celery, manage.py) keep Django's
+    defaults: the users they authenticate are created in them (tests/production/seed.py), as in production."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher",
+                                             *global_settings.PASSWORD_HASHERS]):
+        yield
 
 
 @pytest.fixture(autouse=True)
