@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help install demo test test-fast browser-deps run migrate clean bench bench-deps vendor run-uvicorn up
+.PHONY: help install demo test test-fast browser-deps run migrate clean bench bench-deps vendor run-uvicorn up docs
 
 help:
 	@echo "make demo   - set up and run Podium (embedded mode) with demo traffic on http://$(HOST):$(PORT)"
@@ -15,6 +15,7 @@ help:
 	@echo "make run    - run the server without demo traffic"
 	@echo "make up     - production-like stack: 2 daphne, 2 Celery workers, beat on PostgreSQL + Redis (DATABASE_URL, REDIS_URL)"
 	@echo "make bench  - run the benchmarks under bench/"
+	@echo "make docs   - build the documentation (docs/, MkDocs, strict) into site/"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -74,5 +75,9 @@ bench-deps:
 bench: install bench-deps
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
+# The project's docs (docs/, mkdocs.yml); strict: a broken link or a page missing from the nav fails.
+docs: install
+	$(VENV)/bin/mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) var .test-*.sqlite3* *.egg-info
+	rm -rf $(VENV) var site .test-*.sqlite3* *.egg-info

@@ -245,13 +245,13 @@ PODIUM = {
     # how long a cached registry/API-key snapshot may be served before re-checking the version
     "REGISTRY_CHECK_INTERVAL": env_float("PODIUM_REGISTRY_CHECK_INTERVAL", 1.0),
     "MAX_BODY_BYTES": env_int("PODIUM_MAX_BODY_BYTES", 4 * 1024 * 1024),
-    # required for /metrics when PODIUM_PRODUCTION is set (README "Metrics")
+    # required for /metrics when PODIUM_PRODUCTION is set (docs/operations.md, "The metrics token")
     "METRICS_TOKEN": env_str("PODIUM_METRICS_TOKEN", ""),
     # reverse proxies whose X-Forwarded-For names the client (orchestration/access/client_address.py)
     "TRUSTED_PROXIES": env_networks("PODIUM_TRUSTED_PROXIES", "none"),
     # where people reach this Podium: links printed by command-line tools (e.g. a run's review page)
     "PUBLIC_URL": env_str("PODIUM_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
-    # resilience (README "Resilience"): retries of one model, and the per-model circuit breaker
+    # resilience (docs/resilience.md): retries of one model, and the per-model circuit breaker
     "RETRY_MAX": env_int("PODIUM_RETRY_MAX", 2),
     "RETRY_BASE_DELAY_S": env_float("PODIUM_RETRY_BASE_DELAY_S", 0.25),
     "CIRCUIT_FAILURES": env_int("PODIUM_CIRCUIT_FAILURES", 5),

@@ -9,7 +9,7 @@ from orchestration.models import Workflow, WorkflowVersion
 from orchestration.workflows import save_workflow, validate_workflow_spec
 
 SPEC_HELP = ("The workflow as JSON: {\"root\": {\"type\": \"…\", …}}. Node types: call, route, cascade, sequence, "
-             "parallel, refine, supervisor, gate (see README, \"Workflow specs\"). Saving a different spec adds a "
+             "parallel, refine, supervisor, gate (see docs/workflows.md, \"Workflow specs\"). Saving a different spec adds a "
              "version; runs keep the version they started with.")
 
 

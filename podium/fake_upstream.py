@@ -209,7 +209,8 @@ class FakeUpstream:
 
     # --- lifecycle ----------------------------------------------------------------
     async def _start(self, port: int) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        # stop() cancels a handler still sleeping (a "slow" fault whose client gave up) after 0.5 s, not aiohttp's 60.
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()

@@ -8,7 +8,9 @@ import time
 
 import pytest
 import uvicorn
+from django.conf import global_settings
 from django.contrib.auth import get_user_model
+from django.test import override_settings
 
 from orchestration import live
 from orchestration.demo import seed_demo_registry
@@ -25,6 +27,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class PromptlyStoppedServer(uvicorn.Server):
+    """uvicorn's Server, whose main loop also wakes when told to stop: uvicorn notices `should_exit` only at
+    its next 0.1 s tick, and a suite stops a server some 250 times."""
+
+    stop_requested: asyncio.Event | None = None
+
+    async def main_loop(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stop_requested = asyncio.Event()
+        counter = 0
+        while not await self.on_tick(counter):  # as uvicorn's: the Date header, max requests, should_exit
+            counter = (counter + 1) % 864000
+            try:
+                await asyncio.wait_for(self.stop_requested.wait(), 0.1)
+            except TimeoutError:
+                pass
+
+    def request_stop(self) -> None:
+        self.should_exit = True  # first: a main loop not yet running sees it at its first tick
+        if self.stop_requested is not None:
+            try:
+                self.loop.call_soon_threadsafe(self.stop_requested.set)
+            except RuntimeError:  # the loop has closed: the server stopped already
+                pass
+
+
 class LiveServer:
     """config.asgi served by uvicorn in a thread of the test process: same database, same channel layer."""
 
@@ -36,7 +64,7 @@ class LiveServer:
                                 lifespan="on", ws="websockets-sansio",
                                 # As `make run-uvicorn`: X-Forwarded-* are PODIUM_TRUSTED_PROXIES's to judge.
                                 proxy_headers=False)
-        self.server = uvicorn.Server(config)
+        self.server = PromptlyStoppedServer(config)
         self.thread = threading.Thread(target=self._run, name="live-podium", daemon=True)
 
     def _run(self) -> None:
@@ -60,8 +88,19 @@ class LiveServer:
         return self
 
     def stop(self) -> None:
-        self.server.should_exit = True
+        self.server.request_stop()
         self.thread.join(10)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hashing():
+    """Passwords the test process sets are hashed with MD5: Django's default (PBKDF2, a million rounds) costs
+    ~0.4 s per user created or login checked, minutes over the suite. The default hashers stay in the list, so
+    a hash another process wrote still verifies here. Subprocesses (daphne, Celery, manage.py) keep Django's
+    defaults: the users they authenticate are created in them (tests/production/seed.py), as in production."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher",
+                                             *global_settings.PASSWORD_HASHERS]):
+        yield
 
 
 @pytest.fixture(autouse=True)

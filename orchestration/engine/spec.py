@@ -3,7 +3,7 @@
 A spec is `{"root": <node>}` (plus an optional "description"). `compile_spec` checks it
 and returns a normalised copy the executor runs: every node gets an `id` (explicit ids
 are kept; others become `<type>-<n>`), defaults are filled in, and parallel shorthand
-branches (a bare model alias) become `call` nodes. README.md ("Workflow specs")
+branches (a bare model alias) become `call` nodes. docs/workflows.md ("Workflow specs")
 documents each node type; the field tables below are the source of truth.
 
 Templates may use `{{input}}`, `{{previous}}` and `{{steps.<id>.output}}`; a reference to a

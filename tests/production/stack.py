@@ -213,6 +213,7 @@ class Process:
         self.args, self.env = args, env
         self.log_path = logdir / f"{name}.log"
         self.popen: subprocess.Popen | None = None
+        self.terminated = False
 
     def start(self) -> "Process":
         log = open(self.log_path, "ab")
@@ -237,11 +238,17 @@ class Process:
         except ProcessLookupError:
             pass
 
+    def terminate(self) -> None:
+        """Ask the group to stop (SIGTERM) without waiting; `stop()` waits."""
+        if self.alive() and not self.terminated:
+            self.terminated = True
+            self.kill(signal.SIGTERM)
+
     def stop(self, timeout: float = 10) -> None:
         if not self.alive():
             self.kill()
             return
-        self.kill(signal.SIGTERM)
+        self.terminate()
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -338,6 +345,9 @@ class Stack:
         raise RuntimeError(f"{process.name} did not answer {url}:\n{process.log_tail()}")
 
     def stop(self) -> None:
+        # All asked at once, then each waited for: the shutdowns overlap instead of adding up.
+        for process in reversed(self.processes):
+            process.terminate()
         for process in reversed(self.processes):
             process.stop()
         self.proxy.close()
