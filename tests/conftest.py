@@ -13,10 +13,12 @@ from django.contrib.auth import get_user_model
 from orchestration import live
 from orchestration.demo import seed_demo_registry
 from orchestration.engine.circuit_breaker import circuit_breakers
+from orchestration.engine.events import ListSink
 from orchestration.gateway.writer import writer
 from orchestration.models import APIKey, LLMModel, Provider
 from orchestration.registry import bump_version
 from podium.fake_upstream import FakeUpstream
+from tests.eventschema import EventChecker
 
 
 def free_port() -> int:
@@ -62,6 +64,32 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def event_checker():
+    """Every live event published in this process, and every event a ListSink collects, checked against its type."""
+    checker = EventChecker()
+    live.observers.append(checker)
+    with pytest.MonkeyPatch.context() as patch:
+        collect = ListSink.emit
+
+        def emit(sink, event):
+            checker(event)
+            collect(sink, event)
+        patch.setattr(ListSink, "emit", emit)
+        yield checker
+    live.observers.remove(checker)
+
+
+@pytest.fixture(autouse=True)
+def events_match_their_types(event_checker):
+    """A test during which an event not matching its type was published fails, naming the event and the field."""
+    yield
+    problems = event_checker.drain()
+    if problems:
+        pytest.fail("live events that do not match their types (orchestration/engine/events.py):\n  "
+                    + "\n  ".join(problems[:20]), pytrace=False)
 
 
 @pytest.fixture(autouse=True)
