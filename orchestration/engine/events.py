@@ -181,10 +181,16 @@ def run_updated(*, run_id: str, status: RunStatus, target: str, kind: str, api_k
     """Where a run stands; the totals once they are known (a /v1 call's at its end, a workflow run's as it goes)."""
     event = {"type": "run.updated", "ts": now_ms() if ts is None else ts, "run_id": run_id, "status": status,
              "target": target, "kind": kind, "api_key": api_key}
-    for name, value in (("cost_usd", cost_usd), ("tokens_in", tokens_in), ("tokens_out", tokens_out),
-                        ("latency_ms", latency_ms), ("confidence", confidence)):
-        if value is not None:
-            event[name] = value
+    if cost_usd is not None:
+        event["cost_usd"] = cost_usd
+    if tokens_in is not None:
+        event["tokens_in"] = tokens_in
+    if tokens_out is not None:
+        event["tokens_out"] = tokens_out
+    if latency_ms is not None:
+        event["latency_ms"] = latency_ms
+    if confidence is not None:
+        event["confidence"] = confidence
     return event
 
 
