@@ -67,7 +67,7 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def event_checker():
+def event_checker(request):
     """Every live event published in this process, and every event a ListSink collects, checked against its type."""
     checker = EventChecker()
     live.observers.append(checker)
@@ -78,15 +78,31 @@ def event_checker():
             checker(event)
             collect(sink, event)
         patch.setattr(ListSink, "emit", emit)
+        request.config.stash[EVENTS_CHECKED] = checker
         yield checker
     live.observers.remove(checker)
+    fail_for_bad_events(checker)  # published after the last test's own check
+
+
+EVENTS_CHECKED = pytest.StashKey[EventChecker]()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    checker = config.stash.get(EVENTS_CHECKED, None)
+    if checker is not None and checker.checked:
+        types = ", ".join(f"{name} {count}" for name, count in sorted(checker.types.items(), key=str))
+        terminalreporter.write_line(f"live events checked against their types: {checker.checked} ({types})")
 
 
 @pytest.fixture(autouse=True)
 def events_match_their_types(event_checker):
     """A test during which an event not matching its type was published fails, naming the event and the field."""
     yield
-    problems = event_checker.drain()
+    fail_for_bad_events(event_checker)
+
+
+def fail_for_bad_events(checker: EventChecker) -> None:
+    problems = checker.drain()
     if problems:
         pytest.fail("live events that do not match their types (orchestration/engine/events.py):\n  "
                     + "\n  ".join(problems[:20]), pytrace=False)

@@ -8,6 +8,7 @@ checked here, since a TypedDict cannot forbid them itself.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from typing import Annotated
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -49,6 +50,7 @@ class EventChecker:
 
     def __init__(self) -> None:
         self.checked = 0
+        self.types: Counter[str] = Counter()
         self._problems: list[str] = []
         self._lock = threading.Lock()
 
@@ -56,6 +58,7 @@ class EventChecker:
         problems = event_problems(event)
         with self._lock:
             self.checked += 1
+            self.types[event.get("type") if isinstance(event, dict) else None] += 1
             self._problems.extend(problems)
 
     def drain(self) -> list[str]:
