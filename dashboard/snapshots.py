@@ -10,6 +10,7 @@ from datetime import datetime
 
 from django.db.models import Count, Q, Sum
 
+from orchestration.engine.events import STEP_MARKERS
 from orchestration.models import APIKey, LLMModel, ReviewItem, Run, Step
 from orchestration.reviews.selectors import OPEN_STATUSES, review_backlog, review_row
 
@@ -17,7 +18,6 @@ RECENT_CALLS = 25
 RECENT_RUNS = 50
 PREVIEW_CHARS = 500
 TEXT_CHARS = 100_000  # run detail shows whole prompts and outputs, within reason
-STEP_MARKERS = ("cached", "redacted", "retries", "fallback_from", "reason", "iteration", "branch", "tokens_estimated")
 
 
 def epoch_ms(value: datetime | None) -> int | None:

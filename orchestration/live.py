@@ -3,14 +3,9 @@
 Channel-layer messages are at-most-once; an event that cannot be delivered is
 dropped and counted (`dropped_events`), never raised to the caller.
 
-Every event is a dict `{"type": ..., "ts": <epoch ms>, ...}`. Types in use:
-  step.started   run_id, step_id, parent_id, key, node_id, node_type, model, provider, prompt
-  step.finished  the same plus status, output, error, confidence, tokens_in, tokens_out, cost_usd,
-                 latency_ms, started_ts, attributes
-  run.updated    run_id, status, target, kind, api_key (prefix), and totals when final
-  review.created / review.updated / review.decided   review_id, run_id, status, ...
-  model.health   model, state (closed | open | half_open), in_flight
-  metrics.tick   per-model windows (see dashboard aggregation)
+Every event is a dict `{"type": ..., "ts": <epoch ms>, ...}` built by a builder of
+orchestration/engine/events.py, whose TypedDicts say what each type carries: step.started,
+step.finished, run.updated, review.created, review.updated, review.decided, model.health.
 """
 from __future__ import annotations
 
@@ -21,6 +16,7 @@ import weakref
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
+from orchestration.engine.events import Event
 from orchestration.process_loop import process_loop
 
 logger = logging.getLogger(__name__)
@@ -33,7 +29,7 @@ _pending: set[asyncio.Task] = set()
 observers: list = []
 
 
-def _observe(event: dict) -> None:
+def _observe(event: Event) -> None:
     for observer in observers:
         try:
             observer(event)
@@ -41,7 +37,7 @@ def _observe(event: dict) -> None:
             logger.exception("live event observer %r failed", observer)
 
 
-async def publish_async(event: dict) -> None:
+async def publish_async(event: Event) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
@@ -55,7 +51,7 @@ async def publish_async(event: dict) -> None:
             logger.warning("live event dropped (%s dropped so far): %s", stats["dropped"], type(exc).__name__)
 
 
-def publish(event: dict) -> None:
+def publish(event: Event) -> None:
     """Fire and forget from async code; send and wait (bounded) from sync code."""
     _observe(event)
     try:
@@ -77,7 +73,7 @@ def publish(event: dict) -> None:
 
 # Events published on one loop between two of its iterations go out in one task, in order: the /v1
 # hot path publishes four events a request, and a task each was a measurable share of its CPU.
-_outbox: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[dict]]" = weakref.WeakKeyDictionary()
+_outbox: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Event]]" = weakref.WeakKeyDictionary()
 
 
 async def _send_batch(loop: asyncio.AbstractEventLoop) -> None:
@@ -93,7 +89,7 @@ def _nobody_listens(layer) -> bool:
     return isinstance(layer, InMemoryChannelLayer) and not layer.groups.get(EVENTS_GROUP)
 
 
-def _publish_from_sync(event: dict) -> None:
+def _publish_from_sync(event: Event) -> None:
     if isinstance(get_channel_layer(), InMemoryChannelLayer | None):
         async_to_sync(publish_async)(event)  # in-process only: no connection to keep
         return

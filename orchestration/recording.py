@@ -5,10 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from decimal import Decimal
 
+from orchestration.engine.events import STEP_MARKERS, StepFinished
 from orchestration.models import Step
-
-STEP_EVENT_ATTRIBUTES = ("cached", "redacted", "retries", "fallback_from", "reason", "tokens_estimated",
-                         "tier_reason", "iteration", "branch")
 
 
 def ms_to_datetime(ms: float) -> datetime:
@@ -41,9 +39,9 @@ class Row(dict):
             raise AttributeError(name) from None
 
 
-def step_values(event: dict) -> dict:
+def step_values(event: StepFinished) -> dict:
     attributes = dict(event.get("attributes") or {})
-    for name in STEP_EVENT_ATTRIBUTES:
+    for name in STEP_MARKERS:  # those a step event carries at its top level (fallback_from, tokens_estimated)
         if event.get(name) not in (None, False, ""):
             attributes.setdefault(name, event[name])
     return dict(
@@ -59,11 +57,11 @@ def step_values(event: dict) -> dict:
     )
 
 
-def step_from_event(event: dict) -> Step:
+def step_from_event(event: StepFinished) -> Step:
     """A `step.finished` event as an unsaved Step row."""
     return Step(**step_values(event))
 
 
-def step_row(event: dict) -> Row:
+def step_row(event: StepFinished) -> Row:
     """A `step.finished` event as a Row for the batched writer (the hot path's `step_from_event`)."""
     return Row(Step, step_values(event))

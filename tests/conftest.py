@@ -15,10 +15,12 @@ from django.test import override_settings
 from orchestration import live
 from orchestration.demo import seed_demo_registry
 from orchestration.engine.circuit_breaker import circuit_breakers
+from orchestration.engine.events import ListSink
 from orchestration.gateway.writer import writer
 from orchestration.models import APIKey, LLMModel, Provider
 from orchestration.registry import bump_version
 from podium.fake_upstream import FakeUpstream
+from tests.eventschema import EventChecker
 
 
 def free_port() -> int:
@@ -101,6 +103,48 @@ def fast_password_hashing():
     with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher",
                                              *global_settings.PASSWORD_HASHERS]):
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def event_checker(request):
+    """Every live event published in this process, and every event a ListSink collects, checked against its type."""
+    checker = EventChecker()
+    live.observers.append(checker)
+    with pytest.MonkeyPatch.context() as patch:
+        collect = ListSink.emit
+
+        def emit(sink, event):
+            checker(event)
+            collect(sink, event)
+        patch.setattr(ListSink, "emit", emit)
+        request.config.stash[EVENTS_CHECKED] = checker
+        yield checker
+    live.observers.remove(checker)
+    fail_for_bad_events(checker)  # published after the last test's own check
+
+
+EVENTS_CHECKED = pytest.StashKey[EventChecker]()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    checker = config.stash.get(EVENTS_CHECKED, None)
+    if checker is not None and checker.checked:
+        types = ", ".join(f"{name} {count}" for name, count in sorted(checker.types.items(), key=str))
+        terminalreporter.write_line(f"live events checked against their types: {checker.checked} ({types})")
+
+
+@pytest.fixture(autouse=True)
+def events_match_their_types(event_checker):
+    """A test during which an event not matching its type was published fails, naming the event and the field."""
+    yield
+    fail_for_bad_events(event_checker)
+
+
+def fail_for_bad_events(checker: EventChecker) -> None:
+    problems = checker.drain()
+    if problems:
+        pytest.fail("live events that do not match their types (orchestration/engine/events.py):\n  "
+                    + "\n  ".join(problems[:20]), pytrace=False)
 
 
 @pytest.fixture(autouse=True)

@@ -17,8 +17,10 @@ from observability import model_stats, origin
 from observability.metrics_exchange import exchange_once
 from observability.metrics_window import MetricsWindow, local_window
 from observability.model_status import model_status
+from orchestration.engine.events import review_created, review_updated, step_started
 from orchestration.gateway.writer import writer
 from orchestration.models import APIKey, ReviewItem, Run, Step
+from orchestration.reviews.selectors import review_summary
 from tests.conftest import free_port, wait_for
 from tests.dashboardhelpers import TopicMirror, chat, frames_until, publish_in_server, subscribe
 from tests.livehelpers import connect_dashboard, next_event, session_cookie
@@ -334,10 +336,10 @@ def test_a_run_topic_starts_from_the_recorded_steps_and_follows_live_ones(podium
         async with connect_dashboard(podium_server, cookie) as socket:
             mirror = TopicMirror(await subscribe(socket, f"run:{run_id}"))
             recorded = dict(mirror.values)
-            await asyncio.to_thread(publish_in_server, {
-                "type": "step.started", "ts": int(time.time() * 1000), "run_id": run_id, "step_id": extra,
-                "parent_id": None, "key": "judge", "node_id": "judge", "node_type": "call", "model": "atlas-pro",
-                "prompt": [{"role": "user", "content": "judge"}]})
+            await asyncio.to_thread(publish_in_server, step_started(
+                step={"run_id": run_id, "step_id": extra, "parent_id": None, "key": "judge", "node_id": "judge",
+                      "node_type": "call", "model": "atlas-pro", "provider": "mock-medium"},
+                ts=int(time.time() * 1000), prompt=[{"role": "user", "content": "judge"}]))
             await frames_until(socket, lambda f: mirror.apply(f) and f"step.{extra}" in mirror.values)
             return recorded, mirror.values
 
@@ -384,11 +386,10 @@ def test_the_reviews_topic_lists_open_items_and_follows_review_events(podium_ser
             await asyncio.to_thread(ReviewItem.objects.filter(pk=waiting.pk).update, status="claimed",
                                     assignee=staff_user)
             fresh = await asyncio.to_thread(ReviewItem.objects.create, run=run, reason="policy")
-            await asyncio.to_thread(publish_in_server,
-                                    {"type": "review.updated", "ts": 1, "review_id": str(waiting.id), "run_id": str(run.id),
-                                     "status": "claimed"},
-                                    {"type": "review.created", "ts": 2, "review_id": str(fresh.id), "run_id": str(run.id),
-                                     "status": "pending", "reason": "policy"})
+            claimed, created = await asyncio.to_thread(
+                lambda: [review_summary(ReviewItem.objects.get(pk=pk)) for pk in (waiting.pk, fresh.pk)])
+            await asyncio.to_thread(publish_in_server, review_updated(review=claimed, change="claimed"),
+                                    review_created(review=created))
             await frames_until(socket, lambda f: mirror.apply(f) and f"item.{fresh.id}" in mirror.values)
             return before, mirror.values, fresh
 

@@ -5,6 +5,7 @@ from django.test import override_settings
 from django.conf import settings
 
 from orchestration import live
+from orchestration.engine.events import model_health
 from orchestration.gateway.writer import writer
 from orchestration.models import ReviewItem, Run
 
@@ -45,7 +46,7 @@ def test_a_v1_call_is_counted_per_model_and_provider(podium_server, demo_registr
 
 
 def test_circuit_states_review_backlog_and_runs_in_progress_are_exported(client, db):
-    live.publish({"type": "model.health", "ts": 1, "model": "flaky-model", "state": "open", "in_flight": 0})
+    live.publish(model_health(model="flaky-model", state="open", in_flight=0))
     run = Run.objects.create(target="workflow/x", kind=Run.Kind.WORKFLOW, status="awaiting_review",
                              created_at="2026-01-01T00:00:00Z")
     ReviewItem.objects.create(run=run, status=ReviewItem.Status.PENDING)
@@ -54,7 +55,7 @@ def test_circuit_states_review_backlog_and_runs_in_progress_are_exported(client,
     assert metric(text, "podium_review_backlog", status="pending") == 1
     assert metric(text, "podium_runs_in_progress", status="awaiting_review") == 1
     assert "podium_writer_pending_runs" in text
-    live.publish({"type": "model.health", "ts": 2, "model": "flaky-model", "state": "closed", "in_flight": 0})
+    live.publish(model_health(model="flaky-model", state="closed", in_flight=0))
     assert metric(client.get("/metrics").content.decode(), "podium_circuit_state", model="flaky-model") == 0
 
 

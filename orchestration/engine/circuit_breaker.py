@@ -10,9 +10,9 @@ A failure is a call that raised a *retryable* ProviderError (5xx, 429, timeout, 
 malformed answer). A non-retryable error (400, 401, …) means the provider answered: it counts as a
 success here, because falling back cannot fix a bad request.
 
-Every state change is emitted as a `model.health` event through the sink of the request that caused
-it: `{"type": "model.health", "ts", "model", "state", "in_flight"}`. The lock is a threading one
-because one process may run several event loops (the ASGI server, in-process runners, tests).
+Every state change is emitted as a `model.health` event (`events.model_health`) through the sink of
+the request that caused it. The lock is a threading one because one process may run several event
+loops (the ASGI server, in-process runners, tests).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 
-from orchestration.engine.events import EventSink, now_ms
+from orchestration.engine.events import EventSink, model_health
 from orchestration.engine.types import ModelSpec
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
@@ -128,8 +128,7 @@ class CircuitBreaker:
 
     def _emit(self, sink: EventSink | None, state: str, in_flight: int) -> None:
         if sink is not None:
-            sink.emit({"type": "model.health", "ts": now_ms(), "model": self.model, "state": state,
-                       "in_flight": in_flight})
+            sink.emit(model_health(model=self.model, state=state, in_flight=in_flight))
 
 
 class CircuitBreakers:

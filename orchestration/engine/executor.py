@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from orchestration.engine.cache import (MemoryResponseCache, ResponseCache, cache_key, entry_from_result,
                                         result_from_entry)
 from orchestration.engine.circuit_breaker import CLOSED, CircuitBreakers, circuit_breakers
-from orchestration.engine.events import EventSink, now_ms
+from orchestration.engine.events import EventSink, StepIdentity, now_ms, step_finished, step_started
 from orchestration.engine.policy import allows, check_data_class, needs_redaction, redact_messages
 from orchestration.engine.registry import Registry
 from orchestration.engine.resilience import RetryPolicy, call_with_retries, fallback_chain, timeout_for, with_timeout
@@ -219,21 +219,22 @@ class _StepReport:
         self.ctx, self.model = ctx, model
         self.attributes = dict(attributes)
         self.prompt: list[dict] = []
-        self.base = {"run_id": ctx.run_id, "step_id": new_id(), "parent_id": parent_id, "key": key,
-                     "node_id": node_id, "node_type": node_type, "model": model.alias, "provider": model.provider.name}
+        self.step: StepIdentity = {"run_id": ctx.run_id, "step_id": new_id(), "parent_id": parent_id, "key": key,
+                                   "node_id": node_id, "node_type": node_type, "model": model.alias,
+                                   "provider": model.provider.name}
 
     def start(self, prompt: list[dict]) -> None:
         self.started_ms = now_ms()
         self.started = time.perf_counter()
         self.prompt = prompt  # as sent (after redaction); step.finished carries it so the row records it
-        self.ctx.sink.emit({"type": "step.started", "ts": self.started_ms, **self.base, "prompt": prompt,
-                            "attributes": dict(self.attributes)})
+        self.ctx.sink.emit(step_started(step=self.step, ts=self.started_ms, prompt=prompt,
+                                        attributes=dict(self.attributes)))
 
     def _finished(self, **fields) -> float:
         latency_ms = (time.perf_counter() - self.started) * 1000
-        self.ctx.sink.emit({"type": "step.finished", "ts": now_ms(), **self.base, "started_ts": self.started_ms,
-                            "latency_ms": latency_ms, "attributes": dict(self.attributes),
-                            "prompt": self.prompt, **fields})
+        self.ctx.sink.emit(step_finished(step=self.step, ts=now_ms(), started_ts=self.started_ms,
+                                         latency_ms=latency_ms, attributes=dict(self.attributes),
+                                         prompt=self.prompt, **fields))
         return latency_ms
 
     def failed(self, error: str, status: str = "failed") -> None:

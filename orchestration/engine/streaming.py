@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from orchestration.engine.events import now_ms
+from orchestration.engine.events import StepIdentity, now_ms, step_finished, step_started
 from orchestration.engine.executor import NodeResult, RunContext, StepFailed
 from orchestration.engine.resilience import counts_against_circuit
 from orchestration.engine.types import (ChatRequest, ModelSpec, ProviderError, StreamDelta, estimate_tokens,
@@ -99,10 +99,11 @@ class _Attempt:
                  request: ChatRequest, attributes: dict):
         self.stream, self.model, self.fallback_from, self.request = stream, model, fallback_from, request
         ctx = stream.ctx
-        self.base = {"run_id": ctx.run_id, "step_id": new_id(), "parent_id": stream.parent_id,
-                     "key": stream.key if position == 0 else f"{stream.key}.fallback{position}",
-                     "node_id": stream.node_id, "node_type": "call", "model": model.alias,
-                     "provider": model.provider.name, "attributes": {**attributes, "stream": True}}
+        self.step: StepIdentity = {"run_id": ctx.run_id, "step_id": new_id(), "parent_id": stream.parent_id,
+                                   "key": stream.key if position == 0 else f"{stream.key}.fallback{position}",
+                                   "node_id": stream.node_id, "node_type": "call", "model": model.alias,
+                                   "provider": model.provider.name}
+        self.attributes = {**attributes, "stream": True}
         self.text: list[str] = []
         self.tool_calls: dict[int, dict] = {}
         self.tokens_in: int | None = None
@@ -113,8 +114,8 @@ class _Attempt:
     async def deltas(self) -> AsyncIterator[StreamDelta]:
         ctx = self.stream.ctx
         self.started_ms = now_ms()
-        ctx.sink.emit({"type": "step.started", "ts": self.started_ms, **self.base, "prompt": self.request.messages,
-                       "fallback_from": self.fallback_from})
+        ctx.sink.emit(step_started(step=self.step, ts=self.started_ms, prompt=self.request.messages,
+                                   attributes=self.attributes, fallback_from=self.fallback_from))
         self.started = time.perf_counter()
         upstream = self.stream._adapters(self.model.provider.kind).stream(self.model, self.request)
         sent = False
@@ -170,11 +171,11 @@ class _Attempt:
         cost = model.cost_usd(tokens_in, tokens_out)
         ctx.spent_usd += cost
         confidence = model.quality_prior if status == "succeeded" else None
-        ctx.sink.emit({"type": "step.finished", "ts": now_ms(), **self.base, "started_ts": self.started_ms,
-                       "status": status, "error": error, "latency_ms": latency_ms, "tokens_in": tokens_in,
-                       "tokens_out": tokens_out, "tokens_estimated": estimated, "cost_usd": cost, "output": text,
-                       "confidence": confidence, "fallback_from": self.fallback_from,
-                       "prompt": self.request.messages})  # as sent (after redaction), recorded on the step row
+        ctx.sink.emit(step_finished(step=self.step, ts=now_ms(), started_ts=self.started_ms, status=status,
+                                    error=error, latency_ms=latency_ms, tokens_in=tokens_in, tokens_out=tokens_out,
+                                    tokens_estimated=estimated, cost_usd=cost, output=text, confidence=confidence,
+                                    attributes=self.attributes, fallback_from=self.fallback_from,
+                                    prompt=self.request.messages))  # as sent (after redaction), kept on the row
         if status == "succeeded":
             self.result = NodeResult(output=text, confidence=confidence, tokens_in=tokens_in, tokens_out=tokens_out,
                                      cost_usd=cost, latency_ms=latency_ms, model=model.alias,

@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 
 from orchestration import live
 from orchestration.access.apikeys import KeyInfo
-from orchestration.engine.events import now_ms
+from orchestration.engine.events import Event, StepFinished, now_ms
 from orchestration.engine.executor import NodeResult, RunContext, StepFailed
 from orchestration.engine.policy import PolicyViolation
 from orchestration.engine.registry import Registry
@@ -38,9 +38,9 @@ class PublishingSink:
     """Publishes every event live and keeps finished steps for the run's record."""
 
     def __init__(self) -> None:
-        self.finished: list[dict] = []
+        self.finished: list[StepFinished] = []
 
-    def emit(self, event: dict) -> None:
+    def emit(self, event: Event) -> None:
         if event["type"] == "step.finished":
             self.finished.append(event)
         live.publish(event)

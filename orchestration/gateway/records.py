@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from orchestration import live
 from orchestration.access.apikeys import KeyInfo
-from orchestration.engine.events import now_ms
+from orchestration.engine.events import now_ms, run_updated
 from orchestration.gateway.writer import writer
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
@@ -14,8 +14,8 @@ from orchestration.recording import Row, money, ms_to_datetime, step_row
 
 
 def publish_call_started(*, run_id: str, started_ms: float, model_name: str, kind: str, key: KeyInfo) -> None:
-    live.publish({"type": "run.updated", "ts": started_ms, "run_id": run_id, "status": RunStatus.RUNNING,
-                  "target": model_name, "kind": kind, "api_key": key.prefix})
+    live.publish(run_updated(ts=started_ms, run_id=run_id, status=RunStatus.RUNNING, target=model_name, kind=kind,
+                             api_key=key.prefix))
 
 
 def record_call(*, run_id: str, kind: str, model_name: str, key: KeyInfo, status: str, input: dict, output: str,
@@ -30,6 +30,6 @@ def record_call(*, run_id: str, kind: str, model_name: str, key: KeyInfo, status
               cost_usd=money(spent_usd), latency_ms=latency_ms, error=error, metadata=metadata,
               created_at=started_at, started_at=started_at, finished_at=ms_to_datetime(finished_ms))
     writer.add(run, [step_row(event) for event in steps])
-    live.publish({"type": "run.updated", "ts": finished_ms, "run_id": run_id, "status": status, "target": model_name,
-                  "kind": kind, "api_key": key.prefix, "cost_usd": spent_usd, "latency_ms": latency_ms,
-                  "tokens_in": tokens_in, "tokens_out": tokens_out})
+    live.publish(run_updated(ts=finished_ms, run_id=run_id, status=status, target=model_name, kind=kind,
+                             api_key=key.prefix, cost_usd=spent_usd, latency_ms=latency_ms, tokens_in=tokens_in,
+                             tokens_out=tokens_out))

@@ -23,7 +23,8 @@ from django.utils import timezone
 
 from orchestration import audit, live
 from orchestration.access.apikeys import KeyInfo
-from orchestration.engine.events import now_ms
+from orchestration.engine.events import (StepFinished, StepIdentity, now_ms, review_created, review_decided,
+                                         review_updated, step_finished)
 from orchestration.errors import ReviewConflict, ReviewError, ReviewForbidden, ReviewNotFound
 from orchestration.models import ReviewItem, Step
 from orchestration.models.runs import StepStatus
@@ -95,7 +96,7 @@ def open_review(*, run_id, step_key: str, node_id: str = "", reason: str = Revie
         audit.record(actor=SYSTEM.label, action="review.opened", subject=f"review:{item.id}",
                      data={"run_id": str(run_id), "step_key": step_key, "reason": reason,
                            "models": [c["model"] for c in item.candidates], "default_action": default_action})
-        _publish_on_commit("review.created", item.pk)
+        _publish_on_commit(review_created, item.pk)
     return item
 
 
@@ -122,7 +123,7 @@ def claim_review(*, item_id, reviewer: Reviewer) -> ReviewItem:
             raise _conflict(item, reviewer)
         audit.record(actor=reviewer.label, action="review.claimed", subject=f"review:{item.id}",
                      data={"run_id": str(item.run_id)})
-        _publish_on_commit("review.updated", item.pk, change="claimed")
+        _publish_on_commit(review_updated, item.pk, change="claimed")
     return item
 
 
@@ -137,7 +138,7 @@ def release_claim(*, item_id, reviewer: Reviewer) -> ReviewItem:
             raise _conflict(item, reviewer)
         audit.record(actor=reviewer.label, action="review.released", subject=f"review:{item.id}",
                      data={"run_id": str(item.run_id)})
-        _publish_on_commit("review.updated", item.pk, change="released")
+        _publish_on_commit(review_updated, item.pk, change="released")
     return item
 
 
@@ -156,7 +157,7 @@ def lapse_stale_claims(now: datetime | None = None) -> int:
                 lapsed += 1
                 audit.record(actor=SYSTEM.label, action="review.claim_lapsed", subject=f"review:{pk}",
                              data={"holder": holder})
-                _publish_on_commit("review.updated", pk, change="claim_lapsed", previous_assignee=holder)
+                _publish_on_commit(review_updated, pk, change="claim_lapsed", previous_assignee=holder)
     return lapsed
 
 
@@ -224,7 +225,7 @@ def _decide(item_id, reviewer: Reviewer, status: str, *, candidate: int | None =
                      data={"run_id": str(item.run_id), "step_key": item.step_key, "reason": item.reason,
                            "candidate": chosen, "model": model, "output": output, "comment": item.comment})
         step = _record_human_step(item, reviewer, action, output, model, now)
-        _publish_on_commit("review.decided", item.pk, action=action, output=output, comment=item.comment)
+        _publish_on_commit(review_decided, item.pk, action=action, output=output, comment=item.comment)
         transaction.on_commit(lambda: live.publish(_step_event(step)))
         _resume_on_commit(item.run_id)
     return item
@@ -254,7 +255,7 @@ def expire_due_reviews(now: datetime | None = None) -> int:
                                "default_action": item.default_action, "applied": action, "escalate": escalate,
                                "candidate": chosen, "model": model, "output": output,
                                "due_at": item.due_at.isoformat()})
-            _publish_on_commit("review.decided", pk, action=action, output=output, expired=True)
+            _publish_on_commit(review_decided, pk, action=action, output=output, expired=True)
             _resume_on_commit(item.run_id)
     return expired
 
@@ -311,22 +312,23 @@ def _record_human_step(item: ReviewItem, reviewer: Reviewer, action: str, releas
     )
 
 
-def _step_event(step: Step) -> dict:
-    return {"type": "step.finished", "ts": now_ms(), "run_id": str(step.run_id), "step_id": str(step.id),
-            "parent_id": str(step.parent_id) if step.parent_id else None, "key": step.key, "node_id": step.node_id,
-            "node_type": step.node_type, "model": "", "provider": "", "prompt": [], "status": step.status,
-            "output": step.output, "error": "", "confidence": step.confidence, "tokens_in": 0, "tokens_out": 0,
-            "cost_usd": 0.0, "latency_ms": step.latency_ms, "started_ts": _ms(step.started_at),
-            "attributes": step.attributes}
+def _step_event(step: Step) -> StepFinished:
+    identity: StepIdentity = {"run_id": str(step.run_id), "step_id": str(step.id),
+                              "parent_id": str(step.parent_id) if step.parent_id else None, "key": step.key,
+                              "node_id": step.node_id, "node_type": step.node_type, "model": "", "provider": ""}
+    return step_finished(step=identity, ts=now_ms(), started_ts=_ms(step.started_at), prompt=[],
+                         status=step.status, output=step.output, error="", confidence=step.confidence, tokens_in=0,
+                         tokens_out=0, cost_usd=0.0, latency_ms=step.latency_ms, attributes=step.attributes)
 
 
-def _publish_on_commit(event_type: str, pk, **extra) -> None:
+def _publish_on_commit(build, pk, **fields) -> None:
+    """After the commit, `build(review=<the item as committed>, **fields)` is published (a builder of events.py)."""
     def send():
         try:
             item = ReviewItem.objects.select_related("assignee", "decided_by", "decided_by_key").get(pk=pk)
         except ReviewItem.DoesNotExist:
             return
-        live.publish({"type": event_type, "ts": now_ms(), **review_summary(item), **extra})
+        live.publish(build(review=review_summary(item), **fields))
     transaction.on_commit(send)
 
 

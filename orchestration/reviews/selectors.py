@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.db.models import Count, Min, Q
 
+from orchestration.engine.events import ReviewSummary
 from orchestration.models import ReviewItem
 
 Status = ReviewItem.Status
@@ -23,7 +24,7 @@ def may_view(user) -> bool:
 
 
 
-def review_summary(item: ReviewItem) -> dict:
+def review_summary(item: ReviewItem) -> ReviewSummary:
     """An item as live events and the review pages describe it (ids, status, people, times, models). No secret."""
     candidates = item.candidates or []
     best = best_candidate_index(candidates)

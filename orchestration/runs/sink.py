@@ -19,6 +19,7 @@ from django.db.models import F
 
 from orchestration import live
 from orchestration.access import limits
+from orchestration.engine.events import Event
 from orchestration.models import APIKey, Run, Step
 from orchestration.models.runs import RunStatus, StepStatus
 from orchestration.recording import money, ms_to_datetime, step_from_event
@@ -39,7 +40,7 @@ class DurableSink:
         self._thread = threading.Thread(target=self._work, name=f"podium-run-{run_id[:8]}", daemon=True)
         self._thread.start()
 
-    def emit(self, event: dict) -> None:
+    def emit(self, event: Event) -> None:
         if event.get("type") in ("step.started", "step.finished") and event.get("run_id") == self.run_id:
             self._queue.put(event)
         else:  # model.health and the like: live only
@@ -65,7 +66,7 @@ class DurableSink:
         finally:
             close_old_connections()
 
-    def _publish(self, event: dict) -> None:
+    def _publish(self, event: Event) -> None:
         loop = self.loop
         if loop is not None and loop.is_running():
             loop.call_soon_threadsafe(live.publish, event)

@@ -6,6 +6,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
+from orchestration.engine.events import run_updated, step_finished, step_started
 from tests.browser.conftest import log_in
 
 pytestmark = pytest.mark.browser
@@ -48,24 +49,24 @@ def test_a_run_detail_page_shows_steps_arriving_live(browser_server, browser_con
 
     now = int(time.time() * 1000)
     base = {"run_id": run_id, "node_type": "call", "provider": "mock-fast"}
+    draft_step = {**base, "step_id": child, "parent_id": root, "key": "plan/draft", "node_id": "draft",
+                  "model": "swift-mini"}
     browser_server.publish(
-        {"type": "run.updated", "ts": now, "run_id": run_id, "status": "running", "target": "workflow/triage",
-         "kind": "workflow", "api_key": ""},
-        {"type": "step.started", "ts": now, **base, "step_id": root, "parent_id": None, "key": "plan",
-         "node_id": "plan", "node_type": "sequence", "model": "", "prompt": []},
-        {"type": "step.started", "ts": now + 5, **base, "step_id": child, "parent_id": root, "key": "plan/draft",
-         "node_id": "draft", "model": "swift-mini", "prompt": [{"role": "user", "content": "draft it"}]})
+        run_updated(ts=now, run_id=run_id, status="running", target="workflow/triage", kind="workflow", api_key=""),
+        step_started(ts=now, step={**base, "step_id": root, "parent_id": None, "key": "plan", "node_id": "plan",
+                                   "node_type": "sequence", "model": ""}, prompt=[]),
+        step_started(ts=now + 5, step=draft_step, prompt=[{"role": "user", "content": "draft it"}]))
     draft = page.locator(f'#steps tr[data-step-id="{child}"]')
     expect(draft).to_contain_text("running")
     expect(page.locator('[data-field="progress"]')).to_contain_text("0 of 2 steps finished")
 
     browser_server.publish(
-        {"type": "step.finished", "ts": now + 300, **base, "step_id": child, "parent_id": root, "key": "plan/draft",
-         "node_id": "draft", "model": "swift-mini", "status": "succeeded", "output": "a draft", "started_ts": now + 5,
-         "latency_ms": 295, "tokens_in": 4, "tokens_out": 2, "cost_usd": 0.00001, "cached": True, "retries": 2,
-         "fallback_from": "atlas-pro"},
-        {"type": "step.started", "ts": now + 310, **base, "step_id": later, "parent_id": root, "key": "plan/review",
-         "node_id": "review", "model": "atlas-pro", "prompt": [{"role": "user", "content": "review it"}]})
+        step_finished(ts=now + 300, step=draft_step, status="succeeded", output="a draft", error="", confidence=0.8,
+                      started_ts=now + 5, latency_ms=295.0, tokens_in=4, tokens_out=2, cost_usd=0.00001,
+                      attributes={"cached": True, "retries": 2}, fallback_from="atlas-pro"),
+        step_started(ts=now + 310, step={**base, "step_id": later, "parent_id": root, "key": "plan/review",
+                                         "node_id": "review", "model": "atlas-pro"},
+                     prompt=[{"role": "user", "content": "review it"}]))
     expect(draft).to_contain_text("succeeded")
     for marker in ("cached", "retries: 2", "fallback from atlas-pro"):
         expect(draft.locator(".markers")).to_contain_text(marker)

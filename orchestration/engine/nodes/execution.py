@@ -7,7 +7,7 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
-from orchestration.engine.events import now_ms
+from orchestration.engine.events import StepIdentity, now_ms, step_finished, step_started
 from orchestration.engine.executor import Engine, NodeResult, RunContext, StepFailed
 from orchestration.engine.policy import PolicyViolation
 from orchestration.engine.route_choice import RouteRequest
@@ -123,27 +123,27 @@ class Execution:
         """Started/finished events around a composite node; a failure is recorded, a pause is not."""
         key = key or node["id"]
         span = Span(step_id=span_step_id(self.ctx.run_id, key), key=key, attributes=dict(scope.attributes))
-        base = {"run_id": self.ctx.run_id, "step_id": span.step_id, "parent_id": scope.parent_id, "key": key,
-                "node_id": node["id"], "node_type": node["type"], "model": "", "provider": ""}
+        step: StepIdentity = {"run_id": self.ctx.run_id, "step_id": span.step_id, "parent_id": scope.parent_id,
+                              "key": key, "node_id": node["id"], "node_type": node["type"], "model": "", "provider": ""}
         started_ms = now_ms()
-        self.ctx.sink.emit({"type": "step.started", "ts": started_ms, **base, "prompt": []})
+        self.ctx.sink.emit(step_started(step=step, ts=started_ms, prompt=[]))
         started = time.perf_counter()
         try:
             yield span
         except StepFailed as exc:
-            self.ctx.sink.emit({"type": "step.finished", "ts": now_ms(), **base, "started_ts": started_ms,
-                                "status": "failed", "error": str(exc), "output": "", "confidence": None,
-                                "latency_ms": (time.perf_counter() - started) * 1000, "tokens_in": 0,
-                                "tokens_out": 0, "cost_usd": 0.0, "attributes": span.attributes})
+            self.ctx.sink.emit(step_finished(step=step, ts=now_ms(), started_ts=started_ms, status="failed",
+                                             error=str(exc), output="", confidence=None,
+                                             latency_ms=(time.perf_counter() - started) * 1000, tokens_in=0,
+                                             tokens_out=0, cost_usd=0.0, attributes=span.attributes))
             raise
         result = span.result
         result.latency_ms = (time.perf_counter() - started) * 1000
-        self.ctx.sink.emit({"type": "step.finished", "ts": now_ms(), **base, "model": result.model,
-                            "started_ts": started_ms, "status": "succeeded", "error": "", "output": result.output,
-                            "confidence": result.confidence, "latency_ms": result.latency_ms,
-                            "tokens_in": result.tokens_in, "tokens_out": result.tokens_out,
-                            "tokens_estimated": result.tokens_estimated, "cost_usd": result.cost_usd,
-                            "attributes": span.attributes})
+        self.ctx.sink.emit(step_finished(step={**step, "model": result.model}, ts=now_ms(), started_ts=started_ms,
+                                         status="succeeded", error="", output=result.output,
+                                         confidence=result.confidence, latency_ms=result.latency_ms,
+                                         tokens_in=result.tokens_in, tokens_out=result.tokens_out,
+                                         tokens_estimated=result.tokens_estimated, cost_usd=result.cost_usd,
+                                         attributes=span.attributes))
 
     # --- model calls ----------------------------------------------------------------------------
     async def resolve(self, target: str, text: str, *, key: str, node_id: str,
