@@ -17,7 +17,7 @@ from orchestration.engine.types import ChatRequest, ModelSpec
 from orchestration.engine.workflow import input_text
 from orchestration.engine_config import engine
 from orchestration.errors import GatewayError
-from orchestration.gateway.records import publish_call_started, record_call
+from orchestration.gateway.records import failed_call_error, publish_call_started, record_call
 from orchestration.ids import new_id
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
@@ -93,12 +93,8 @@ async def chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict]
                 confidence=result.confidence if result else None, tokens_in=result.tokens_in if result else 0,
                 tokens_out=result.tokens_out if result else 0, spent_usd=ctx.spent_usd, latency_ms=latency_ms,
                 error=error, metadata=metadata or {}, started_ms=started_ms, steps=sink.finished)
-    if refused is not None:
-        raise GatewayError(error, code=refused.code, type="permission_error", param="podium.data_class",
-                           run_id=run_id)
     if result is None:
-        raise GatewayError(f"The upstream model failed: {error}", code="upstream_error", type="api_error",
-                           run_id=run_id)
+        raise failed_call_error(error=error, refused=refused, run_id=run_id)
     return ChatOutcome(run_id=run_id, created=int(started_ms / 1000), model=model_name, result=result)
 
 

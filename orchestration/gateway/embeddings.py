@@ -12,7 +12,7 @@ from orchestration.engine.policy import PolicyViolation
 from orchestration.engine_config import engine
 from orchestration.errors import GatewayError
 from orchestration.gateway.chat import PublishingSink, current_registry
-from orchestration.gateway.records import record_call
+from orchestration.gateway.records import failed_call_error, record_call
 from orchestration.ids import new_id
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
@@ -59,11 +59,7 @@ async def create_embeddings(*, key: KeyInfo, model_name: str, params: dict, meta
                 output=result.output if result else "", confidence=None, tokens_in=result.tokens_in if result else 0,
                 tokens_out=0, spent_usd=ctx.spent_usd, latency_ms=latency_ms, error=error, metadata=metadata or {},
                 started_ms=started_ms, steps=sink.finished)
-    if refused is not None:
-        raise GatewayError(error, code=refused.code, type="permission_error", param="podium.data_class",
-                           run_id=run_id)
     if result is None:
-        raise GatewayError(f"The upstream model failed: {error}", code="upstream_error", type="api_error",
-                           run_id=run_id)
+        raise failed_call_error(error=error, refused=refused, run_id=run_id)
     # The answer's `model` is the alias asked for: a fallback serves the same upstream model (engine/embeddings.py).
     return EmbeddingsOutcome(run_id=run_id, data={**result.raw, "model": model_name})

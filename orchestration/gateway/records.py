@@ -7,6 +7,8 @@ from __future__ import annotations
 from orchestration import live
 from orchestration.access.apikeys import KeyInfo
 from orchestration.engine.events import now_ms, run_updated
+from orchestration.engine.policy import PolicyViolation
+from orchestration.errors import GatewayError
 from orchestration.gateway.writer import writer
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
@@ -33,3 +35,11 @@ def record_call(*, run_id: str, kind: str, model_name: str, key: KeyInfo, status
     live.publish(run_updated(ts=finished_ms, run_id=run_id, status=status, target=model_name, kind=kind,
                              api_key=key.prefix, cost_usd=spent_usd, latency_ms=latency_ms, tokens_in=tokens_in,
                              tokens_out=tokens_out))
+
+
+def failed_call_error(*, error: str, refused: PolicyViolation | None, run_id: str) -> GatewayError:
+    """What a recorded call that produced no result answers: the policy's refusal, else the upstream's failure."""
+    if refused is not None:
+        return GatewayError(error, code=refused.code, type="permission_error", param="podium.data_class",
+                            run_id=run_id)
+    return GatewayError(f"The upstream model failed: {error}", code="upstream_error", type="api_error", run_id=run_id)
