@@ -139,6 +139,7 @@ def test_after_a_row_that_cannot_be_written_the_next_100_v1_calls_are_all_record
 
     wait_for(lambda: Run.objects.filter(id__in=run_ids).count() == 100, 10,
              describe=lambda: f"{Run.objects.filter(id__in=run_ids).count()} of 100 calls recorded")
+    writer.flush()  # waits for a flush under way: its rows can be committed before its settlement ends
     assert writer.pending() == 0
     assert APIKey.objects.get(id=tight.id).spent_usd == Decimal("0.25")
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
