@@ -10,14 +10,13 @@ from orchestration import live
 from orchestration.access.apikeys import KeyInfo
 from orchestration.engine.events import Event, StepFinished, now_ms
 from orchestration.engine.executor import NodeResult, RunContext, StepFailed
-from orchestration.engine.policy import PolicyViolation
 from orchestration.engine.registry import Registry
 from orchestration.engine.routing import resolve_route
 from orchestration.engine.types import ChatRequest, ModelSpec
 from orchestration.engine.workflow import input_text
 from orchestration.engine_config import engine
 from orchestration.errors import GatewayError
-from orchestration.gateway.records import failed_call_error, publish_call_started, record_call
+from orchestration.gateway.records import attempt_call, failed_call_error, publish_call_started, record_call
 from orchestration.ids import new_id
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
@@ -78,14 +77,8 @@ async def chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict]
     started_ms = now_ms()
     started = time.perf_counter()
     publish_call_started(run_id=run_id, started_ms=started_ms, model_name=model_name, kind=Run.Kind.CHAT, key=key)
-    result, error, refused = None, "", None
-    try:
-        result = await engine.call_model(ctx, model, ChatRequest(messages=messages, params=params), cache=use_cache,
-                                         attributes=route_attributes)
-    except StepFailed as exc:
-        error = str(exc)
-    except PolicyViolation as exc:  # refused before any call; still recorded as a failed run
-        error, refused = str(exc), exc
+    result, error, refused = await attempt_call(engine.call_model(
+        ctx, model, ChatRequest(messages=messages, params=params), cache=use_cache, attributes=route_attributes))
     latency_ms = (time.perf_counter() - started) * 1000
     status = RunStatus.SUCCEEDED if result else RunStatus.FAILED
     record_call(run_id=run_id, kind=Run.Kind.CHAT, model_name=model_name, key=key, status=status,

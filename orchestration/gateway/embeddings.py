@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from orchestration.access.apikeys import KeyInfo
 from orchestration.engine.embeddings import call_embeddings, serves_embeddings
 from orchestration.engine.events import now_ms
-from orchestration.engine.executor import RunContext, StepFailed
-from orchestration.engine.policy import PolicyViolation
+from orchestration.engine.executor import RunContext
 from orchestration.engine_config import engine
 from orchestration.errors import GatewayError
 from orchestration.gateway.chat import PublishingSink, current_registry
-from orchestration.gateway.records import failed_call_error, record_call
+from orchestration.gateway.records import attempt_call, failed_call_error, record_call
 from orchestration.ids import new_id
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
@@ -44,13 +43,7 @@ async def create_embeddings(*, key: KeyInfo, model_name: str, params: dict, meta
     run_id = ctx.run_id
     started_ms = now_ms()
     started = time.perf_counter()
-    result, error, refused = None, "", None
-    try:
-        result = await call_embeddings(engine, ctx, model, params)
-    except StepFailed as exc:
-        error = str(exc)
-    except PolicyViolation as exc:  # refused before any call; still recorded as a failed run
-        error, refused = str(exc), exc
+    result, error, refused = await attempt_call(call_embeddings(engine, ctx, model, params))
     latency_ms = (time.perf_counter() - started) * 1000
     status = RunStatus.SUCCEEDED if result else RunStatus.FAILED
     text = params.get("input")

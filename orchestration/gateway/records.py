@@ -4,9 +4,13 @@ No database write in the request path: the rows are plain values (recording.Row)
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import TypeVar
+
 from orchestration import live
 from orchestration.access.apikeys import KeyInfo
 from orchestration.engine.events import now_ms, run_updated
+from orchestration.engine.executor import StepFailed
 from orchestration.engine.policy import PolicyViolation
 from orchestration.errors import GatewayError
 from orchestration.gateway.writer import writer
@@ -35,6 +39,20 @@ def record_call(*, run_id: str, kind: str, model_name: str, key: KeyInfo, status
     live.publish(run_updated(ts=finished_ms, run_id=run_id, status=status, target=model_name, kind=kind,
                              api_key=key.prefix, cost_usd=spent_usd, latency_ms=latency_ms, tokens_in=tokens_in,
                              tokens_out=tokens_out))
+
+
+Result = TypeVar("Result")
+
+
+async def attempt_call(call: Awaitable[Result]) -> tuple[Result | None, str, PolicyViolation | None]:
+    """Await a model call: (its result, "", None), or (None, why it failed, the policy's refusal when it was one).
+    Either way the call is recorded (`record_call`) before the caller answers."""
+    try:
+        return await call, "", None
+    except StepFailed as exc:
+        return None, str(exc), None
+    except PolicyViolation as exc:  # refused before any call
+        return None, str(exc), exc
 
 
 def failed_call_error(*, error: str, refused: PolicyViolation | None, run_id: str) -> GatewayError:
