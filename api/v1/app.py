@@ -26,6 +26,7 @@ from orchestration.engine.types import StreamDelta
 from orchestration.errors import GatewayError
 from orchestration.gateway.chat import chat_completion, current_registry
 from orchestration.gateway.embeddings import create_embeddings
+from orchestration.gateway.records import failed_call_error
 from orchestration.gateway.streaming import stream_chat_completion
 from orchestration.gateway.workflows import run_workflow_sync, stream_workflow
 
@@ -192,12 +193,9 @@ async def send_stream(send, stream, include_usage: bool) -> None:
     try:
         try:
             first = await anext(deltas, None)
-        except StepFailed as exc:
-            raise GatewayError(f"The upstream model failed: {exc}", code="upstream_error", type="api_error",
-                               run_id=stream.run_id) from None
-        except PolicyViolation as exc:
-            raise GatewayError(str(exc), code=exc.code, type="permission_error", param="podium.data_class",
-                               run_id=stream.run_id) from None
+        except (StepFailed, PolicyViolation) as exc:  # before the first token: a plain error, as without streaming
+            refused = exc if isinstance(exc, PolicyViolation) else None
+            raise failed_call_error(error=str(exc), refused=refused, run_id=stream.run_id) from None
         await send({"type": "http.response.start", "status": 200,
                     "headers": [*SSE_HEADERS, (b"x-podium-run-id", stream.run_id.encode())]})
         try:
