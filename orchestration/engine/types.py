@@ -40,6 +40,9 @@ class ModelSpec:
 class ChatRequest:
     messages: list[dict[str, Any]]
     params: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, tools, ...
+    # Podium asks the upstream for token log-probabilities itself (a step needs a measured confidence);
+    # the adapter strips them from the answer unless the client asked for them in `params`.
+    want_logprobs: bool = False
 
 
 @dataclass
@@ -50,7 +53,9 @@ class ChatResult:
     tokens_estimated: bool = False
     finish_reason: str = "stop"
     tool_calls: list[dict] | None = None
-    confidence: float | None = None  # from log-probabilities when the provider returns them
+    confidence: float | None = None  # the raw signal from log-probabilities when the provider returns them
+    # What the raw signal was computed from (orchestration/engine/logprobs.py: statistic, mean_logprob, ...)
+    confidence_signals: dict | None = None
     raw: dict | None = None
 
 
@@ -65,7 +70,8 @@ class StreamDelta:
     tokens_out: int | None = None
     tokens_estimated: bool = False  # the usage above was estimated, the provider reported none
     index: int = 0  # the choice this delta belongs to (requests with n > 1)
-    logprobs: dict | None = None  # passed through as the provider sent them
+    logprobs: dict | None = None  # passed through as the provider sent them, only when the client asked
+    token_logprobs: list[float] | None = None  # the answer tokens' log-probabilities, for Podium's own confidence
 
 
 class ProviderError(Exception):
