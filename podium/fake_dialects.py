@@ -9,11 +9,17 @@ queue / default / model name as the OpenAI route (see podium/fake_upstream.py), 
   "overloaded"       Anthropic's HTTP 529 overloaded_error (Ollama: 503)
   "stream-error"     a stream that starts, then reports an error event (Anthropic) or line (Ollama)
   "no-usage"         an answer without token counts
+
+Ollama answers with token log-probabilities when the body asks (`"logprobs": true`), as Ollama >= 0.12.11
+does: a top-level `"logprobs": [{"token", "logprob", "bytes"}]` list, one entry a word, in the JSON
+answer and on each streamed line (with `top_logprobs` too when asked). Each token's logprob comes from
+markers in the last user message (see `token_logprob`, shared with the OpenAI route).
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 from aiohttp import web
@@ -30,6 +36,35 @@ def _text(content) -> str:
     if isinstance(content, list):  # Anthropic content blocks
         return " ".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
     return content if isinstance(content, str) else json.dumps(content)
+
+
+DEFAULT_LOGPROB = -0.25  # exp(-0.25) ~ 0.78; tests of the /v1 pass-through expect this value
+LOGPROB_MARKERS = {"[confident]": -0.02, "[diffuse]": -1.6}  # exp: ~0.98 and ~0.20 a token
+LOGPROB_VALUE = re.compile(r"\[logprob=(-?\d+(?:\.\d+)?)\]")
+
+
+def token_logprob(prompt: str) -> float:
+    """Every answer token's logprob: `[logprob=-0.7]` sets any value, `[confident]` -0.02, `[diffuse]` -1.6,
+    else -0.25. Lets a test ask for a sure answer or an unsure one without a real model."""
+    if match := LOGPROB_VALUE.search(prompt):
+        return float(match.group(1))
+    for marker, value in LOGPROB_MARKERS.items():
+        if marker in prompt:
+            return value
+    return DEFAULT_LOGPROB
+
+
+def _ollama_logprobs(body: dict, tokens: list[str], logprob: float) -> dict:
+    """Ollama's top-level `logprobs` field for these tokens, or nothing when the body did not ask."""
+    if not body.get("logprobs"):
+        return {}
+    items = []
+    for token in tokens:
+        item = {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+        if body.get("top_logprobs"):
+            item["top_logprobs"] = [{"token": token, "logprob": logprob, "bytes": list(token.encode())}]
+        items.append(item)
+    return {"logprobs": items}
 
 
 def _tokens(messages) -> int:
@@ -141,21 +176,24 @@ async def ollama_chat(upstream, request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": "server busy, please try again"}, status=503)
     if (response := await _common_fault(fault, request, lambda kind, message: {"error": message})) is not None:
         return response
-    text = "echo: " + _last_user_text(body.get("messages"))
+    prompt = _last_user_text(body.get("messages"))
+    text = "echo: " + prompt
     usage = {} if fault == "no-usage" else {"prompt_eval_count": _tokens(body.get("messages")),
                                             "eval_count": len(text.split())}
     tool = body["tools"][0]["function"]["name"] if body.get("tools") else None
     base = {"model": body.get("model"), "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    logprob = token_logprob(prompt)
     if body.get("stream", True):
-        return await _ollama_stream(request, base, text, usage, tool, fault)
+        return await _ollama_stream(request, base, text, usage, tool, fault, body, logprob)
     message = ({"role": "assistant", "content": "", "tool_calls": [{"function": {"name": tool,
                                                                                    "arguments": {"city": "Paris"}}}]}
                if tool else {"role": "assistant", "content": text})
+    logprobs = {} if tool else _ollama_logprobs(body, text.split(" "), logprob)
     return web.json_response({**base, "message": message, "done": True, "done_reason": "stop",
-                              "total_duration": 1000, **usage})
+                              "total_duration": 1000, **usage, **logprobs})
 
 
-async def _ollama_stream(request, base, text, usage, tool, fault) -> web.StreamResponse:
+async def _ollama_stream(request, base, text, usage, tool, fault, body, logprob) -> web.StreamResponse:
     response = web.StreamResponse(headers={"content-type": "application/x-ndjson"})
     await response.prepare(request)
 
@@ -173,8 +211,9 @@ async def _ollama_stream(request, base, text, usage, tool, fault) -> web.StreamR
             if fault == "stream-error" and index == 1:
                 await send({"error": "model runner has unexpectedly stopped"})
                 return response
-            await send({**base, "message": {"role": "assistant", "content": (" " if index else "") + word},
-                        "done": False})
+            piece = (" " if index else "") + word
+            await send({**base, "message": {"role": "assistant", "content": piece}, "done": False,
+                        **_ollama_logprobs(body, [piece], logprob)})
     await send({**base, "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop",
                 "total_duration": 1000, **usage})
     return response

@@ -14,6 +14,15 @@ models at once) or queued with `FakeUpstream.inject()`:
   a request with tools   answers with a call to the first tool (streamed as tool-call deltas if asked)
   anything else          echoes the last user message as "echo: <text>"
 
+A body with `"logprobs": true` gets each answer word's log-probability, as OpenAI sends them: under
+`choices[i].logprobs.content` of the answer, or of each streamed chunk that carries a word. Every
+token's value comes from markers in the last user message (podium/fake_dialects.py `token_logprob`):
+
+  "[confident]"          -0.02 a token (a confidence of ~0.98)
+  "[diffuse]"            -1.6 a token (~0.20)
+  "[logprob=-0.7]"       any value
+  none                   -0.25 (~0.78)
+
 `default_fault` plays one fault on every request when none is queued. The same server also speaks
 Anthropic's Messages API and Ollama's chat API (podium/fake_dialects.py).
 
@@ -30,7 +39,7 @@ from collections import Counter, deque
 
 from aiohttp import web
 
-from podium.fake_dialects import add_routes as add_dialect_routes
+from podium.fake_dialects import add_routes as add_dialect_routes, token_logprob
 
 
 def _last_user_text(messages) -> str:
@@ -114,17 +123,19 @@ class FakeUpstream:
             "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model"),
             "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
-                         **self._logprobs(body, text)} for i in range(int(body.get("n") or 1))],
+                         **self._logprobs(body, text.split(" "))} for i in range(int(body.get("n") or 1))],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
                       "total_tokens": prompt_tokens + len(text.split())},
         })
 
     @staticmethod
-    def _logprobs(body: dict, text: str) -> dict:
+    def _logprobs(body: dict, tokens: list[str]) -> dict:
+        """A choice's `logprobs` field for these tokens, or nothing when the body did not ask."""
         if not body.get("logprobs"):
             return {}
-        return {"logprobs": {"content": [{"token": word, "logprob": -0.25, "bytes": None, "top_logprobs": []}
-                                         for word in text.split(" ")]}}
+        logprob = token_logprob(_last_user_text(body.get("messages")))
+        return {"logprobs": {"content": [{"token": word, "logprob": logprob, "bytes": None, "top_logprobs": []}
+                                         for word in tokens]}}
 
     def _tool_call_completion(self, body: dict) -> dict:
         tool = body["tools"][0]["function"]["name"]
@@ -168,9 +179,11 @@ class FakeUpstream:
             if cut and index == 2:
                 request.transport.close()
                 return response
+            piece = (" " if index else "") + word
             chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
                      "model": body.get("model"),
-                     "choices": [{"index": 0, "delta": {"content": (" " if index else "") + word}, "finish_reason": None}]}
+                     "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None,
+                                  **self._logprobs(body, [piece])}]}
             try:
                 if pause_s:
                     await asyncio.sleep(pause_s)

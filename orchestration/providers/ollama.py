@@ -4,6 +4,17 @@ Base URL: `http://host:11434` (with or without a trailing `/api`). Sampling para
 Ollama's `options` (`max_tokens` becomes `num_predict`); `response_format` json becomes `format`.
 Ollama leaves out `prompt_eval_count` when it reused a cached prompt: tokens are then estimated and
 the result marked `tokens_estimated`.
+
+Log-probabilities (Ollama >= 0.12.11; api/types.go `ChatRequest`/`ChatResponse`): the request takes
+`"logprobs": true` and optionally `"top_logprobs": N` (0-20) at the top level of the body, not in
+`options`. The answer, and every streamed NDJSON line, then carries a top-level
+`"logprobs": [{"token": "Hi", "logprob": -0.01, "bytes": [72, 105], "top_logprobs": [...]}, ...]`
+for the tokens it holds (`bytes` and `top_logprobs` are omitted when empty; the whole field when not
+asked). They are asked for when the client wants them (`logprobs` in the params) or Podium does
+(`ChatRequest.want_logprobs`), and become `ChatResult.confidence` / `StreamDelta.token_logprobs`.
+The non-streamed `raw` stays Ollama's own answer (the /v1 layer builds the OpenAI one), without
+`logprobs` when only Podium asked; a streamed delta passes them on in OpenAI's shape
+(`{"content": [...]}`) only when the client asked.
 """
 from __future__ import annotations
 
@@ -12,6 +23,7 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 
+from orchestration.engine.logprobs import confidence_from_logprobs, numeric_logprobs
 from orchestration.engine.types import (ChatRequest, ChatResult, ModelSpec, ProviderError, StreamDelta,
                                         estimate_tokens, messages_text)
 from orchestration.providers.pool import client_for, concurrency_limit
@@ -72,7 +84,22 @@ def request_body(model: ModelSpec, request: ChatRequest, *, stream: bool) -> dic
         body["format"] = (response_format.get("json_schema") or {}).get("schema") or "json"
     if "keep_alive" in model.provider.options:
         body["keep_alive"] = model.provider.options["keep_alive"]
+    if client_asked_logprobs(request) or request.want_logprobs:
+        body["logprobs"] = True
+        if client_asked_logprobs(request) and params.get("top_logprobs") is not None:
+            body["top_logprobs"] = params["top_logprobs"]  # Podium's own confidence needs only the chosen tokens
     return body
+
+
+def client_asked_logprobs(request: ChatRequest) -> bool:
+    return bool(request.params.get("logprobs"))
+
+
+def openai_logprobs(items: list) -> dict:
+    """Ollama's bare token list in OpenAI's `{"content": [...]}` shape, for a client that asked."""
+    return {"content": [{"token": item.get("token", ""), "logprob": item.get("logprob"),
+                         "bytes": item.get("bytes"), "top_logprobs": item.get("top_logprobs") or []}
+                        for item in items if isinstance(item, dict)]}
 
 
 def openai_tool_calls(calls: list[dict] | None, first_index: int = 0) -> list[dict] | None:
@@ -133,14 +160,19 @@ class OllamaAdapter:
             for call in tool_calls:
                 del call["index"]  # indexes belong to stream deltas only
         tokens_in, tokens_out, estimated = usage(data, request, text)
+        confidence, signals = confidence_from_logprobs(numeric_logprobs(data.get("logprobs")))
+        if not client_asked_logprobs(request):
+            data.pop("logprobs", None)
         return ChatResult(text=text, tokens_in=tokens_in, tokens_out=tokens_out, tokens_estimated=estimated,
-                          finish_reason=finish_reason(data, bool(tool_calls)), tool_calls=tool_calls, raw=data)
+                          finish_reason=finish_reason(data, bool(tool_calls)), tool_calls=tool_calls,
+                          confidence=confidence, confidence_signals=signals, raw=data)
 
     async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         """NDJSON lines as deltas; the `done` line carries the usage and ends the answer."""
         body = orjson.dumps(request_body(model, request, stream=True))
         text_out: list[str] = []
         tool_count = 0
+        pass_logprobs = client_asked_logprobs(request)
         async with concurrency_limit(model.provider):
             try:
                 async with client_for(model.provider).stream("POST", chat_url(model.provider.base_url),
@@ -162,9 +194,13 @@ class OllamaAdapter:
                         text = message.get("content") or ""
                         tool_calls = openai_tool_calls(message.get("tool_calls"), tool_count)
                         tool_count += len(tool_calls or ())
-                        if text or tool_calls:
+                        items = data.get("logprobs")
+                        items = items if isinstance(items, list) and items else None
+                        if text or tool_calls or items:
                             text_out.append(text)
-                            yield StreamDelta(text=text, tool_calls=tool_calls)
+                            yield StreamDelta(text=text, tool_calls=tool_calls,
+                                              token_logprobs=numeric_logprobs(items) if items else None,
+                                              logprobs=openai_logprobs(items) if items and pass_logprobs else None)
                         if data.get("done"):
                             tokens_in, tokens_out, estimated = usage(data, request, "".join(text_out))
                             yield StreamDelta(finish_reason=finish_reason(data, tool_count > 0), tokens_in=tokens_in,

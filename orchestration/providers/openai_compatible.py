@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
 
+from orchestration.engine.logprobs import confidence_from_logprobs, token_logprobs
 from orchestration.engine.types import (ChatRequest, ChatResult, ModelSpec, ProviderError, StreamDelta,
                                         estimate_tokens, messages_text)
 from orchestration.providers.pool import concurrency_limit, session_for
@@ -42,15 +42,31 @@ def transport_error(exc: BaseException, model: ModelSpec) -> ProviderError:
     return ProviderError(f"upstream connection failed: {type(exc).__name__}", retryable=True, kind="connection_error")
 
 
-def confidence_from_logprobs(choice: dict) -> float | None:
-    """exp(mean token log-probability): the model's own average certainty."""
-    content = (choice.get("logprobs") or {}).get("content") or []
-    values = [item["logprob"] for item in content if isinstance(item, dict) and "logprob" in item]
-    return math.exp(sum(values) / len(values)) if values else None
+def client_asked_logprobs(request: ChatRequest) -> bool:
+    return bool(request.params.get("logprobs"))
 
 
-def deltas_from_chunk(chunk: dict) -> list[StreamDelta]:
-    """One `chat.completion.chunk` as deltas: one per choice that carries something, plus usage."""
+def logprobs_extra(request: ChatRequest) -> dict:
+    """The body field Podium adds when it wants logprobs for itself (the client's own `logprobs` passes as is)."""
+    return {"logprobs": True} if request.want_logprobs and not client_asked_logprobs(request) else {}
+
+
+def without_logprobs(data: dict) -> dict:
+    """The answer as the client may see it when only Podium asked: every choice's logprobs removed."""
+    choices = data.get("choices")
+    if isinstance(choices, list):
+        data["choices"] = [{name: value for name, value in choice.items() if name != "logprobs"}
+                           if isinstance(choice, dict) else choice for choice in choices]
+    return data
+
+
+def deltas_from_chunk(chunk: dict, *, pass_logprobs: bool = True) -> list[StreamDelta]:
+    """One `chat.completion.chunk` as deltas: one per choice that carries something, plus usage.
+
+    `token_logprobs` is always filled from the choice's logprobs (Podium's confidence); `logprobs`, the
+    pass-through for the client, only with `pass_logprobs`. A choice whose only content is logprobs still
+    makes a delta, so no token is lost to the confidence.
+    """
     deltas = []
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") or {}
@@ -58,7 +74,9 @@ def deltas_from_chunk(chunk: dict) -> list[StreamDelta]:
         finish_reason, logprobs = choice.get("finish_reason"), choice.get("logprobs")
         if text or tool_calls or finish_reason or logprobs:
             deltas.append(StreamDelta(text=text, tool_calls=tool_calls, finish_reason=finish_reason,
-                                      index=choice.get("index", 0), logprobs=logprobs))
+                                      index=choice.get("index", 0),
+                                      logprobs=logprobs if pass_logprobs else None,
+                                      token_logprobs=token_logprobs(logprobs) if logprobs else None))
     usage = chunk.get("usage")
     if usage:
         deltas.append(StreamDelta(tokens_in=usage.get("prompt_tokens"), tokens_out=usage.get("completion_tokens")))
@@ -101,7 +119,8 @@ class OpenAICompatibleAdapter:
         return status, content
 
     async def chat(self, model: ModelSpec, request: ChatRequest) -> ChatResult:
-        status, content = await self._post(model, "/chat/completions", self.body(model, request, stream=False))
+        status, content = await self._post(model, "/chat/completions",
+                                           self.body(model, request, stream=False, **logprobs_extra(request)))
         try:
             data = orjson.loads(content)
             choice = data["choices"][0]
@@ -115,16 +134,22 @@ class OpenAICompatibleAdapter:
         tokens_in = usage["prompt_tokens"] if "prompt_tokens" in usage else estimate_tokens(
             messages_text(request.messages))
         tokens_out = usage["completion_tokens"] if "completion_tokens" in usage else estimate_tokens(text)
+        # From choice 0 whoever asked: a client asking for logprobs gets Podium a measured confidence too.
+        confidence, signals = confidence_from_logprobs(token_logprobs(choice.get("logprobs")))
+        if not client_asked_logprobs(request):
+            without_logprobs(data)
         return ChatResult(text=text, tokens_in=int(tokens_in), tokens_out=int(tokens_out),
                           tokens_estimated=estimated, finish_reason=choice.get("finish_reason") or "stop",
-                          tool_calls=message.get("tool_calls"), confidence=confidence_from_logprobs(choice),
-                          raw=data)
+                          tool_calls=message.get("tool_calls"), confidence=confidence,
+                          confidence_signals=signals, raw=data)
 
     async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         """Server-sent events translated to deltas. Closing the generator closes the upstream connection."""
         url = model.provider.base_url.rstrip("/") + "/chat/completions"
         # Usage is always asked for so the step is recorded with real token counts.
-        body = self.body(model, request, stream=True, stream_options={"include_usage": True})
+        body = self.body(model, request, stream=True, stream_options={"include_usage": True},
+                         **logprobs_extra(request))
+        pass_logprobs = client_asked_logprobs(request)
         complete = False
         async with concurrency_limit(model.provider):
             try:
@@ -153,7 +178,7 @@ class OpenAICompatibleAdapter:
                                 message = (chunk["error"] or {}).get("message") or "unknown error"
                                 raise ProviderError(f"upstream stream failed: {str(message)[:200]}",
                                                     retryable=True, kind="upstream_error")
-                            for delta in deltas_from_chunk(chunk):
+                            for delta in deltas_from_chunk(chunk, pass_logprobs=pass_logprobs):
                                 complete = complete or bool(delta.finish_reason)
                                 yield delta
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
