@@ -51,7 +51,7 @@ def _one_class(correct: np.ndarray) -> dict:
 def _platt(raw: np.ndarray, correct: np.ndarray) -> tuple[str, dict]:
     clipped = np.clip(raw, EPSILON, 1.0 - EPSILON)
     feature = np.log(clipped / (1.0 - clipped)).reshape(-1, 1)
-    model = LogisticRegression(C=PLATT_C, solver="lbfgs", max_iter=1000)
+    model = LogisticRegression(C=PLATT_C, solver="newton-cholesky", max_iter=100)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter on nearly separable samples
         model.fit(feature, correct.astype(int))
