@@ -15,6 +15,7 @@ import uuid
 from django.conf import settings
 from django.core.cache import cache
 
+from orchestration.engine.confidence import ConfidenceSpec
 from orchestration.engine.registry import Registry, RouteSpec
 from orchestration.engine.types import ModelSpec, ProviderSpec
 from orchestration.models import LLMModel, RouteAlias
@@ -60,6 +61,7 @@ def build_registry(version: str = "") -> Registry:
             quality_prior=row.quality_prior, context_window=row.context_window, tags=tuple(row.tags or ()),
             allowed_data_classes=tuple(row.allowed_data_classes or ()), fallbacks=tuple(row.fallbacks or ()),
             cache_ttl_s=row.cache_ttl_s,
+            confidence=ConfidenceSpec.from_options(row.confidence_method, row.confidence_options),
         )
     routes = {
         r.name: RouteSpec(name=r.name, strategy=r.strategy, candidates=tuple(r.candidates), options=dict(r.options))

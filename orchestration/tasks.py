@@ -17,6 +17,7 @@ import logging
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
+from orchestration.calibration.fitting import recalibrate
 from orchestration.learning import recompute_model_stats
 from orchestration.process_loop import process_loop
 from orchestration.reviews.actions import expire_due_reviews, lapse_stale_claims
@@ -80,6 +81,12 @@ def lapse_claims_task() -> int:
 def learning_cycle_task() -> int:
     """Recompute per-model statistics (the metric roll-up routing and dashboards read)."""
     return recompute_model_stats()
+
+
+@shared_task(name="orchestration.tasks.recalibrate_task", **RETRY)
+def recalibrate_task() -> int:
+    """Refit confidence calibrators from review labels."""
+    return recalibrate()
 
 
 @shared_task(name="orchestration.tasks.recover_stalled_runs_task", **RETRY)

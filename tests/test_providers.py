@@ -43,7 +43,10 @@ def test_the_mock_is_deterministic_from_its_seed():
 def test_the_mock_echoes_and_counts_tokens():
     (result,) = run_calls(MockAdapter(), mock_model(latency_ms=0), ["hello world"])
     assert result.text == "[m] hello world"
-    assert result.tokens_in == 3 and result.tokens_out == 4 and result.confidence == 0.5
+    assert result.tokens_in == 3 and result.tokens_out == 4
+    assert result.confidence is None  # nothing configured: the mock measures nothing (the engine records the prior)
+    (configured,) = run_calls(MockAdapter(), mock_model(latency_ms=0, confidence=0.9), ["hello world"])
+    assert configured.confidence == 0.9 and configured.confidence_signals["statistic"].startswith("simulated")
 
 
 def upstream_model(upstream, name="fake-1", timeout_s=2.0, api_key="") -> ModelSpec:

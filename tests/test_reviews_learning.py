@@ -168,7 +168,8 @@ def test_the_periodic_jobs_expire_lapse_and_learn_when_due(db, reviewer):
     with override_settings(PODIUM_REVIEW_CLAIM_TTL_S=60, PODIUM_SCHEDULER_INTERVAL_S=10,
                            PODIUM_LEARNING_INTERVAL_S=60):
         assert scheduler.run_due_jobs(last_run, now=1000.0) == ["expire_due_reviews", "lapse_stale_claims",
-                                                                  "recompute_model_stats", "recover_stalled_runs"]
+                                                                  "recompute_model_stats", "recalibrate",
+                                                                  "recover_stalled_runs"]
         assert scheduler.run_due_jobs(last_run, now=1005.0) == []
         assert scheduler.run_due_jobs(last_run, now=1011.0) == ["expire_due_reviews", "lapse_stale_claims",
                                                                   "recover_stalled_runs"]
@@ -182,7 +183,7 @@ def test_a_failing_job_does_not_stop_the_others(db, monkeypatch):
         raise RuntimeError("database blinked")
 
     monkeypatch.setattr(review_actions, "expire_due_reviews", broken)
-    assert scheduler.run_due_jobs({}, now=0.0) == ["lapse_stale_claims", "recompute_model_stats",
+    assert scheduler.run_due_jobs({}, now=0.0) == ["lapse_stale_claims", "recompute_model_stats", "recalibrate",
                                                    "recover_stalled_runs"]
 
 

@@ -40,14 +40,15 @@ def cache_key(model: ModelSpec, request: ChatRequest) -> str:
 def entry_from_result(result: ChatResult) -> dict:
     return {"text": result.text, "tokens_in": result.tokens_in, "tokens_out": result.tokens_out,
             "tokens_estimated": result.tokens_estimated, "finish_reason": result.finish_reason,
-            "tool_calls": result.tool_calls, "confidence": result.confidence}
+            "tool_calls": result.tool_calls, "confidence": result.confidence,
+            "confidence_signals": result.confidence_signals}
 
 
 def result_from_entry(entry: dict) -> ChatResult:
     return ChatResult(text=entry["text"], tokens_in=entry["tokens_in"], tokens_out=entry["tokens_out"],
                       tokens_estimated=entry.get("tokens_estimated", False),
                       finish_reason=entry.get("finish_reason") or "stop", tool_calls=entry.get("tool_calls"),
-                      confidence=entry.get("confidence"))
+                      confidence=entry.get("confidence"), confidence_signals=entry.get("confidence_signals"))
 
 
 class MemoryResponseCache:

@@ -72,6 +72,8 @@ class StepFinished(StepIdentity, Stamped):
     prompt: NotRequired[list[dict[str, Any]]]
     tokens_estimated: NotRequired[bool]
     fallback_from: NotRequired[str]
+    confidence_method: NotRequired[str]  # logprobs, self_consistency, verifier, prior (engine/confidence.py)
+    confidence_raw: NotRequired[float | None]  # the signal before calibration
 
 
 class RunUpdated(Stamped):
@@ -162,7 +164,8 @@ def step_started(*, step: StepIdentity, ts: float, prompt: list[dict], attribute
 def step_finished(*, step: StepIdentity, ts: float, started_ts: float, status: FinishedStepStatus, output: str,
                   error: str, confidence: float | None, tokens_in: int, tokens_out: int, cost_usd: float,
                   latency_ms: float | None, attributes: dict, prompt: list[dict] | None = None,
-                  tokens_estimated: bool | None = None, fallback_from: str | None = None) -> StepFinished:
+                  tokens_estimated: bool | None = None, fallback_from: str | None = None,
+                  confidence_method: str | None = None, confidence_raw: float | None = None) -> StepFinished:
     event = {"type": "step.finished", "ts": ts, **step, "started_ts": started_ts, "status": status,
              "output": output, "error": error, "confidence": confidence, "tokens_in": tokens_in,
              "tokens_out": tokens_out, "cost_usd": cost_usd, "latency_ms": latency_ms, "attributes": attributes}
@@ -172,6 +175,8 @@ def step_finished(*, step: StepIdentity, ts: float, started_ts: float, status: F
         event["tokens_estimated"] = tokens_estimated
     if fallback_from is not None:
         event["fallback_from"] = fallback_from
+    if confidence_method:
+        event["confidence_method"], event["confidence_raw"] = confidence_method, confidence_raw
     return event
 
 

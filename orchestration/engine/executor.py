@@ -4,11 +4,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from orchestration.engine.cache import (MemoryResponseCache, ResponseCache, cache_key, entry_from_result,
                                         result_from_entry)
 from orchestration.engine.circuit_breaker import CLOSED, CircuitBreakers, circuit_breakers
+from orchestration.engine.confidence import Measurement, calibrate, calibration_marker
 from orchestration.engine.events import EventSink, StepIdentity, now_ms, step_finished, step_started
 from orchestration.engine.policy import allows, check_data_class, needs_redaction, redact_messages
 from orchestration.engine.registry import Registry
@@ -35,6 +36,7 @@ class NodeResult:
     tool_calls: list | None = None
     tokens_estimated: bool = False
     raw: dict | None = None  # the provider's own answer, for the /v1 pass-through (n > 1, logprobs, ...)
+    measurement: Measurement | None = None  # how `confidence` was measured (engine/confidence.py)
 
 
 @dataclass
@@ -47,6 +49,7 @@ class RunContext:
     budget_usd: float | None = None  # the run stops with budget_exceeded rather than pass it
     deadline: float | None = None  # time.monotonic() value; the run stops with deadline_exceeded after it
     meta: dict = field(default_factory=dict)
+    calibrations: object | None = None  # engine/calibration.Calibrations: raw confidence -> P(right)
 
     def seconds_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -116,18 +119,21 @@ class Engine:
         if not needs_redaction(model.provider):
             return request, {}
         messages, counts = redact_messages(request.messages)
-        return (ChatRequest(messages=messages, params=request.params), counts) if counts else (request, counts)
+        return (replace(request, messages=messages), counts) if counts else (request, counts)
 
     async def call_model(self, ctx: RunContext, model: ModelSpec, request: ChatRequest, *,
                          key: str = "call", node_id: str = "call", parent_id: str | None = None,
-                         attributes: dict | None = None, cache: bool = True) -> NodeResult:
+                         attributes: dict | None = None, cache: bool = True,
+                         confidence_scope: str = "", confidence_method: str = "logprobs") -> NodeResult:
         """One model call: policy -> cache -> circuit breaker -> provider, with retries and fallbacks.
 
         Each model tried is one step (key `key`, then `key.fallback<n>` for the n-th model of the chain);
         its retries are counted on it. Step attributes: `retries`, `attempt_errors`, `backoff_s`,
         `fallback_from` (the model asked for), `circuit` (the breaker's state when it is not closed, or
         after a half-open probe), `circuit_skipped` (models passed over because their circuit is open),
-        `cached`, `redacted` (counts per kind). Raises PolicyViolation before any call, StepFailed when
+        `cached`, `redacted` (counts per kind), `confidence_signals`. `confidence_scope` ("<workflow>/<node>")
+        picks the step's own calibrator before the model's; `confidence_method` "prior" records the prior even
+        when the provider sent a signal. Raises PolicyViolation before any call, StepFailed when
         every model failed, DeadlineExceeded / BudgetExceeded when the run's limits stop it.
         """
         chain = self.chain_for(ctx, model)
@@ -139,7 +145,8 @@ class Engine:
             sent, redacted = self.prepare(candidate, request)
             step = _StepReport(ctx, candidate, key=key if position == 0 else f"{key}.fallback{position}",
                                node_id=node_id, parent_id=parent_id, attributes=caller_attributes,
-                               node_type=self.node_type)
+                               node_type=self.node_type, confidence_scope=confidence_scope,
+                               use_prior=confidence_method == "prior")
             if position:
                 step.attributes["fallback_from"] = chain[0].alias
             if skipped:
@@ -215,8 +222,8 @@ class _StepReport:
     """The step.started / step.finished events of one model tried, and the NodeResult of a success."""
 
     def __init__(self, ctx: RunContext, model: ModelSpec, *, key: str, node_id: str, parent_id: str | None,
-                 attributes: dict, node_type: str):
-        self.ctx, self.model = ctx, model
+                 attributes: dict, node_type: str, confidence_scope: str = "", use_prior: bool = False):
+        self.ctx, self.model, self.confidence_scope, self.use_prior = ctx, model, confidence_scope, use_prior
         self.attributes = dict(attributes)
         self.prompt: list[dict] = []
         self.step: StepIdentity = {"run_id": ctx.run_id, "step_id": new_id(), "parent_id": parent_id, "key": key,
@@ -245,11 +252,24 @@ class _StepReport:
         model = self.model
         cost = model.cost_usd(result.tokens_in, result.tokens_out) if cost is None else cost
         self.ctx.spent_usd += cost
-        confidence = result.confidence if result.confidence is not None else model.quality_prior
+        measurement = measure_answer(self.ctx, model, None if self.use_prior else result.confidence,
+                                     self.confidence_scope)
+        if result.confidence_signals:
+            self.attributes["confidence_signals"] = result.confidence_signals
+        self.attributes.update(calibration_marker(measurement))
         latency_ms = self._finished(status="succeeded", error="", tokens_in=result.tokens_in,
                                     tokens_out=result.tokens_out, tokens_estimated=result.tokens_estimated,
-                                    cost_usd=cost, output=result.text, confidence=confidence)
-        return NodeResult(output=result.text, confidence=confidence, tokens_in=result.tokens_in,
+                                    cost_usd=cost, output=result.text, confidence=measurement.confidence,
+                                    confidence_method=measurement.method, confidence_raw=measurement.raw)
+        return NodeResult(output=result.text, confidence=measurement.confidence, tokens_in=result.tokens_in,
                           tokens_out=result.tokens_out, cost_usd=cost, latency_ms=latency_ms, model=model.alias,
                           finish_reason=result.finish_reason, tool_calls=result.tool_calls,
-                          tokens_estimated=result.tokens_estimated, raw=result.raw)
+                          tokens_estimated=result.tokens_estimated, raw=result.raw, measurement=measurement)
+
+
+def measure_answer(ctx: RunContext, model: ModelSpec, signal: float | None, scope: str) -> Measurement:
+    """A provider's signal (token logprobs, or the mock's stand-in for them) through the calibrator; without
+    one, the model's prior, recorded as such."""
+    if signal is None:
+        return calibrate(None, model.alias, "prior", scope, model.quality_prior)
+    return calibrate(ctx.calibrations, model.alias, "logprobs", scope, signal)

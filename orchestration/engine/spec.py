@@ -16,6 +16,7 @@ import copy
 import re
 from collections.abc import Iterable
 
+from orchestration.confidence_options import check_options
 from orchestration.engine.routing import STRATEGIES
 from orchestration.engine.templates import references, step_reference
 
@@ -31,11 +32,12 @@ _TEMPLATE = "template"
 # type -> {field: kind}; kinds: str, template, number, int, object, node, nodes, branches, combine,
 # strings (non-empty list of str), workers (str or non-empty list of str), on_reject, due
 FIELDS: dict[str, dict[str, str]] = {
-    "call": {"model": "str", "prompt": _TEMPLATE, "system": _TEMPLATE, "params": "object"},
+    "call": {"model": "str", "prompt": _TEMPLATE, "system": _TEMPLATE, "params": "object",
+             "confidence": "confidence"},
     "route": {"route": "str", "strategy": "str", "candidates": "strings", "options": "object",
-              "prompt": _TEMPLATE, "system": _TEMPLATE, "params": "object"},
+              "prompt": _TEMPLATE, "system": _TEMPLATE, "params": "object", "confidence": "confidence"},
     "cascade": {"tiers": "strings", "threshold": "number", "prompt": _TEMPLATE, "system": _TEMPLATE,
-                "params": "object"},
+                "params": "object", "confidence": "confidence"},
     "sequence": {"steps": "nodes"},
     "parallel": {"branches": "branches", "combine": "combine", "prompt": _TEMPLATE, "system": _TEMPLATE,
                  "params": "object"},
@@ -43,8 +45,8 @@ FIELDS: dict[str, dict[str, str]] = {
                "prompt": _TEMPLATE, "system": _TEMPLATE, "params": "object"},
     "supervisor": {"planner": "str", "workers": "workers", "synthesizer": "str", "max_subtasks": "int",
                    "prompt": _TEMPLATE, "system": _TEMPLATE, "params": "object"},
-    "gate": {"node": "node", "threshold": "number", "on_reject": "on_reject", "prompt": _TEMPLATE,
-             "due_in_s": "due", "default_action": "str"},
+    "gate": {"node": "node", "threshold": "number", "max_error_rate": "rate", "on_reject": "on_reject",
+             "prompt": _TEMPLATE, "due_in_s": "due", "default_action": "str"},
 }
 REQUIRED = {
     "call": ("model",), "cascade": ("tiers",), "sequence": ("steps",), "parallel": ("branches", "combine"),
@@ -205,11 +207,16 @@ class _Checker:
         for field in REQUIRED.get(kind, ()):
             if field not in node:
                 self.error(f"{path}.{field}", f"is required for a {kind} node")
+        if kind == "gate" and "max_error_rate" in node:
+            if "threshold" in node:
+                self.error(f"{path}.max_error_rate", "give either 'threshold' or 'max_error_rate', not both")
+            node["threshold"] = None  # the target risk decides, on calibrated confidence
         for field, value in DEFAULTS.get(kind, {}).items():
             node.setdefault(field, copy.deepcopy(value))
 
         for field, kind_of in allowed.items():
-            if field in node and kind_of not in ("node", "nodes", "branches", "combine"):
+            if field in node and kind_of not in ("node", "nodes", "branches", "combine") \
+                    and not (field == "threshold" and node[field] is None and "max_error_rate" in node):
                 self.check_value(node[field], f"{path}.{field}", kind_of, available)
         check = getattr(self, f"check_{kind}", None)
         after = check(node, path, available) if check else set(available)
@@ -227,6 +234,14 @@ class _Checker:
         elif kind_of == "number":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 self.error(path, "must be a number between 0 and 1")
+        elif kind_of == "rate":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+                self.error(path, "must be a number between 0 and 1 (exclusive), e.g. 0.02 for 2 %")
+        elif kind_of == "confidence":
+            for message in check_options(value, path):
+                self.errors.append(message)
+            if isinstance(value, dict) and isinstance(value.get("verifier"), str) and value.get("verifier"):
+                self.check_target(value["verifier"], f"{path}.verifier")
         elif kind_of == "int":
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 20:
                 self.error(path, "must be a whole number between 1 and 20")

@@ -14,8 +14,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+from orchestration.engine.confidence import calibration_marker
 from orchestration.engine.events import StepIdentity, now_ms, step_finished, step_started
-from orchestration.engine.executor import NodeResult, RunContext, StepFailed
+from orchestration.engine.executor import NodeResult, RunContext, StepFailed, measure_answer
+from orchestration.engine.logprobs import confidence_from_logprobs
 from orchestration.engine.resilience import counts_against_circuit
 from orchestration.engine.types import (ChatRequest, ModelSpec, ProviderError, StreamDelta, estimate_tokens,
                                         messages_text)
@@ -32,8 +34,9 @@ class ModelStream:
 
     def __init__(self, engine, ctx: RunContext, model: ModelSpec, request: ChatRequest, *,
                  key: str = "call", node_id: str = "call", parent_id: str | None = None,
-                 attributes: dict | None = None):
+                 attributes: dict | None = None, confidence_scope: str = ""):
         self.engine = engine
+        self.confidence_scope = confidence_scope
         self._adapters = getattr(engine, "_adapters", adapter_for)
         self.ctx, self.model, self.request = ctx, model, request
         self.key, self.node_id, self.parent_id = key, node_id, parent_id
@@ -109,6 +112,7 @@ class _Attempt:
         self.tokens_in: int | None = None
         self.tokens_out: int | None = None
         self.finish_reason = "stop"
+        self.token_logprobs: list[float] = []  # of choice 0, for the step's confidence
         self.result: NodeResult | None = None
 
     async def deltas(self) -> AsyncIterator[StreamDelta]:
@@ -150,6 +154,8 @@ class _Attempt:
                 merged["function"]["arguments"] += function.get("arguments") or ""
             if delta.finish_reason:
                 self.finish_reason = delta.finish_reason
+            if delta.token_logprobs:
+                self.token_logprobs.extend(delta.token_logprobs)
         if delta.tokens_in is not None:
             self.tokens_in = delta.tokens_in
         if delta.tokens_out is not None:
@@ -170,21 +176,31 @@ class _Attempt:
             tokens_out = self.tokens_out if self.tokens_out is not None else estimate_tokens(text + arguments)
         cost = model.cost_usd(tokens_in, tokens_out)
         ctx.spent_usd += cost
-        confidence = model.quality_prior if status == "succeeded" else None
+        measurement = None
+        if status == "succeeded":
+            signal, signals = confidence_from_logprobs(self.token_logprobs)
+            measurement = measure_answer(ctx, model, signal, self.stream.confidence_scope)
+            if signals:
+                self.attributes["confidence_signals"] = signals
+            self.attributes.update(calibration_marker(measurement))
         ctx.sink.emit(step_finished(step=self.step, ts=now_ms(), started_ts=self.started_ms, status=status,
                                     error=error, latency_ms=latency_ms, tokens_in=tokens_in, tokens_out=tokens_out,
-                                    tokens_estimated=estimated, cost_usd=cost, output=text, confidence=confidence,
+                                    tokens_estimated=estimated, cost_usd=cost, output=text,
+                                    confidence=measurement.confidence if measurement else None,
+                                    confidence_method=measurement.method if measurement else None,
+                                    confidence_raw=measurement.raw if measurement else None,
                                     attributes=self.attributes, fallback_from=self.fallback_from,
                                     prompt=self.request.messages))  # as sent (after redaction), kept on the row
-        if status == "succeeded":
-            self.result = NodeResult(output=text, confidence=confidence, tokens_in=tokens_in, tokens_out=tokens_out,
-                                     cost_usd=cost, latency_ms=latency_ms, model=model.alias,
+        if measurement is not None:
+            self.result = NodeResult(output=text, confidence=measurement.confidence, tokens_in=tokens_in,
+                                     tokens_out=tokens_out, cost_usd=cost, latency_ms=latency_ms, model=model.alias,
                                      finish_reason=self.finish_reason, tool_calls=tool_calls,
-                                     tokens_estimated=estimated)
+                                     tokens_estimated=estimated, measurement=measurement)
 
 
 def stream_model(engine, ctx: RunContext, model: ModelSpec, request: ChatRequest, *, key: str = "call",
-                 node_id: str = "call", parent_id: str | None = None, attributes: dict | None = None) -> ModelStream:
+                 node_id: str = "call", parent_id: str | None = None, attributes: dict | None = None,
+                 confidence_scope: str = "") -> ModelStream:
     """The streaming counterpart of `Engine.call_model` (same events, same step keys)."""
     return ModelStream(engine, ctx, model, request, key=key, node_id=node_id, parent_id=parent_id,
-                       attributes=attributes)
+                       attributes=attributes, confidence_scope=confidence_scope)

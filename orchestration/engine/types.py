@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestration.engine.confidence import ConfidenceSpec
+
 
 @dataclass(frozen=True)
 class ProviderSpec:
@@ -31,6 +33,7 @@ class ModelSpec:
     allowed_data_classes: tuple[str, ...] = ()
     fallbacks: tuple[str, ...] = ()
     cache_ttl_s: int = 0
+    confidence: ConfidenceSpec = ConfidenceSpec()  # how its answers' confidence is measured (engine/confidence.py)
 
     def cost_usd(self, tokens_in: int, tokens_out: int) -> float:
         return (tokens_in * self.price_in_per_m + tokens_out * self.price_out_per_m) / 1_000_000

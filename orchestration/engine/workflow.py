@@ -26,7 +26,7 @@ import asyncio
 import json
 
 from orchestration.engine.executor import DeadlineExceeded, Engine, NodeResult, RunContext
-from orchestration.engine.nodes import HANDLERS, Execution, Scope
+from orchestration.engine.nodes import HANDLERS, MEASURERS, Execution, Scope
 from orchestration.engine.spec import compile_spec
 from orchestration.engine.types import messages_text
 
@@ -66,7 +66,7 @@ async def run_workflow(engine: Engine, ctx: RunContext, spec: dict, input, *, fi
     timeout = asyncio.timeout(ctx.seconds_left())
     try:
         async with timeout:
-            execution = Execution(engine, ctx, HANDLERS)
+            execution = Execution(engine, ctx, HANDLERS, MEASURERS)
             if final_stream is not None:
                 execution.stream_key, execution.final_stream = final_call_key(compiled["root"]), final_stream
             return await execution.run_node(compiled["root"], scope)

@@ -8,6 +8,7 @@ from asgiref.sync import sync_to_async
 
 from orchestration import live
 from orchestration.access.apikeys import KeyInfo
+from orchestration.calibration.store import current_calibrations
 from orchestration.engine.events import Event, StepFinished, now_ms
 from orchestration.engine.executor import NodeResult, RunContext, StepFailed
 from orchestration.engine.registry import Registry
@@ -59,11 +60,19 @@ async def open_chat_run(model_name: str, messages: list[dict],
         raise GatewayError(f"The model '{model_name}' does not exist or you do not have access to it.",
                            code="model_not_found", param="model")
     sink = PublishingSink()
-    ctx = RunContext(run_id=new_id(), registry=registry, sink=sink, data_class=data_class)
+    ctx = RunContext(run_id=new_id(), registry=registry, sink=sink, data_class=data_class,
+                     calibrations=await current_calibrations())
     route_attributes = None
     if model is None:
         model, route_attributes = await resolve_chat_route(ctx, model_name, messages)
     return ctx, sink, model, route_attributes
+
+
+def chat_request(model, messages: list[dict], params: dict) -> ChatRequest:
+    """A direct call asks its upstream for logprobs only when the model's confidence method is `logprobs`
+    by choice (not `auto`): the hot path pays for no measurement nobody asked for. Sampling and verifier
+    methods apply to workflow steps only."""
+    return ChatRequest(messages=messages, params=params, want_logprobs=model.confidence.method == "logprobs")
 
 
 async def chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict], params: dict,
@@ -78,7 +87,7 @@ async def chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict]
     started = time.perf_counter()
     publish_call_started(run_id=run_id, started_ms=started_ms, model_name=model_name, kind=Run.Kind.CHAT, key=key)
     result, error, refused = await attempt_call(engine.call_model(
-        ctx, model, ChatRequest(messages=messages, params=params), cache=use_cache, attributes=route_attributes))
+        ctx, model, chat_request(model, messages, params), cache=use_cache, attributes=route_attributes))
     latency_ms = (time.perf_counter() - started) * 1000
     status = RunStatus.SUCCEEDED if result else RunStatus.FAILED
     record_call(run_id=run_id, kind=Run.Kind.CHAT, model_name=model_name, key=key, status=status,

@@ -7,9 +7,8 @@ from orchestration.access.apikeys import KeyInfo
 from orchestration.engine.events import now_ms
 from orchestration.engine.executor import RunContext
 from orchestration.engine.streaming import ModelStream, stream_model
-from orchestration.engine.types import ChatRequest
 from orchestration.engine_config import engine
-from orchestration.gateway.chat import PublishingSink, open_chat_run
+from orchestration.gateway.chat import PublishingSink, chat_request, open_chat_run
 from orchestration.gateway.records import publish_call_started, record_call
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
@@ -72,7 +71,7 @@ async def stream_chat_completion(*, key: KeyInfo, model_name: str, messages: lis
     """A streamed call to a model or route alias (with fallbacks): resolved now, so an unknown model is a
     plain 404. Streams are never served from the response cache."""
     ctx, sink, model, route_attributes = await open_chat_run(model_name, messages, data_class)
-    stream = stream_model(engine, ctx, model, ChatRequest(messages=messages, params=params),
+    stream = stream_model(engine, ctx, model, chat_request(model, messages, params),
                           attributes=route_attributes)
     return ChatStream(key=key, model_name=model_name, messages=messages, metadata=metadata, ctx=ctx, sink=sink,
                       stream=stream)

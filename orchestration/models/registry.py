@@ -5,6 +5,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from orchestration.confidence_options import METHODS, check_options
+
 ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9._:-]*$")
 DATA_CLASSES = ("public", "internal", "sensitive", "restricted")
@@ -125,6 +127,14 @@ class LLMModel(models.Model):
         help_text="Aliases tried in order when this model fails.",
     )
     cache_ttl_s = models.PositiveIntegerField("cache TTL (s)", default=0, help_text="0 disables the response cache.")
+    confidence_method = models.CharField(
+        max_length=24, choices=[(m, m) for m in METHODS], default="auto",
+        help_text="How answers' confidence is measured: auto = token logprobs where the provider gives them "
+                  "(OpenAI-compatible, Ollama), self-consistency for Anthropic when a gate or cascade decides, "
+                  "else the prior (shown as not measured).")
+    confidence_options = models.JSONField(
+        default=dict, blank=True,
+        help_text='{"samples": 3, "temperature": 0.7} for self_consistency; {"verifier": "judge-alias"} for verifier.')
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -136,6 +146,13 @@ class LLMModel(models.Model):
 
     def __str__(self) -> str:
         return self.alias
+
+    def clean(self) -> None:
+        errors = check_options({**(self.confidence_options if isinstance(self.confidence_options, dict) else {}),
+                                "method": self.confidence_method}, "confidence") \
+            if isinstance(self.confidence_options, dict) else ["confidence_options: must be a JSON object"]
+        if errors:
+            raise ValidationError({"confidence_options": errors})
 
 
 class RouteAlias(models.Model):

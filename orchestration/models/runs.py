@@ -80,7 +80,11 @@ class Step(models.Model):
     status = models.CharField(max_length=16, choices=StepStatus.choices, default=StepStatus.RUNNING)
     prompt = models.JSONField(default=list, blank=True)
     output = models.TextField(blank=True)
-    confidence = models.FloatField(null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True,
+                                   help_text="Calibrated when a calibrator exists for the method, else the raw signal.")
+    confidence_method = models.CharField(max_length=24, blank=True,
+                                         help_text="logprobs, self_consistency, verifier or prior (not measured).")
+    confidence_raw = models.FloatField(null=True, blank=True)
     tokens_in = models.PositiveIntegerField(default=0)
     tokens_out = models.PositiveIntegerField(default=0)
     tokens_estimated = models.BooleanField(default=False)

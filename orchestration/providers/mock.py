@@ -7,7 +7,8 @@ Options (Provider.mock_options, all optional):
   failure_rate       probability a call fails with a retryable 503, default 0
   reply              "echo" (default), a canned text, or a list of canned texts; "{input}" is replaced
                      by the last user message
-  confidence         a number, or [low, high] drawn uniformly; default the model's quality prior
+  confidence         a number, or [low, high] drawn uniformly: the stand-in for a provider's logprob signal;
+                     default none (the step records the model's prior, method "prior")
   tokens_out         fixed output token count (default: counted from the reply)
   reply_rules        [{"contains": "...", "model": "alias", "reply": ..., "confidence": ...}]: the first rule
                      whose "contains" (case-insensitive, any message) and "model" (when given) match
@@ -76,13 +77,18 @@ class MockAdapter:
             reply = reply[int(draw * len(reply)) % len(reply)]
         text = f"[{model.alias}] {user_text}" if reply == "echo" else str(reply).replace("{input}", user_text)
 
-        confidence = rule.get("confidence", opts.get("confidence", model.quality_prior))
+        # A configured confidence stands in for a provider's logprob signal; without one the mock measures
+        # nothing and the engine records the model's prior as such.
+        confidence = rule.get("confidence", opts.get("confidence"))
         if isinstance(confidence, list) and len(confidence) == 2:
             confidence = confidence[0] + (confidence[1] - confidence[0]) * draw
         tokens_in = estimate_tokens(messages_text(request.messages))
         tokens_out = int(opts.get("tokens_out", estimate_tokens(text)))
-        return ChatResult(text=text, tokens_in=tokens_in, tokens_out=tokens_out,
-                          confidence=max(0.0, min(1.0, float(confidence))))
+        if confidence is None:
+            return ChatResult(text=text, tokens_in=tokens_in, tokens_out=tokens_out)
+        confidence = max(0.0, min(1.0, float(confidence)))
+        return ChatResult(text=text, tokens_in=tokens_in, tokens_out=tokens_out, confidence=confidence,
+                          confidence_signals={"statistic": "simulated by the mock provider", "value": confidence})
 
     async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         """The same reply as `chat`, as word deltas with the model's latency spread across them."""

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from orchestration import audit, live
 from orchestration.access.apikeys import KeyInfo
+from orchestration.calibration.labels import label_review
 from orchestration.engine.events import (StepFinished, StepIdentity, now_ms, review_created, review_decided,
                                          review_updated, step_finished)
 from orchestration.errors import ReviewConflict, ReviewError, ReviewForbidden, ReviewNotFound
@@ -100,9 +101,14 @@ def open_review(*, run_id, step_key: str, node_id: str = "", reason: str = Revie
     return item
 
 
+MEASUREMENT_FIELDS = ("confidence_method", "confidence_raw", "calibrated", "calibration_labels", "confidence_scope",
+                      "how_sure")  # engine/nodes/gate.py measurement_fields
+
+
 def _clean_candidate(candidate: dict) -> dict:
     return {"model": str(candidate.get("model", "")), "output": str(candidate.get("output", "")),
-            "confidence": _float(candidate.get("confidence")), "cost_usd": _float(candidate.get("cost_usd"))}
+            "confidence": _float(candidate.get("confidence")), "cost_usd": _float(candidate.get("cost_usd")),
+            **{name: candidate[name] for name in MEASUREMENT_FIELDS if name in candidate}}
 
 
 # --- claiming -------------------------------------------------------------------------------------------------
@@ -225,6 +231,7 @@ def _decide(item_id, reviewer: Reviewer, status: str, *, candidate: int | None =
                      data={"run_id": str(item.run_id), "step_key": item.step_key, "reason": item.reason,
                            "candidate": chosen, "model": model, "output": output, "comment": item.comment})
         step = _record_human_step(item, reviewer, action, output, model, now)
+        label_review(item)  # the decision teaches calibration whether the held-back answer was right
         _publish_on_commit(review_decided, item.pk, action=action, output=output, comment=item.comment)
         transaction.on_commit(lambda: live.publish(_step_event(step)))
         _resume_on_commit(item.run_id)

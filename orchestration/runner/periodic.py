@@ -39,6 +39,8 @@ PERIODIC_JOBS = (
                 "orchestration.tasks.lapse_claims_task", "PODIUM_SCHEDULER_INTERVAL_S"),
     PeriodicJob("recompute_model_stats", "orchestration.learning.recompute_model_stats",
                 "orchestration.tasks.learning_cycle_task", "PODIUM_LEARNING_INTERVAL_S"),
+    PeriodicJob("recalibrate", "orchestration.calibration.fitting.recalibrate",
+                "orchestration.tasks.recalibrate_task", "PODIUM_CALIBRATION_INTERVAL_S"),
     # Runs left queued or running by a process that stopped (orchestration/runs/recovery.py).
     PeriodicJob("recover_stalled_runs", "orchestration.runs.recovery.recover_stalled_runs",
                 "orchestration.tasks.recover_stalled_runs_task", "PODIUM_SCHEDULER_INTERVAL_S"),

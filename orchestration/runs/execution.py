@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from orchestration.calibration.store import current_calibrations
 from orchestration.engine.executor import (AwaitingReview, BudgetExceeded, DeadlineExceeded, NodeResult, RunContext,
                                            StepFailed)
 from orchestration.engine.nodes import RunCancelled
@@ -44,6 +45,7 @@ RUNNABLE = (RunStatus.QUEUED, RunStatus.RUNNING)
 class Prepared:
     run_id: str
     spec: dict
+    workflow: str  # the slug: calibration names a step "<workflow>/<node id>"
     input: object
     api_key_id: int | None
     budget_usd: float | None
@@ -100,7 +102,7 @@ def _prepare(run_id: str) -> Prepared | None:
     now = timezone.now()
     with transaction.atomic():
         # of=("self",): PostgreSQL cannot lock the nullable side of the outer join to workflow_version.
-        run = Run.objects.select_for_update(of=("self",)).select_related("workflow_version").filter(pk=run_id).first()
+        run = Run.objects.select_for_update(of=("self",)).select_related("workflow_version__workflow").filter(pk=run_id).first()
         if run is None or run.status not in RUNNABLE or run.workflow_version is None:
             return None
         run.status = RunStatus.RUNNING
@@ -110,13 +112,15 @@ def _prepare(run_id: str) -> Prepared | None:
     completed = {}
     for step in Step.objects.filter(run_id=run_id, status=StepStatus.SUCCEEDED).only(
             "key", "output", "confidence", "tokens_in", "tokens_out", "cost_usd", "latency_ms", "model_alias",
-            "tokens_estimated"):
+            "tokens_estimated", "confidence_method", "confidence_raw", "attributes"):
         completed[step.key] = {"output": step.output, "confidence": step.confidence, "tokens_in": step.tokens_in,
                                "tokens_out": step.tokens_out, "cost_usd": float(step.cost_usd),
                                "latency_ms": step.latency_ms, "model": step.model_alias,
-                               "tokens_estimated": step.tokens_estimated}
+                               "tokens_estimated": step.tokens_estimated,
+                               "confidence_method": step.confidence_method, "confidence_raw": step.confidence_raw,
+                               "attributes": step.attributes}
     return Prepared(
-        run_id=run_id, spec=run.workflow_version.spec, input=run.input, api_key_id=run.api_key_id,
+        run_id=run_id, spec=run.workflow_version.spec, workflow=run.workflow_version.workflow.slug, input=run.input, api_key_id=run.api_key_id,
         budget_usd=float(run.budget_usd) if run.budget_usd is not None else None,
         deadline_s=(run.deadline_at - now).total_seconds() if run.deadline_at else None,
         spent_usd=float(run.cost_usd), started_at=run.started_at, metadata=dict(run.metadata or {}),
@@ -138,12 +142,13 @@ async def current_registry():
 
 async def _execute(prepared: Prepared, *, final_stream=None) -> str:
     meta = {"completed_steps": prepared.completed, "decisions": prepared.decisions,
-            "run_metadata": prepared.metadata, "model_stats": await sync_to_async(routing_stats)()}
+            "run_metadata": prepared.metadata, "model_stats": await sync_to_async(routing_stats)(),
+            "workflow": prepared.workflow}
     sink = DurableSink(run_id=prepared.run_id, api_key_id=prepared.api_key_id, meta=meta,
                        loop=asyncio.get_running_loop())
     ctx = RunContext(run_id=prepared.run_id, registry=await current_registry(), sink=sink,
                      data_class=prepared.metadata.get("data_class"), spent_usd=prepared.spent_usd,
-                     budget_usd=prepared.budget_usd, meta=meta,
+                     budget_usd=prepared.budget_usd, meta=meta, calibrations=await current_calibrations(),
                      deadline=time.monotonic() + prepared.deadline_s if prepared.deadline_s is not None else None)
     result: NodeResult | None = None
     review: AwaitingReview | None = None

@@ -21,7 +21,7 @@ async def run_sequence(ex: Execution, node: dict, scope: Scope) -> NodeResult:
             parts.append(result)
             inner = inner.child(previous=result.output)
         last = parts[-1]
-        span.result = total(last.output, last.confidence, parts, model=last.model)
+        span.result = total(last.output, last.confidence, parts, model=last.model, measured=last)
     return span.result
 
 

@@ -7,6 +7,7 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
+from orchestration.engine.confidence import calibration_marker, measurement_from_stored, resolve_method
 from orchestration.engine.events import StepIdentity, now_ms, step_finished, step_started
 from orchestration.engine.executor import Engine, NodeResult, RunContext, StepFailed
 from orchestration.engine.policy import PolicyViolation
@@ -29,19 +30,25 @@ def span_step_id(run_id: str, key: str) -> str:
     return str(uuid.uuid5(STEP_NAMESPACE, f"{run_id}:{key}"))
 
 
-def total(output: str, confidence: float, parts: list[NodeResult], *, model: str = "") -> NodeResult:
-    """A composite node's result: its own output and confidence, its children's tokens and cost."""
+def total(output: str, confidence: float, parts: list[NodeResult], *, model: str = "",
+          measured: NodeResult | None = None) -> NodeResult:
+    """A composite node's result: its own output and confidence, its children's tokens and cost.
+    `measured`: the child whose confidence this is, so its measurement (method, raw signal) goes up with it."""
     return NodeResult(output=output, confidence=max(0.0, min(1.0, float(confidence))),
                       tokens_in=sum(p.tokens_in for p in parts), tokens_out=sum(p.tokens_out for p in parts),
                       cost_usd=sum(p.cost_usd for p in parts), model=model,
-                      tokens_estimated=any(p.tokens_estimated for p in parts))
+                      tokens_estimated=any(p.tokens_estimated for p in parts),
+                      measurement=measured.measurement if measured is not None else None)
 
 
 def result_from_stored(stored: dict) -> NodeResult:
     return NodeResult(output=stored.get("output") or "", confidence=float(stored.get("confidence") or 0.0),
                       tokens_in=int(stored.get("tokens_in") or 0), tokens_out=int(stored.get("tokens_out") or 0),
                       cost_usd=float(stored.get("cost_usd") or 0.0), latency_ms=float(stored.get("latency_ms") or 0.0),
-                      model=stored.get("model") or "", tokens_estimated=bool(stored.get("tokens_estimated")))
+                      model=stored.get("model") or "", tokens_estimated=bool(stored.get("tokens_estimated")),
+                      measurement=measurement_from_stored(stored.get("confidence_method") or "",
+                                                          stored.get("confidence_raw"), stored.get("confidence"),
+                                                          stored.get("attributes")))
 
 
 @dataclass
@@ -53,14 +60,17 @@ class Scope:
     outputs: dict[str, str]
     parent_id: str | None = None
     attributes: dict = field(default_factory=dict)  # markers for the calls below (e.g. branch)
+    decides: bool = False  # a gate above decides on the confidence of what runs in this scope
 
     def render(self, template: str) -> str:
         return render(template, input=self.input, previous=self.previous, outputs=self.outputs)
 
-    def child(self, *, parent_id: str | None = None, previous: str | None = None, **attributes) -> "Scope":
+    def child(self, *, parent_id: str | None = None, previous: str | None = None, decides: bool | None = None,
+              **attributes) -> "Scope":
         return Scope(input=self.input, previous=self.previous if previous is None else previous,
                      outputs=self.outputs, parent_id=self.parent_id if parent_id is None else parent_id,
-                     attributes={**self.attributes, **attributes})
+                     attributes={**self.attributes, **attributes},
+                     decides=self.decides if decides is None else decides)
 
 
 @dataclass
@@ -82,10 +92,11 @@ def messages_for(node: dict, scope: Scope, prompt: str | None = None) -> list[di
 class Execution:
     """Runs nodes for one RunContext. Handlers (nodes/*.py) call back into `run_node`, `call` and `span`."""
 
-    def __init__(self, engine: Engine, ctx: RunContext, handlers: dict):
+    def __init__(self, engine: Engine, ctx: RunContext, handlers: dict, measurers: dict | None = None):
         self.engine = engine
         self.ctx = ctx
         self.handlers = handlers  # node type -> handler (nodes.HANDLERS): handlers import this module
+        self.measurers = measurers or {}  # confidence method -> measurer (nodes.MEASURERS), likewise
         self.completed: dict[str, dict] = ctx.meta.get("completed_steps") or {}
         # The final call's step key and where its deltas go, when the caller streams (see engine/workflow.py).
         self.stream_key: str | None = None
@@ -138,12 +149,17 @@ class Execution:
             raise
         result = span.result
         result.latency_ms = (time.perf_counter() - started) * 1000
+        measurement = result.measurement
+        if measurement is not None:
+            span.attributes.update(calibration_marker(measurement))
         self.ctx.sink.emit(step_finished(step={**step, "model": result.model}, ts=now_ms(), started_ts=started_ms,
                                          status="succeeded", error="", output=result.output,
                                          confidence=result.confidence, latency_ms=result.latency_ms,
                                          tokens_in=result.tokens_in, tokens_out=result.tokens_out,
                                          tokens_estimated=result.tokens_estimated, cost_usd=result.cost_usd,
-                                         attributes=span.attributes))
+                                         attributes=span.attributes,
+                                         confidence_method=measurement.method if measurement else None,
+                                         confidence_raw=measurement.raw if measurement else None))
 
     # --- model calls ----------------------------------------------------------------------------
     async def resolve(self, target: str, text: str, *, key: str, node_id: str,
@@ -164,11 +180,19 @@ class Execution:
                                    node_id=node_id, parent_id=parent_id, attributes={"role": "classifier"})
         return classify
 
+    def calibration_scope(self, node_id: str) -> str:
+        """The step's name for calibration: "<workflow>/<node id>" (labels and calibrators use it)."""
+        workflow = self.ctx.meta.get("workflow") or ""
+        return f"{workflow}/{node_id}" if workflow else ""
+
     async def call(self, target: str | ModelSpec, messages: list[dict], *, key: str, node_id: str,
-                   parent_id: str | None, params: dict | None = None, attributes: dict | None = None) -> NodeResult:
+                   parent_id: str | None, params: dict | None = None, attributes: dict | None = None,
+                   confidence: dict | None = None, decides: bool = False) -> NodeResult:
         """One model call as one step, or the stored result of a step this run already finished.
 
         `target` is a model alias, a route alias (resolved by its strategy) or an already chosen ModelSpec.
+        Its confidence is measured as the model's method says, or the node's `confidence` override
+        (engine/confidence.py); `decides`: a gate or cascade decides on it (what `auto` needs to know).
         """
         reused = self.reused(key)
         if reused is not None:
@@ -181,22 +205,31 @@ class Execution:
                                                          node_id=node_id, parent_id=parent_id)
         # "Would exceed": the prompt alone must fit in what is left of the budget.
         self.check(model.cost_usd(estimate_tokens(messages_text(messages)), 0))
-        request = ChatRequest(messages=messages, params=dict(params or {}))
+        spec = model.confidence.overridden(confidence)
+        method = resolve_method(spec, model.provider.kind, decides=decides)
+        request = ChatRequest(messages=messages, params=dict(params or {}), want_logprobs=method == "logprobs")
         attributes = {**route_attributes, **(attributes or {})}
+        scope = self.calibration_scope(node_id)
         try:
             if key == self.stream_key and self.final_stream is not None:
-                return await self.stream_call(model, request, key=key, node_id=node_id, parent_id=parent_id,
-                                              attributes=attributes)
+                # A stream is one answer as it comes: only its logprobs can measure it.
+                return await self.stream_call(model, replace(request, want_logprobs=method != "prior"), key=key,
+                                              node_id=node_id, parent_id=parent_id, attributes=attributes,
+                                              confidence_scope=scope)
+            if method in self.measurers:
+                return await self.measurers[method](self, model, request, spec, key=key, node_id=node_id,
+                                               parent_id=parent_id, attributes=attributes, scope=scope)
             return await self.engine.call_model(self.ctx, model, request, key=key, node_id=node_id,
-                                                parent_id=parent_id, attributes=attributes)
+                                                parent_id=parent_id, attributes=attributes, confidence_scope=scope,
+                                                confidence_method=method)
         except PolicyViolation as exc:  # refused before any call: for a workflow, a failed step like any other
             raise StepFailed(str(exc)) from exc
 
     async def stream_call(self, model: ModelSpec, request: ChatRequest, *, key: str, node_id: str,
-                          parent_id: str | None, attributes: dict) -> NodeResult:
+                          parent_id: str | None, attributes: dict, confidence_scope: str = "") -> NodeResult:
         """The final call, streamed to `final_stream`: same step events as `call_model`, no retries or cache."""
         stream = stream_model(self.engine, self.ctx, model, request, key=key, node_id=node_id, parent_id=parent_id,
-                              attributes=attributes)
+                              attributes=attributes, confidence_scope=confidence_scope)
         try:
             async for delta in stream:
                 await self.final_stream(delta)

@@ -104,5 +104,5 @@ async def run_supervisor(ex: Execution, node: dict, scope: Scope) -> NodeResult:
             key=f"{node_id}/synthesize", node_id=node_id, parent_id=span.step_id, params=node.get("params"),
             attributes={**scope.attributes, "role": "synthesizer"})
         parts.append(final)
-        span.result = total(final.output, final.confidence, parts, model=final.model)
+        span.result = total(final.output, final.confidence, parts, model=final.model, measured=final)
     return span.result
