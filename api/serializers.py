@@ -17,15 +17,16 @@ class ModelSerializer(serializers.ModelSerializer):
     class Meta:
         model = LLMModel
         fields = ["id", "alias", "provider", "upstream_name", "tier", "price_in_per_m", "price_out_per_m",
-                  "quality_prior", "context_window", "tags", "allowed_data_classes", "fallbacks", "enabled"]
+                  "quality_prior", "context_window", "tags", "allowed_data_classes", "fallbacks", "confidence_method",
+                  "confidence_options", "enabled"]
 
 
 class StepSerializer(serializers.ModelSerializer):
     class Meta:
         model = Step
         fields = ["id", "parent", "key", "node_id", "node_type", "model_alias", "provider", "status", "prompt",
-                  "output", "confidence", "tokens_in", "tokens_out", "tokens_estimated", "cost_usd", "latency_ms",
-                  "error", "attributes", "started_at", "finished_at"]
+                  "output", "confidence", "confidence_method", "confidence_raw", "tokens_in", "tokens_out",
+                  "tokens_estimated", "cost_usd", "latency_ms", "error", "attributes", "started_at", "finished_at"]
 
 
 class RunSerializer(serializers.ModelSerializer):

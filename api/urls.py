@@ -9,7 +9,9 @@ router.register("models", views.ModelViewSet)
 router.register("runs", runs.RunViewSet, basename="run")
 router.register("workflows", workflows.WorkflowViewSet, basename="workflow")
 
-urlpatterns = router.urls + [
+urlpatterns = [
+    path("models/<str:alias>/calibration/", views.ModelCalibration.as_view(), name="model-calibration"),
+] + router.urls + [
     path("reviews/", reviews.ReviewList.as_view(), name="review-list"),
     path("reviews/bulk-approve/", reviews.ReviewBulkApprove.as_view(), name="review-bulk-approve"),
     path("reviews/<uuid:pk>/", reviews.ReviewDetail.as_view(), name="review-detail"),

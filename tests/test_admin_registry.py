@@ -22,7 +22,8 @@ def provider_form(**overrides):
 def model_form(provider, **overrides):
     data = {"provider": provider.pk, "upstream_name": "acme-1", "alias": "acme-one", "tier": "medium",
             "price_in_per_m": "1.5", "price_out_per_m": "3", "quality_prior": "0.7", "context_window": "8192",
-            "tags": "[]", "allowed_data_classes": "[]", "fallbacks": "[]", "cache_ttl_s": "0", "enabled": "on"}
+            "tags": "[]", "allowed_data_classes": "[]", "fallbacks": "[]", "cache_ttl_s": "0", "enabled": "on",
+            "confidence_method": "auto", "confidence_options": "{}"}
     data.update(overrides)
     return data
 
@@ -75,3 +76,17 @@ def test_a_key_created_in_the_admin_is_shown_once_and_stored_hashed(admin_client
     shown = page.split("<code>")[1].split("</code>")[0]
     assert shown.startswith("pdm_") and key.key_hash != shown and shown not in str(APIKey.objects.values().get())
     assert shown not in admin_client.get(f"/admin/orchestration/apikey/{key.pk}/change/").content.decode()
+
+
+def test_a_model_s_confidence_options_are_checked_in_the_admin(admin_client):
+    provider = Provider.objects.create(name="p", kind="anthropic", base_url="http://127.0.0.1:9")
+    response = admin_client.post("/admin/orchestration/llmmodel/add/", model_form(
+        provider, confidence_method="verifier", confidence_options='{"samples": 40}'))
+    body = response.content.decode()
+    assert "samples: must be a whole number from 2 to 10" in body
+    assert "the judge model&#x27;s alias is required" in body or "the judge model's alias is required" in body
+    assert not LLMModel.objects.exists()
+    response = admin_client.post("/admin/orchestration/llmmodel/add/", model_form(
+        provider, confidence_method="self_consistency", confidence_options='{"samples": 5, "temperature": 0.9}'))
+    assert response.status_code == 302
+    assert LLMModel.objects.get().confidence_options == {"samples": 5, "temperature": 0.9}

@@ -10,8 +10,8 @@ from orchestration.models import Run
 RUN_FIELDS = ("id", "kind", "target", "status", "output", "confidence", "tokens_in", "tokens_out", "cost_usd",
               "latency_ms", "error", "metadata", "created_at", "started_at", "finished_at", "input")
 STEP_FIELDS = ("id", "parent_id", "key", "node_id", "node_type", "model_alias", "provider", "status", "prompt",
-               "output", "confidence", "tokens_in", "tokens_out", "tokens_estimated", "cost_usd", "latency_ms",
-               "error", "attributes", "started_at", "finished_at")
+               "output", "confidence", "confidence_method", "confidence_raw", "tokens_in", "tokens_out",
+               "tokens_estimated", "cost_usd", "latency_ms", "error", "attributes", "started_at", "finished_at")
 
 
 def step_tree(steps) -> list[dict]:
