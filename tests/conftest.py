@@ -18,6 +18,7 @@ from orchestration.engine.circuit_breaker import circuit_breakers
 from orchestration.engine.events import ListSink
 from orchestration.gateway.writer import writer
 from orchestration.models import APIKey, LLMModel, Provider
+from orchestration.calibration.store import forget as forget_calibrations
 from orchestration.registry import bump_version
 from podium.fake_upstream import FakeUpstream
 from tests.eventschema import EventChecker
@@ -162,8 +163,10 @@ def fail_for_bad_events(checker: EventChecker) -> None:
 
 @pytest.fixture(autouse=True)
 def fresh_registry_cache():
-    """Each test sees the registry its own database holds, and closed circuits (breakers are process-wide)."""
+    """Each test sees the registry and the calibrators its own database holds, and closed circuits (breakers are
+    process-wide)."""
     bump_version()
+    forget_calibrations()
     circuit_breakers.reset()
     yield
     writer.flush()

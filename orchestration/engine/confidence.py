@@ -118,7 +118,7 @@ def agreement(answers: list[str]) -> tuple[int, float, dict]:
 
 # --- verifier -----------------------------------------------------------------------------------------
 
-_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?|\.\d+)\s*(%|/\s*(?:10|100)\b)?")
+_NUMBER = re.compile(r"(?<![\w.\-])(\d+(?:\.\d+)?|\.\d+)\s*(%|/\s*(?:10|100)\b)?")
 
 
 class VerdictUnreadable(ValueError):
