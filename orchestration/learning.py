@@ -7,7 +7,9 @@ a review's is the item's `category`.
 
 Approval: every candidate shown in a decided review counts one review for its model; the candidate
 a reviewer approved as it is counts one approval. Edits and rejections are reviews without approval;
-expired items are not counted (nobody judged them).
+expired items are not counted (nobody judged them). A `parallel` node's judge that picked a candidate
+(and did not write its own answer) scored it s in [0, 1]: that counts s approvals of one review for
+the candidate's model, as the `learned` strategy's bandit expects (engine/bandit.py).
 
 `routing_stats()` is what routing strategies read (balanced: success and latency; learned:
 approvals per category), shaped as orchestration.engine.routing documents.
@@ -43,6 +45,7 @@ def recompute_model_stats(now: datetime | None = None) -> int:
         stats: dict[tuple[str, str], dict] = defaultdict(_empty)
         _add_calls(stats, since, now)
         _add_reviews(stats, since, now)
+        _add_judgements(stats, since, now)
         rows.extend(ModelStat(model_alias=alias, window=window, category=category, computed_at=now, **values)
                     for (alias, category), values in stats.items())
     with transaction.atomic():
@@ -103,6 +106,22 @@ def _add_reviews(stats: dict, since: datetime, until: datetime) -> None:
                 entry = stats[(alias, cat)]
                 entry["reviews"] += 1
                 entry["approvals"] += int(approved)
+
+
+def _add_judgements(stats: dict, since: datetime, until: datetime) -> None:
+    judged = (Step.objects.filter(node_type="parallel", status="succeeded", finished_at__gte=since,
+                                  finished_at__lte=until, attributes__has_key="judge_score")
+              .annotate(category=Coalesce(KeyTextTransform("category", "run__metadata"), Value(""),
+                                          output_field=TextField()))
+              .values_list("attributes", "category"))
+    for attributes, category in judged:
+        alias, score = attributes.get("judged_model"), attributes.get("judge_score")
+        if not alias or attributes.get("judge_wrote_answer") or not isinstance(score, (int, float)):
+            continue  # a score for the judge's own answer says nothing of a candidate's model
+        for cat in {"", category or ""}:
+            entry = stats[(alias, cat)]
+            entry["reviews"] += 1
+            entry["approvals"] += max(0.0, min(1.0, float(score)))
 
 
 # --- what routing reads ------------------------------------------------------------------------------------------

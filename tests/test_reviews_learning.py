@@ -13,7 +13,7 @@ from orchestration.engine import bandit
 from orchestration.engine.route_choice import RouteRequest
 from orchestration.engine.routing import STRATEGIES, choose
 from orchestration.engine.types import ModelSpec, ProviderSpec
-from orchestration.models import ModelStat, ReviewItem, Step
+from orchestration.models import ModelStat, ReviewItem, Run, Step
 from orchestration.reviews import actions as review_actions
 from orchestration.reviews.actions import (Reviewer, approve_review, claim_review, edit_review, expire_due_reviews,
                                            reject_review)
@@ -232,3 +232,26 @@ def test_a_learned_route_sends_traffic_to_the_model_reviewers_approve(podium_ser
     writer.flush()
     # titan-ultra is eliminated: as approved, at 25 times the price (cost weight 0.15)
     assert chosen == ["swift-mini"] * 5
+
+
+def test_a_judge_s_score_counts_as_fractional_approvals_for_the_candidate_it_picked(db):
+    run = Run.objects.create(kind="workflow", target="workflow/fact-check", status="succeeded",
+                             created_at=timezone.now(), metadata={"category": "science"})
+    finished = timezone.now() - timedelta(minutes=1)
+    for key, attributes in (
+            ("fact", {"judge": "titan-ultra", "best": 2, "judge_score": 0.8, "judged_model": "atlas-pro",
+                      "judge_wrote_answer": False}),
+            ("fact2", {"judge": "titan-ultra", "best": 1, "judge_score": 0.3, "judged_model": "atlas-pro",
+                       "judge_wrote_answer": False}),
+            # The judge wrote its own answer: its score is not the candidate's.
+            ("fact3", {"judge": "titan-ultra", "best": 1, "judge_score": 0.9, "judged_model": "swift-mini",
+                       "judge_wrote_answer": True})):
+        Step.objects.create(run=run, key=key, node_type="parallel", status="succeeded", attributes=attributes,
+                            started_at=finished, finished_at=finished)
+    learning.recompute_model_stats()
+    for category in ("", "science"):
+        assert stat("atlas-pro", "24h", category).approvals == pytest.approx(1.1)
+        assert stat("atlas-pro", "24h", category).reviews == 2
+    assert not ModelStat.objects.filter(model_alias="swift-mini").exists()
+    learning._routing_cache["checked_at"] = 0.0
+    assert learning.routing_stats()["atlas-pro"]["categories"]["science"]["approval_rate"] == pytest.approx(0.55)

@@ -13,7 +13,9 @@ class ModelStat(models.Model):
     mean_cost_usd = models.FloatField(null=True, blank=True)
     tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.FloatField(default=0)
-    approvals = models.PositiveIntegerField(default=0)
+    # Reviewers' approvals, plus a judge's score s in [0, 1] counted as s approvals of one review
+    # (orchestration/learning.py): hence a float.
+    approvals = models.FloatField(default=0)
     reviews = models.PositiveIntegerField(default=0)
     computed_at = models.DateTimeField()
 

@@ -119,7 +119,7 @@ async def combine_judge(ex, node, scope, results, attributes) -> NodeResult:
     chosen = results[best - 1]
     written = reply.get("answer")
     confidence = score if score is not None else verdict.confidence
-    attributes.update({"judge": verdict.model, "best": best, "judge_score": confidence,
+    attributes.update({"judge": verdict.model, "best": best, "judge_score": confidence, "judged_model": chosen.model,
                        "judge_wrote_answer": bool(isinstance(written, str) and written.strip())})
     if isinstance(written, str) and written.strip():
         return total(written.strip(), confidence, parts, model=verdict.model)
