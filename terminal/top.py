@@ -86,9 +86,11 @@ def load_from_database(state: TopState) -> None:
     state.load_calls([
         {"model": row["model_alias"], "ts": row["finished_at"].timestamp() * 1000, "status": row["status"],
          "tokens_in": row["tokens_in"], "tokens_out": row["tokens_out"], "cost_usd": float(row["cost_usd"]),
-         "latency_ms": row["latency_ms"]}
+         "latency_ms": row["latency_ms"], "confidence": row["confidence"],
+         "confidence_method": row["confidence_method"]}
         for row in Step.objects.filter(node_type="call", finished_at__gte=since).exclude(model_alias="")
-        .values("model_alias", "finished_at", "status", "tokens_in", "tokens_out", "cost_usd", "latency_ms")[:20_000]])
+        .values("model_alias", "finished_at", "status", "tokens_in", "tokens_out", "cost_usd", "latency_ms",
+                "confidence", "confidence_method")[:20_000]])
     state.load_runs([
         {"run_id": str(row["id"]), "target": row["target"], "kind": row["kind"], "status": row["status"],
          "cost_usd": row["cost_usd"], "latency_ms": row["latency_ms"]}

@@ -40,6 +40,8 @@ class ModelFigures:
     cost_per_min: float
     p50_ms: float | None
     p95_ms: float | None
+    confidence: float | None = None  # of the model's latest answer
+    confidence_method: str = ""  # how that was measured: logprobs, self_consistency, verifier, prior
 
 
 @dataclass
@@ -50,6 +52,9 @@ class ModelTrack:
     enabled: bool = True
     tick: dict | None = None
     tick_at: float = 0.0
+    confidence: float | None = None
+    confidence_method: str = ""
+    confidence_at: float = 0.0  # the answer's finish time: a late, older event does not replace a newer one
 
 
 @dataclass
@@ -113,7 +118,7 @@ class TopState:
         """Recent finished calls (model, ts in ms, status, tokens, cost, latency) to fill the window at start."""
         for row in sorted(rows, key=lambda r: r["ts"]):
             self.window.observe({"type": "step.finished", "node_type": "call", **row})
-            self._model(row["model"])
+            self._note_confidence(self._model(row["model"]), row)
 
     def load_runs(self, rows: list[dict]) -> None:
         for row in reversed(rows):  # rows come newest first; insert oldest first so order is kept
@@ -134,8 +139,10 @@ class TopState:
         if kind in ("step.started", "step.finished", "model.health") and event.get("model"):
             if event.get("node_type", "call") != "call":
                 return False
-            self._model(event["model"])
+            track = self._model(event["model"])
             self.window.observe(event)
+            if kind == "step.finished":
+                self._note_confidence(track, event)
             return True
         if kind == "run.updated" and event.get("run_id"):
             self._apply_run(event)
@@ -188,6 +195,15 @@ class TopState:
         if track is None:
             track = self.models[alias] = ModelTrack(alias=alias)
         return track
+
+    def _note_confidence(self, track: ModelTrack, finished: dict) -> None:
+        """The latest answer's confidence and how it was measured (no method recorded: the registry's prior)."""
+        if finished.get("confidence") is None:
+            return
+        at = epoch_seconds(finished.get("ts"), default=self.clock())
+        if at >= track.confidence_at:
+            track.confidence, track.confidence_at = float(finished["confidence"]), at
+            track.confidence_method = finished.get("confidence_method") or "prior"
 
     def _apply_run(self, event: dict) -> None:
         run_id = str(event.get("run_id") or event.get("id"))
@@ -256,7 +272,8 @@ class TopState:
             calls=int(figures.get("calls") or 0), errors=int(figures.get("failures") or 0),
             req_s=float(figures.get("req_per_s") or 0.0), tokens_s=float(figures.get("tokens_per_s") or 0.0),
             cost_per_min=float(figures.get("cost_per_min") or 0.0), p50_ms=figures.get("latency_p50_ms"),
-            p95_ms=figures.get("latency_p95_ms"))
+            p95_ms=figures.get("latency_p95_ms"), confidence=track.confidence,
+            confidence_method=track.confidence_method)
 
         status = figures.get("status") or model_status(track.enabled, figures)
         row.status = STATUS_NAMES.get(status, status)

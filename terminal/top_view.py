@@ -46,6 +46,11 @@ def age(seconds: float | None) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
+def sureness(row: ModelFigures) -> str:
+    """The latest answer's confidence with how it was measured: `0.82 logprobs`, `0.70 prior`."""
+    return "–" if row.confidence is None else f"{row.confidence:.2f} {row.confidence_method or 'prior'}"
+
+
 def short_id(value: str) -> str:
     return value[:8]
 
@@ -54,15 +59,15 @@ def models_table(rows: list[ModelFigures], window_s: float) -> Table:
     table = Table(title=f"Models (last {window_s:g}s)", title_justify="left", expand=True, pad_edge=False)
     for header, justify in (("model", "left"), ("status", "left"), ("in-flight", "right"), ("calls", "right"),
                             ("req/s", "right"), ("tokens/s", "right"), ("cost/min", "right"),
-                            ("p50", "right"), ("p95", "right"), ("errors", "right")):
+                            ("p50", "right"), ("p95", "right"), ("errors", "right"), ("confidence", "left")):
         table.add_column(header, justify=justify, no_wrap=True)
     for row in rows:
         mark, style = STATUS_STYLE.get(row.status, ("?", ""))
         table.add_row(Text(row.alias), Text(f"{mark} {row.status}", style=style), str(row.in_flight),
                       str(row.calls), f"{row.req_s:.2f}", f"{row.tokens_s:.1f}", usd(row.cost_per_min),
-                      ms(row.p50_ms), ms(row.p95_ms), str(row.errors))
+                      ms(row.p50_ms), ms(row.p95_ms), str(row.errors), sureness(row))
     if not rows:
-        table.add_row(Text("no models in the registry", style="dim"), *[""] * 9)
+        table.add_row(Text("no models in the registry", style="dim"), *[""] * 10)
     return table
 
 
@@ -108,7 +113,7 @@ def plain_lines(state: TopState, *, now: float | None = None) -> list[str]:
     for row in state.figures():
         lines.append(f"  model {row.alias:<20} {row.status:<12} in-flight={row.in_flight} calls={row.calls} "
                      f"req/s={row.req_s:.2f} tokens/s={row.tokens_s:.1f} cost/min={usd(row.cost_per_min)} "
-                     f"p50={ms(row.p50_ms)} p95={ms(row.p95_ms)} errors={row.errors}")
+                     f"p50={ms(row.p50_ms)} p95={ms(row.p95_ms)} errors={row.errors} confidence={sureness(row)}")
     runs = state.latest_runs()
     if runs:
         lines.append("  runs  " + ", ".join(f"{short_id(r.id)} {r.target} {r.status}" for r in runs[:5]))

@@ -196,6 +196,11 @@ def test_on_the_channel_layer_a_recording_console_sees_a_row_change(transactiona
     before, after = asyncio.run(scenario())
     assert calls_of(before) == 0 and calls_of(after) == 1
     assert after[1].endswith("healthy") and after[7] != "–"  # a p50 latency appeared
+    # The answer's confidence and how it was measured, as the step recorded them (the mock sends no signal here).
+    from orchestration.models import Step
+
+    step = Step.objects.get(model_alias="swift-mini", node_type="call")
+    assert step.confidence_method == "prior" and after[10] == f"{step.confidence:.2f} prior"
 
 
 # --- the state and the loop, without a server ----------------------------------------------------
@@ -221,6 +226,26 @@ def test_circuit_state_errors_and_reviews_fold_into_what_the_screen_shows():
     assert count == 1 and 90 <= oldest <= 93
     state.apply({"type": "review.decided", "review_id": "r1", "status": "approved"})
     assert state.backlog()[0] == 0
+
+
+def test_the_latest_answers_confidence_shows_with_how_it_was_measured():
+    from terminal.top_view import plain_lines
+
+    now = time.time()
+    state = TopState(clock=lambda: now)
+    state.load_models([{"alias": "a"}, {"alias": "b"}, {"alias": "quiet"}])
+    finished = {"type": "step.finished", "status": "succeeded", "latency_ms": 10}
+    state.apply({**finished, "model": "a", "step_id": "1", "ts": now * 1000, "confidence": 0.82,
+                 "confidence_method": "logprobs", "confidence_raw": 0.9})
+    state.apply({**finished, "model": "a", "step_id": "0", "ts": (now - 5) * 1000, "confidence": 0.4,
+                 "confidence_method": "verifier"})  # arrived late: an older answer's
+    state.apply({**finished, "model": "b", "step_id": "2", "ts": now * 1000, "confidence": 0.7})  # no method: the prior
+    figures = {row.alias: row for row in state.figures()}
+    assert (figures["a"].confidence, figures["a"].confidence_method) == (0.82, "logprobs")
+    lines = {line.split()[1]: line for line in plain_lines(state, now=now)[1:] if line.startswith("  model ")}
+    assert lines["a"].endswith("confidence=0.82 logprobs")
+    assert lines["b"].endswith("confidence=0.70 prior")
+    assert lines["quiet"].endswith("confidence=–")
 
 
 def test_protocol_frames_bring_the_servers_figures_runs_and_reviews():
