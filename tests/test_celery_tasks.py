@@ -31,7 +31,8 @@ def test_beat_schedules_registered_tasks_only():
     registered = set(celery_config.app.tasks.keys())
     scheduled = {entry["task"] for entry in celery_config.app.conf.beat_schedule.values()}
     assert {"orchestration.tasks.expire_reviews_task", "orchestration.tasks.lapse_claims_task",
-            "orchestration.tasks.learning_cycle_task", "orchestration.tasks.recover_stalled_runs_task"} == scheduled
+            "orchestration.tasks.learning_cycle_task", "orchestration.tasks.recalibrate_task",
+            "orchestration.tasks.recover_stalled_runs_task"} == scheduled
     assert scheduled <= registered
 
 

@@ -202,7 +202,8 @@ def test_a_target_risk_gate_passes_calibrated_sure_answers_and_holds_unsure_ones
     result, steps = execute(gate(node, max_error_rate=0.02), model, input="[confident] hi",
                             calibrations=calibrations)
     assert steps["draft"]["confidence_raw"] > 0.95 and steps["draft"]["confidence"] > 0.98
-    assert steps["draft"]["attributes"]["calibration"] == {"labels": 400, "fitted_for": "wf/draft"}
+    assert steps["draft"]["attributes"]["calibration"] == {
+        "labels": 400, "fitted_for": "wf/draft", "lower_bound": pytest.approx(steps["draft"]["confidence"])}
     assert "P(wrong)" in steps["check"]["attributes"]["passed"] and result.output.startswith("echo:")
     with pytest.raises(AwaitingReview) as raised:
         execute(gate(node, max_error_rate=0.02), model, input="[logprob=-0.4] hi", calibrations=calibrations)
@@ -210,6 +211,20 @@ def test_a_target_risk_gate_passes_calibrated_sure_answers_and_holds_unsure_ones
     raw = math.exp(-0.4)
     assert request["confidence_raw"] == pytest.approx(raw, abs=1e-4) and request["calibrated"] is True
     assert 1 - request["confidence"] > 0.02 and "calibrated P(wrong)" in request["why"]
+
+
+def test_a_target_risk_gate_decides_on_the_calibrator_s_lower_bound_not_its_estimate(fake_upstream):
+    model = fake_model(fake_upstream, "up")
+    node = {"type": "call", "id": "draft", "model": "up", "prompt": "{{input}}"}
+    hopeful = from_rows([{"model_alias": "up", "scope": "", "method": "logprobs", "samples": 60, "ece_raw": 0.1,
+                          "ece": 0.05, "brier_raw": 0.2, "brier": 0.1,
+                          "mapping": {"kind": "isotonic", "x": [0.0, 0.9, 1.0], "y": [0.1, 0.99, 0.99],
+                                      "lower": {"x": [0.0, 1.0], "y": [0.05, 0.9], "level": 0.95}}}])
+    with pytest.raises(AwaitingReview) as raised:
+        execute(gate(node, max_error_rate=0.02), model, input="[confident] hi", calibrations=hopeful)
+    request = raised.value.request
+    assert request["confidence"] == pytest.approx(0.99) and request["confidence_low"] < 0.9
+    assert "(95 % bound) > target 0.02" in request["why"]
     assert "likely right, measured by the model's token probabilities" in request["how_sure"]
 
 

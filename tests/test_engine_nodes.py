@@ -262,7 +262,7 @@ def test_an_unsure_answer_pauses_the_run_for_review():
                                  "cost_usd": pytest.approx(pause.candidates[0]["cost_usd"]),
                                  # the mock's configured confidence stands in for a provider's logprobs
                                  "confidence_method": "logprobs", "confidence_raw": 0.4, "calibrated": False,
-                                 "calibration_labels": 0, "confidence_scope": "",
+                                 "confidence_low": None, "calibration_labels": 0, "confidence_scope": "",
                                  "how_sure": "Measured by the model's token probabilities: raw 0.40, not yet "
                                              "calibrated (too few reviewed answers)"}]
     assert pause.request["prompt"] == "Reply to hello" and pause.default_action == "reject"

@@ -11,7 +11,10 @@ the standard library:
     {"kind": "platt", "a": a, "b": b}              1 / (1 + exp(-(a * logit(raw) + b)))
     {"kind": "identity"} or None                   the raw value itself
 
-A gate stating {"max_error_rate": 0.02} accepts an answer when 1 - probability <= 0.02.
+A fitted mapping may also carry `"lower": {"x": [...], "y": [...], "level": 0.95}`: a lower confidence bound on
+the probability (bootstrap, calibration_fit.py), interpolated the same way by `apply_lower`. A gate stating
+{"max_error_rate": 0.02} accepts an answer only when 1 - that bound <= 0.02: a calibrator fitted on few labels
+near the top cannot talk a gate into accepting answers its estimate is merely hopeful about.
 
 Also the figures that say how well a probability is calibrated: reliability bins, the expected calibration error
 (ECE) and the Brier score.
@@ -23,7 +26,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
-__all__ = ["apply_mapping", "check_mapping", "reliability_bins", "expected_calibration_error", "brier_score",
+__all__ = ["apply_mapping", "apply_lower", "check_mapping", "reliability_bins", "expected_calibration_error", "brier_score",
            "Calibrator", "Calibrations", "from_rows", "METHODS", "EPSILON"]
 
 METHODS = ("logprobs", "self_consistency", "verifier", "prior")  # what a raw signal can be computed from
@@ -82,6 +85,16 @@ def apply_mapping(mapping: Mapping | None, raw: float) -> float:
     raise ValueError(f"unknown calibration mapping kind {kind!r}")
 
 
+def apply_lower(mapping: Mapping | None, raw: float) -> float:
+    """A lower confidence bound on the calibrated probability of a raw signal: the mapping's `lower` curve, or
+    the probability itself when the mapping has none (identity and hand-made mappings)."""
+    lower = (mapping or {}).get("lower")
+    if not lower:
+        return apply_mapping(mapping, raw)
+    return min(apply_mapping({"kind": "isotonic", "x": lower["x"], "y": lower["y"]}, raw),
+               apply_mapping(mapping, raw))
+
+
 def check_mapping(mapping: Mapping | None) -> None:
     """Raise ValueError unless apply_mapping can apply this mapping to any raw value."""
     if mapping is None:
@@ -104,6 +117,11 @@ def check_mapping(mapping: Mapping | None) -> None:
             value = mapping.get(key)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"a platt mapping needs a finite number {key!r}")
+    if mapping.get("lower") is not None:
+        lower = mapping["lower"]
+        if not isinstance(lower, Mapping):
+            raise ValueError("a mapping's lower bound is a dict with x and y")
+        check_mapping({"kind": "isotonic", "x": lower.get("x"), "y": lower.get("y")})
 
 
 def _pairs(predicted: Sequence[float], correct: Sequence[bool]) -> list[tuple[float, float]]:
@@ -162,6 +180,9 @@ class Calibrator:
 
     def probability(self, raw: float) -> float:
         return apply_mapping(self.mapping, raw)
+
+    def lower_bound(self, raw: float) -> float:
+        return apply_lower(self.mapping, raw)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,12 @@ estimate; all right -> 1 - 3 / n, the rule of three's 95 % upper bound on the er
 auto-accept on a handful of lucky answers. A Platt fit that would rank a higher signal lower (a <= 0) falls back to
 the same kind of constant (the class share, smoothed): a confidence mapping never turns a signal upside down.
 
+A fitted mapping also carries `lower`: a one-sided LOWER_LEVEL (95 %) bootstrap bound on the probability, on a grid
+of raw values — BOOTSTRAP resamples of the labels, the same fitting rule on each, the 5th percentile of their curves
+per grid point, made monotone and never above the estimate. Target-risk gates decide on it, so that the noise of a
+calibrator fitted on few labels at the top (where a gate at 2 % accepts) errs towards review, not towards
+accepting (bench/confidence_sim.py measured self-consistency gates missing their target without it).
+
 The figures it returns say how well the raw signal and the mapping are calibrated. The mapping's are measured out of
 fold: 5-fold cross-validation with a fixed seed (stratified when both classes have 5 members), the same fitting rule
 on 4/5 of the labels, predictions on the held-out fifth, pooled; never on the labels the mapping was fitted on.
@@ -30,12 +36,15 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from .calibration import EPSILON, apply_mapping, brier_score, expected_calibration_error, reliability_bins
 
-__all__ = ["fit_calibrator", "fit_mapping", "FOLDS", "SEED", "PLATT_C", "DIGITS"]
+__all__ = ["fit_calibrator", "fit_mapping", "FOLDS", "SEED", "PLATT_C", "DIGITS", "BOOTSTRAP", "LOWER_LEVEL"]
 
 FOLDS = 5
 SEED = 0
 PLATT_C = 100.0  # inverse regularisation strength: weak, it only keeps a separable sample finite
 DIGITS = 12  # stored probabilities and Platt coefficients are rounded to this many decimals
+BOOTSTRAP = 100  # resamples for the lower bound
+LOWER_LEVEL = 0.95
+LOWER_GRID = np.linspace(0.0, 1.0, 101)
 
 
 def _constant(value: float) -> dict:
@@ -77,6 +86,22 @@ def _fit(raw: np.ndarray, correct: np.ndarray, kind: str) -> tuple[str, dict]:
     if correct.all() or not correct.any():
         return "constant", _one_class(correct)
     return _platt(raw, correct) if kind == "platt" else _isotonic(raw, correct)
+
+
+def _lower_bound(raw: np.ndarray, correct: np.ndarray, kind: str, mapping: dict) -> dict:
+    """The bootstrap lower bound of the mapping's probability on LOWER_GRID (see the module's docstring)."""
+    rng = np.random.default_rng(SEED)
+    n = len(raw)
+    curves = np.empty((BOOTSTRAP, len(LOWER_GRID)))
+    for row in range(BOOTSTRAP):
+        sample = rng.integers(0, n, n)
+        _, resampled = _fit(raw[sample], correct[sample], kind)
+        curves[row] = [apply_mapping(resampled, x) for x in LOWER_GRID]
+    low = np.quantile(curves, 1.0 - LOWER_LEVEL, axis=0)
+    low = np.minimum(low, [apply_mapping(mapping, x) for x in LOWER_GRID])
+    low = np.maximum.accumulate(low)  # a higher signal never has a lower bound below a lower signal's
+    return {"x": [round(float(x), 6) for x in LOWER_GRID], "y": [round(float(y), DIGITS) for y in low],
+            "level": LOWER_LEVEL}
 
 
 def fit_mapping(raw: Sequence[float], correct: Sequence[bool], kind: str) -> dict:
@@ -124,6 +149,7 @@ def fit_calibrator(raw: Sequence[float], correct: Sequence[bool], *, min_samples
     if kind == "identity":
         return {"mapping": mapping, "samples": n, "fit": "identity", **figures_raw,
                 "ece": figures_raw["ece_raw"], "brier": figures_raw["brier_raw"], "bins": figures_raw["bins_raw"]}
+    mapping = {**mapping, "lower": _lower_bound(values, labels, kind, mapping)}
     predicted = _out_of_fold(values, labels, kind)
     return {"mapping": mapping, "samples": n, "fit": fit, **figures_raw,
             "ece": expected_calibration_error(predicted, label_list), "brier": brier_score(predicted, label_list),

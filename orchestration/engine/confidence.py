@@ -169,6 +169,7 @@ class Measurement:
     labels: int = 0  # reviewed answers the calibrator was fitted on
     scope: str = ""  # the step's "<workflow>/<node>" ("" for a direct call): where its review's label goes
     fitted_for: str = ""  # the calibrator's scope: the step's own, or "" when the model's as a whole served
+    confidence_low: float | None = None  # a 95 % lower bound on the calibrated probability (target-risk gates)
 
 
 def calibrate(calibrations, model_alias: str, method: str, scope: str, raw: float) -> Measurement:
@@ -182,14 +183,14 @@ def calibrate(calibrations, model_alias: str, method: str, scope: str, raw: floa
         calibrator = calibrations.lookup(model_alias, method, scope)
         if calibrator is not None and (calibrator.mapping or {}).get("kind", "identity") != "identity":
             return Measurement(method, raw, calibrator.probability(raw), True, calibrator.samples, scope,
-                               calibrator.scope)
+                               calibrator.scope, calibrator.lower_bound(raw))
     return Measurement(method, raw, raw, scope=scope)
 
 
 def calibration_marker(measurement: Measurement) -> dict:
     """The step attribute a calibrated measurement leaves (so a stored step can be read back exactly)."""
-    marker = {"calibration": {"labels": measurement.labels, "fitted_for": measurement.fitted_for}} \
-        if measurement.calibrated else {}
+    marker = {"calibration": {"labels": measurement.labels, "fitted_for": measurement.fitted_for,
+                              "lower_bound": measurement.confidence_low}} if measurement.calibrated else {}
     return {**marker, "confidence_scope": measurement.scope} if measurement.scope else marker
 
 
@@ -201,4 +202,5 @@ def measurement_from_stored(method: str, raw: float | None, confidence: float | 
     attributes = attributes or {}
     calibration = attributes.get("calibration") or {}
     return Measurement(method, raw, confidence, bool(calibration), int(calibration.get("labels") or 0),
-                       str(attributes.get("confidence_scope") or ""), str(calibration.get("fitted_for") or ""))
+                       str(attributes.get("confidence_scope") or ""), str(calibration.get("fitted_for") or ""),
+                       calibration.get("lower_bound"))

@@ -101,8 +101,8 @@ def open_review(*, run_id, step_key: str, node_id: str = "", reason: str = Revie
     return item
 
 
-MEASUREMENT_FIELDS = ("confidence_method", "confidence_raw", "calibrated", "calibration_labels", "confidence_scope",
-                      "how_sure")  # engine/nodes/gate.py measurement_fields
+MEASUREMENT_FIELDS = ("confidence_method", "confidence_raw", "calibrated", "confidence_low", "calibration_labels",
+                      "confidence_scope", "how_sure")  # engine/nodes/gate.py measurement_fields
 
 
 def _clean_candidate(candidate: dict) -> dict:

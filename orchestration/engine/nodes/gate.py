@@ -1,7 +1,8 @@
 """The gate: an answer it cannot accept waits for a person's decision.
 
 The rule is a plain `threshold` on the answer's confidence, or a target risk `max_error_rate`: accept only
-when the calibrated probability that the answer is wrong is at most the target. An answer without a
+when the calibrated probability that the answer is wrong is at most the target — by its 95 % upper bound,
+so that a calibrator fitted on few labels errs towards review. An answer without a
 calibrated probability (too few reviewed answers yet, or not measured at all) cannot meet a target risk,
 so it goes to a person, whose decision becomes a label the next calibration learns from.
 """
@@ -25,6 +26,7 @@ def measurement_fields(result: NodeResult) -> dict:
     if m is None:
         return {}
     return {"confidence_method": m.method, "confidence_raw": m.raw, "calibrated": m.calibrated,
+            "confidence_low": m.confidence_low,
             "calibration_labels": m.labels, "confidence_scope": m.scope,
             "how_sure": describe(m.method, m.raw, m.confidence, m.calibrated, m.labels)}
 
@@ -42,10 +44,12 @@ def accepts(node: dict, result: NodeResult) -> tuple[bool, str]:
         method = m.method if m else "none"
         return False, (f"no calibrated probability for {result.model or 'this answer'} (method {method}) "
                        f"to hold the error target {target:g}: a person decides")
+    # The 95 % bound, not the estimate: a calibrator unsure of its top end sends answers to review.
     p_wrong = 1.0 - m.confidence
-    if p_wrong <= target:
-        return True, f"calibrated P(wrong) {p_wrong:.3f} <= target {target:g}"
-    return False, f"calibrated P(wrong) {p_wrong:.3f} > target {target:g}"
+    bound = 1.0 - (m.confidence_low if m.confidence_low is not None else m.confidence)
+    if bound <= target:
+        return True, f"calibrated P(wrong) {p_wrong:.3f}, at most {bound:.3f} (95 % bound) <= target {target:g}"
+    return False, f"calibrated P(wrong) {p_wrong:.3f}, up to {bound:.3f} (95 % bound) > target {target:g}"
 
 
 async def run_gate(ex: Execution, node: dict, scope: Scope) -> NodeResult:
