@@ -11,6 +11,7 @@ from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
+from orchestration.engine.confidence import describe
 from orchestration.models import ReviewItem
 from orchestration.reviews.selectors import (DECIDE_PERMISSION, DECIDED_STATUSES, OPEN_STATUSES, best_candidate_index,
                                              decider_label, may_view, released, review_summary)
@@ -52,7 +53,7 @@ def review_detail(request, review_id):
     previous = open_items.filter(created_at__lt=item.created_at).order_by("-created_at").first()
     following = open_items.filter(created_at__gte=item.created_at).order_by("created_at").first()
     best = best_candidate_index(item.candidates)
-    candidates = [{**candidate, "index": index, "best": index == best}
+    candidates = [{**candidate, "index": index, "best": index == best, "how_sure": how_sure(candidate)}
                   for index, candidate in enumerate(item.candidates or [])]
     decided = item.status in DECIDED_STATUSES
     page = {  # read by reviews.js (json_script escapes it for the page)
@@ -63,10 +64,46 @@ def review_detail(request, review_id):
     }
     return render(request, "dashboard/review_detail.html", {
         "item": item, "candidates": candidates, "messages_in": _messages(item.request), "decided": decided,
+        "gate_rule": gate_rule(item.request), "why": _why(item.request),
         "request_json": json.dumps(item.request, indent=2, ensure_ascii=False, default=str),
         "decided_by": decider_label(item), "released": released(item)[0], "page": page,
         "may_decide": request.user.has_perm(DECIDE_PERMISSION), "csrf": get_token(request),
         "previous": previous, "next": following})
+
+
+def how_sure(candidate: dict) -> str:
+    """The candidate's "how sure, measured how" sentence; built from its fields for items that predate it."""
+    if isinstance(candidate.get("how_sure"), str) and candidate["how_sure"]:
+        return candidate["how_sure"]
+    method = candidate.get("confidence_method") or "prior"  # no method recorded: the registry's prior
+    confidence = _number(candidate.get("confidence"))
+    raw = _number(candidate.get("confidence_raw"))
+    raw = raw if raw is not None else confidence
+    if raw is None:  # nothing recorded but (maybe) the method
+        return "Not measured: the model's prior" if method == "prior" else f"Measured by {method}: no signal recorded"
+    labels = _number(candidate.get("calibration_labels"))
+    return describe(method, raw, confidence, bool(candidate.get("calibrated")), int(labels) if labels else None)
+
+
+def gate_rule(request) -> str:
+    """The gate's rule in words: a target risk ("at most 2 % wrong") or a plain confidence threshold."""
+    if not isinstance(request, dict):
+        return ""
+    if (target := _number(request.get("max_error_rate"))) is not None:
+        return f"target: at most {target * 100:g} % wrong"
+    if (threshold := _number(request.get("threshold"))) is not None:
+        return f"threshold {threshold:.2f}"
+    return ""
+
+
+def _why(request) -> str:
+    return request["why"] if isinstance(request, dict) and isinstance(request.get("why"), str) else ""
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
 
 
 def _messages(request: dict) -> list[dict]:
@@ -77,10 +114,8 @@ def _messages(request: dict) -> list[dict]:
     if not isinstance(messages, list):  # a gate's request: the run's input, the prompt its model saw, and why
         shown = [{"role": name, "content": request[name]} for name in ("input", "prompt", "text")
                  if isinstance(request.get(name), str) and request[name]]
-        unique = [m for i, m in enumerate(shown) if m["content"] not in [s["content"] for s in shown[:i]]]
-        if isinstance(request.get("why"), str):
-            unique.append({"role": "why it was gated", "content": request["why"]})
-        return unique
+        # (`why` is shown with the gate's rule in the item's summary)
+        return [m for i, m in enumerate(shown) if m["content"] not in [s["content"] for s in shown[:i]]]
     shown = []
     for message in messages:
         if isinstance(message, dict):
