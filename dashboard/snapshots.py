@@ -73,7 +73,7 @@ def step_row(step: Step) -> dict:
             "node_id": step.node_id, "node_type": step.node_type, "model": step.model_alias,
             "provider": step.provider, "status": step.status, "prompt": step.prompt,
             "output": step.output[:TEXT_CHARS], "error": step.error[:TEXT_CHARS], "confidence": step.confidence,
-            "tokens_in": step.tokens_in, "tokens_out": step.tokens_out, "cost_usd": float(step.cost_usd),
+            "confidence_method": step.confidence_method, "tokens_in": step.tokens_in, "tokens_out": step.tokens_out, "cost_usd": float(step.cost_usd),
             "latency_ms": step.latency_ms, "started_ts": epoch_ms(step.started_at),
             "finished_ts": epoch_ms(step.finished_at), "markers": markers(step.attributes or {})}
 
@@ -99,7 +99,7 @@ def step_row_from_event(event: dict, previous: dict | None = None) -> dict:
     row.setdefault("prompt", [])
     for name in ("output", "error"):
         row[name] = str(event.get(name) or row.get(name) or "")[:TEXT_CHARS]
-    for name in ("confidence", "tokens_in", "tokens_out", "latency_ms"):
+    for name in ("confidence", "confidence_method", "tokens_in", "tokens_out", "latency_ms"):
         row[name] = event.get(name, row.get(name))
     row["cost_usd"] = float(event.get("cost_usd") or row.get("cost_usd") or 0)
     return row

@@ -15,6 +15,7 @@ LAZY_IMPORTS = {
     "orchestration/apps.py",  # AppConfig.ready: receivers register once the models are loaded
     "observability/apps.py",  # the same: the one place that registers live-event observers
     "config/celery.py",  # read while the settings load, before Django can import models
+    "orchestration/calibration/fitting.py",  # scikit-learn (~0.7 s) loads in the refit job, never in a request
 }
 
 

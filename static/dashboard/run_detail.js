@@ -10,6 +10,13 @@ const open = new Set(); // steps whose details the reader opened survive re-rend
 
 function field(name, text) { summary.querySelector(`[data-field="${name}"]`).textContent = text; }
 
+// How sure, and measured how: "prior" is the model's registry prior, not a measurement, and says so.
+function confidenceMarker(step) {
+  if (step.confidence == null || !step.confidence_method) return [];
+  const how = step.confidence_method === "prior" ? "prior, not measured" : step.confidence_method.replace("_", "-");
+  return [`confidence ${num(step.confidence, 2)} (${how})`];
+}
+
 function markerList(markers = {}) {
   const out = [];
   if (markers.cached) out.push("cached");
@@ -86,7 +93,7 @@ function render() {
     cell(row, `${num(step.tokens_in)} / ${num(step.tokens_out)}`);
     cell(row, usd(step.cost_usd));
     const markers = cell(row, "", "markers");
-    for (const text of markerList(step.markers)) {
+    for (const text of [...confidenceMarker(step), ...markerList(step.markers)]) {
       const badge = markers.appendChild(document.createElement("span"));
       badge.className = "marker";
       badge.textContent = text;

@@ -63,12 +63,13 @@ def test_a_run_detail_page_shows_steps_arriving_live(browser_server, browser_con
     browser_server.publish(
         step_finished(ts=now + 300, step=draft_step, status="succeeded", output="a draft", error="", confidence=0.8,
                       started_ts=now + 5, latency_ms=295.0, tokens_in=4, tokens_out=2, cost_usd=0.00001,
-                      attributes={"cached": True, "retries": 2}, fallback_from="atlas-pro"),
+                      attributes={"cached": True, "retries": 2}, fallback_from="atlas-pro",
+                      confidence_method="logprobs", confidence_raw=0.8),
         step_started(ts=now + 310, step={**base, "step_id": later, "parent_id": root, "key": "plan/review",
                                          "node_id": "review", "model": "atlas-pro"},
                      prompt=[{"role": "user", "content": "review it"}]))
     expect(draft).to_contain_text("succeeded")
-    for marker in ("cached", "retries: 2", "fallback from atlas-pro"):
+    for marker in ("cached", "retries: 2", "fallback from atlas-pro", "confidence 0.80 (logprobs)"):
         expect(draft.locator(".markers")).to_contain_text(marker)
     expect(page.locator(f'#steps tr[data-step-id="{later}"]')).to_contain_text("running")
     # The tree: the sequence first, its children indented under it, in start order.
