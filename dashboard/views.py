@@ -1,6 +1,5 @@
 """The control room's pages: server-rendered shells that small scripts keep live over /ws/dashboard/."""
 from django.contrib.admin.views.decorators import staff_member_required
-from django.db.models import Count
 from django.http import HttpResponseBadRequest
 from django.shortcuts import render
 from django.urls import reverse
@@ -10,7 +9,11 @@ from dashboard.snapshots import model_list, run_row
 from observability import model_stats
 from observability.metrics_window import local_window
 from orchestration.calibration.selectors import calibration_overview
-from orchestration.models import ConfidenceLabel, Run
+from orchestration.models import Run
+
+# A model the overview does not know yet (added a moment ago): nothing measured, nothing to draw.
+NOT_MEASURED = {"method": "prior", "measured": False, "samples": 0, "reviewed": 0, "calibrated": False,
+                "ece_raw": None, "ece": None, "bins": []}
 
 
 @staff_member_required
@@ -45,11 +48,10 @@ def models(request):
     rows = []
     stats = {window: model_stats.model_stats(window) for window in model_stats.WINDOWS}
     calibration = calibration_overview()
-    reviewed = reviewed_answers()
     for model in model_list():
         rows.append({**model, "stats": {window: stats[window].get(model["alias"]) for window in stats},
                      "history": local_window.circuit_history(model["alias"]),
-                     "calibration": calibration_card(calibration.get(model["alias"]), model["alias"], reviewed),
+                     "calibration": calibration.get(model["alias"]) or NOT_MEASURED,
                      "admin_url": reverse("admin:orchestration_llmmodel_change", args=[model["admin_id"]])})
     # Only what the diagrams draw goes to the script; the figures in words are rendered by the template.
     diagrams = {row["alias"]: row["calibration"]["bins"] for row in rows if row["calibration"]["calibrated"]}
@@ -57,19 +59,3 @@ def models(request):
                                                      "any_history": any(row["history"] for row in rows),
                                                      "reliability_diagrams": diagrams})
 
-
-def reviewed_answers() -> dict[tuple[str, str], int]:
-    """(model alias, method) -> reviewed answers so far: what a model without a calibrator is waiting on."""
-    counts = (ConfidenceLabel.objects.filter(source=ConfidenceLabel.Source.REVIEW)
-              .values("model_alias", "method").annotate(n=Count("id")))
-    return {(row["model_alias"], row["method"]): row["n"] for row in counts}
-
-
-def calibration_card(overview: dict | None, alias: str, reviewed: dict) -> dict:
-    """The models page's calibration figures for one model (overview from calibration_overview)."""
-    card = dict(overview or {"method": "prior", "samples": 0, "calibrated": False, "ece_raw": None, "ece": None,
-                             "bins": []})
-    card["measured"] = card["method"] != "prior"
-    # A calibrator fitted on too few labels maps nothing: the model is still waiting for reviewed answers.
-    card["reviewed"] = max(card["samples"], reviewed.get((alias, card["method"]), 0))
-    return card

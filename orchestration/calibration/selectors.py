@@ -1,6 +1,8 @@
 """What the calibration API and the models page show: a model's calibrator and its reliability diagram."""
 from __future__ import annotations
 
+from django.db.models import Count
+
 from orchestration.engine.confidence import ConfidenceSpec, resolve_method
 from orchestration.models import Calibrator, ConfidenceLabel, LLMModel
 
@@ -39,14 +41,21 @@ def calibration_report(alias: str, *, method: str | None = None, scope: str = ""
 
 
 def calibration_overview() -> dict[str, dict]:
-    """Per model alias, the model-wide calibrator of the method its answers are measured by (the models page)."""
+    """Per model alias, the model-wide calibrator of the method its answers are measured by (the models page):
+    {method, measured (not the prior), samples, reviewed (labels so far: what an uncalibrated model waits on),
+    calibrated, ece_raw, ece, bins}."""
     calibrators = {(c.model_alias, c.method): c for c in Calibrator.objects.filter(scope="")}
+    reviewed = {(row["model_alias"], row["method"]): row["n"] for row in
+                ConfidenceLabel.objects.filter(source=ConfidenceLabel.Source.REVIEW)
+                .values("model_alias", "method").annotate(n=Count("id"))}
     overview = {}
     for model in LLMModel.objects.select_related("provider"):
         method = measured_method(model)
         calibrator = calibrators.get((model.alias, method))
+        samples = calibrator.samples if calibrator else 0
         overview[model.alias] = {
-            "method": method, "samples": calibrator.samples if calibrator else 0,
+            "method": method, "measured": method != "prior", "samples": samples,
+            "reviewed": max(samples, reviewed.get((model.alias, method), 0)),
             "calibrated": bool(calibrator and (calibrator.mapping or {}).get("kind", "identity") != "identity"),
             "ece_raw": calibrator.ece_raw if calibrator else None, "ece": calibrator.ece if calibrator else None,
             "bins": calibrator.bins if calibrator else []}
