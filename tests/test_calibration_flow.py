@@ -106,3 +106,18 @@ def test_a_gate_on_measured_confidence_learns_from_its_reviews(podium_server, up
     assert passed.attributes["calibration"]["fitted_for"] == "answers/draft"
     held = ReviewItem.objects.get(run_id=unsure)
     assert held.request["calibrated"] is True and "calibrated P(wrong)" in held.request["why"]
+
+
+def test_an_empty_calibration_snapshot_is_not_reloaded_for_every_call(db, monkeypatch):
+    """An empty snapshot is falsy; the hot path must still take it from memory (it once reloaded per request)."""
+    import asyncio
+
+    from orchestration.calibration import store
+
+    loads = []
+    real_load = store.load_calibrations
+    monkeypatch.setattr(store, "load_calibrations", lambda: loads.append(1) or real_load())
+    forget()
+    for _ in range(5):
+        assert not asyncio.run(store.current_calibrations())
+    assert len(loads) == 1

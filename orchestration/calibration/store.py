@@ -47,4 +47,5 @@ def forget() -> None:
 
 async def current_calibrations() -> Calibrations:
     """The snapshot, from memory while fresh (no database in a request path but once per RELOAD_S)."""
-    return cached_calibrations() or await sync_to_async(load_calibrations)()
+    snapshot = cached_calibrations()  # an empty snapshot is falsy: test for None, not truth
+    return snapshot if snapshot is not None else await sync_to_async(load_calibrations)()
