@@ -23,8 +23,10 @@ from rich.console import Console
 
 from api.v1.app import v1_app
 from observability.metrics_window import local_window
+from orchestration.models import Step
 from terminal.top import ChannelLayerSource, LiveScreen, run_top
 from terminal.top_state import TopState
+from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
@@ -196,9 +198,9 @@ def test_on_the_channel_layer_a_recording_console_sees_a_row_change(transactiona
     before, after = asyncio.run(scenario())
     assert calls_of(before) == 0 and calls_of(after) == 1
     assert after[1].endswith("healthy") and after[7] != "–"  # a p50 latency appeared
-    # The answer's confidence and how it was measured, as the step recorded them (the mock sends no signal here).
-    from orchestration.models import Step
-
+    # The answer's confidence and how it was measured, as the step recorded them (the mock sends no signal here);
+    # the batched writer records the step a moment after the answer.
+    wait_for(lambda: Step.objects.filter(model_alias="swift-mini", node_type="call").exists(), timeout=10)
     step = Step.objects.get(model_alias="swift-mini", node_type="call")
     assert step.confidence_method == "prior" and after[10] == f"{step.confidence:.2f} prior"
 
