@@ -174,8 +174,10 @@ def test_rows_are_kept_while_the_database_is_locked_and_written_once_it_is_relea
 def test_readyz_says_degraded_with_503_while_this_process_cannot_record(monkeypatch, client):
     writer.stop()  # its next thread opens its connection with the lock's short timeout
     rows = [run_row() for _ in range(3)]
-    with override_settings(PODIUM={**settings.PODIUM, "WRITER_BACKLOG_LIMIT": 2}):
-        with database_locked_by_another_process(monkeypatch):
+    # One lock for both halves: released between them, the writer could record the rows in the gap, and the
+    # second half would then wait for failures that never come (CI saw it).
+    with database_locked_by_another_process(monkeypatch):
+        with override_settings(PODIUM={**settings.PODIUM, "WRITER_BACKLOG_LIMIT": 2}):
             for run in rows:
                 writer.add(run, [])
             response = client.get("/readyz")
@@ -187,11 +189,10 @@ def test_readyz_says_degraded_with_503_while_this_process_cannot_record(monkeypa
             assert metric(scrape(client), "podium_writer_pending_runs") == 3
 
         with override_settings(PODIUM={**settings.PODIUM, "WRITER_BACKLOG_LIMIT": 10_000}):
-            with database_locked_by_another_process(monkeypatch):
-                wait_for(lambda: writer.failures_in_a_row >= 3, 30)
-                body = client.get("/readyz").json()
-                assert body["status"] == "degraded" and body["checks"]["writer"].startswith("degraded: recording "
-                                                                                           "has failed for")
-            wait_for(lambda: client.get("/readyz").status_code == 200, 30)
+            wait_for(lambda: writer.failures_in_a_row >= 3, 30)
+            body = client.get("/readyz").json()
+            assert body["status"] == "degraded" and body["checks"]["writer"].startswith("degraded: recording "
+                                                                                       "has failed for")
+    wait_for(lambda: client.get("/readyz").status_code == 200, 30)
     assert Run.objects.filter(id__in=[run["id"] for run in rows]).count() == 3
     writer.stop()  # its connection goes; the next one takes the usual timeout
