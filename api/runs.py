@@ -1,8 +1,11 @@
 """/api/runs/: start a workflow run (202), read runs with their step tree, cancel.
 
 API keys need the `runs` scope to start or cancel (`runs` or `runs:read` to read) and see only
-the runs they started; staff sessions see and may act on every run.
+the runs they started; staff sessions see and may act on every run. A start with an `Idempotency-Key`
+header is done once per key and body (orchestration/runs/actions.py `start_run_once`).
 """
+import re
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -13,7 +16,7 @@ from api.serializers import RunDetailSerializer, RunSerializer
 from orchestration.access.apikeys import KeyInfo
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
-from orchestration.runs.actions import WorkflowNotFound, cancel_run, start_run
+from orchestration.runs.actions import IdempotencyConflict, WorkflowNotFound, cancel_run, start_run, start_run_once
 from orchestration.runs.selectors import step_tree
 
 
@@ -68,8 +71,12 @@ class RunCreateSerializer(RejectUnknownFields, serializers.Serializer):
     deadline_s = serializers.FloatField(min_value=0.001, max_value=MAX_DEADLINE_S, required=False, allow_null=True)
 
 
+IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces, as the header is sent
+
+
 @extend_schema_view(list=extend_schema(parameters=[
-    OpenApiParameter("status", str, description="Comma-separated run statuses: " + ", ".join(RunStatus.values))]))
+    OpenApiParameter("status", str, description="Comma-separated run statuses: " + ", ".join(RunStatus.values)),
+    OpenApiParameter("kind", str, description="Comma-separated run kinds: " + ", ".join(Run.Kind.values))]))
 class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     permission_classes = [RunsAccess]
 
@@ -80,28 +87,49 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         if self.action == "retrieve":
             queryset = queryset.prefetch_related("steps")
         statuses = query_choices(self.request, "status", RunStatus.values)
-        return queryset.filter(status__in=statuses) if statuses else queryset
+        if statuses:
+            queryset = queryset.filter(status__in=statuses)
+        kinds = query_choices(self.request, "kind", Run.Kind.values)
+        return queryset.filter(kind__in=kinds) if kinds else queryset
 
     def get_serializer_class(self):
         if self.action == "create":
             return RunCreateSerializer
         return RunTreeSerializer if self.action == "retrieve" else RunListSerializer
 
-    @extend_schema(request=RunCreateSerializer, responses={202: RunListSerializer})
+    @extend_schema(request=RunCreateSerializer, responses={202: RunListSerializer}, parameters=[OpenApiParameter(
+        "Idempotency-Key", str, OpenApiParameter.HEADER,
+        description="Retries with the same key and body within 24 h return the first run (header "
+                    "Idempotent-Replayed: true); the same key with another body is a 409.")])
     def create(self, request, *args, **kwargs):
         data = RunCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = data.validated_data
+        run_request = dict(
+            workflow_slug=fields["workflow"], input=fields["input"], metadata=fields.get("metadata") or {},
+            api_key_id=request.auth.id if isinstance(request.auth, KeyInfo) else None,
+            budget_usd=float(fields["budget_usd"]) if fields.get("budget_usd") is not None else None,
+            deadline_s=fields.get("deadline_s"))
+        key = request.headers.get("Idempotency-Key")
+        replayed = False
         try:
-            run = start_run(
-                workflow_slug=fields["workflow"], input=fields["input"], metadata=fields.get("metadata") or {},
-                api_key_id=request.auth.id if isinstance(request.auth, KeyInfo) else None,
-                budget_usd=float(fields["budget_usd"]) if fields.get("budget_usd") is not None else None,
-                deadline_s=fields.get("deadline_s"))
+            if key is None:
+                run = start_run(**run_request)
+            elif not IDEMPOTENCY_KEY_RE.match(key):
+                return Response({"Idempotency-Key": ["Use 1 to 255 printable ASCII characters, no spaces."]},
+                                status=status.HTTP_400_BAD_REQUEST)
+            else:
+                owner = f"key:{request.auth.id}" if isinstance(request.auth, KeyInfo) else f"user:{request.user.pk}"
+                run, replayed = start_run_once(owner=owner, idempotency_key=key, **run_request)
         except WorkflowNotFound as exc:
             return Response({"workflow": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        except IdempotencyConflict as exc:
+            return Response({"detail": str(exc), "code": exc.code}, status=status.HTTP_409_CONFLICT)
+        if replayed:
+            run.refresh_from_db()  # the first attempt's run, as it stands now
         body = RunListSerializer(run).data  # as created (queued): the runner may already have moved on
-        return Response({**body, "url": f"/api/runs/{run.pk}/"}, status=status.HTTP_202_ACCEPTED)
+        return Response({**body, "url": f"/api/runs/{run.pk}/"}, status=status.HTTP_202_ACCEPTED,
+                        headers={"Idempotent-Replayed": "true"} if replayed else None)
 
     @extend_schema(request=None, responses={200: RunListSerializer})
     @action(detail=True, methods=["post"])

@@ -26,6 +26,7 @@ import json
 import os
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -141,6 +142,16 @@ class _Base:
             headers["authorization"] = f"Bearer {self.api_key}"
         return headers
 
+    @staticmethod
+    def _may_retry(exc: httpx.TransportError, headers: dict | None) -> bool:
+        """A connection never made surely never reached Podium; any other break is retried only under an
+        Idempotency-Key (the server then returns the first attempt's result instead of doing it again)."""
+        return isinstance(exc, httpx.ConnectError) or bool(headers and headers.get("Idempotency-Key"))
+
+    @staticmethod
+    def _idempotency_headers(key: str | None) -> dict[str, str]:
+        return {"Idempotency-Key": key or uuid.uuid4().hex}
+
     def _ws_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
@@ -230,15 +241,18 @@ class PodiumClient(_Base):
     def close(self) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, *, json_body: Any = None, params: dict | None = None) -> Any:
-        """One API call with retries; returns the decoded JSON or raises PodiumError."""
+    def request(self, method: str, path: str, *, json_body: Any = None, params: dict | None = None,
+                headers: dict | None = None) -> Any:
+        """One API call with retries; returns the decoded JSON or raises PodiumError.
+
+        A request that may have reached Podium (the connection broke after it was sent) is retried only when it
+        carries an Idempotency-Key: then a retry cannot do the work twice."""
         attempt = 0
         while True:
             try:
-                response = self._http.request(method, path, json=json_body, params=params)
+                response = self._http.request(method, path, json=json_body, params=params, headers=headers)
             except httpx.TransportError as exc:
-                # Only errors where the request surely never reached Podium are retried blind.
-                wait = self._should_retry(attempt, None) if isinstance(exc, httpx.ConnectError) else None
+                wait = self._should_retry(attempt, None) if self._may_retry(exc, headers) else None
                 if wait is None:
                     raise PodiumError(f"{method} {path} failed: {type(exc).__name__}: {exc}") from exc
             else:
@@ -250,10 +264,13 @@ class PodiumClient(_Base):
 
     # runs
     def submit_run(self, workflow: str, input: Any, *, metadata: dict | None = None,
-                   budget_usd: float | None = None, deadline_s: float | None = None) -> Run:
-        """Start a workflow run (POST /api/runs/ → 202); returns at once with its id and status."""
+                   budget_usd: float | None = None, deadline_s: float | None = None,
+                   idempotency_key: str | None = None) -> Run:
+        """Start a workflow run (POST /api/runs/ → 202); returns at once with its id and status. Every call
+        sends an Idempotency-Key (a fresh one unless given), so its retries never start a second run."""
         body = self.request("POST", "/api/runs/",
-                            json_body=self._run_body(workflow, input, metadata, budget_usd, deadline_s))
+                            json_body=self._run_body(workflow, input, metadata, budget_usd, deadline_s),
+                            headers=self._idempotency_headers(idempotency_key))
         return Run.from_api(body)
 
     def get_run(self, run_id: str) -> Run:
@@ -373,13 +390,14 @@ class AsyncPodiumClient(_Base):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def request(self, method: str, path: str, *, json_body: Any = None, params: dict | None = None) -> Any:
+    async def request(self, method: str, path: str, *, json_body: Any = None, params: dict | None = None,
+                      headers: dict | None = None) -> Any:
         attempt = 0
         while True:
             try:
-                response = await self._http.request(method, path, json=json_body, params=params)
+                response = await self._http.request(method, path, json=json_body, params=params, headers=headers)
             except httpx.TransportError as exc:
-                wait = self._should_retry(attempt, None) if isinstance(exc, httpx.ConnectError) else None
+                wait = self._should_retry(attempt, None) if self._may_retry(exc, headers) else None
                 if wait is None:
                     raise PodiumError(f"{method} {path} failed: {type(exc).__name__}: {exc}") from exc
             else:
@@ -390,9 +408,11 @@ class AsyncPodiumClient(_Base):
             attempt += 1
 
     async def submit_run(self, workflow: str, input: Any, *, metadata: dict | None = None,
-                         budget_usd: float | None = None, deadline_s: float | None = None) -> Run:
+                         budget_usd: float | None = None, deadline_s: float | None = None,
+                         idempotency_key: str | None = None) -> Run:
         body = await self.request("POST", "/api/runs/",
-                                  json_body=self._run_body(workflow, input, metadata, budget_usd, deadline_s))
+                                  json_body=self._run_body(workflow, input, metadata, budget_usd, deadline_s),
+                                  headers=self._idempotency_headers(idempotency_key))
         return Run.from_api(body)
 
     async def get_run(self, run_id: str) -> Run:

@@ -32,6 +32,9 @@ class ScriptedServer:
         self.requests.append({"method": request.method, "path": request.path, "query": dict(request.query),
                               "headers": dict(request.headers), "body": body})
         status, headers, payload = self.script.pop(0) if self.script else (500, {}, {"detail": "script exhausted"})
+        if status == 0:  # the request arrived, then the connection broke before any answer
+            request.transport.close()
+            return web.Response(status=500)
         return web.json_response(payload, status=status, headers=headers)
 
     def __enter__(self) -> "ScriptedServer":
@@ -85,6 +88,21 @@ def test_a_429_is_retried_after_the_seconds_its_retry_after_names():
     assert sleeps == [2.0]
     assert [r["path"] for r in server.requests] == [f"/api/runs/{RUN_BODY['id']}/"] * 2
     assert server.requests[0]["headers"]["Authorization"] == "Bearer pdm_test"
+
+
+def test_a_submission_whose_connection_broke_is_retried_with_the_same_idempotency_key():
+    sleeps = Sleeps()
+    with ScriptedServer([(0, {}, {}), (202, {}, {**RUN_BODY, "status": "queued"})]) as server, \
+            PodiumClient(server.url, "k", sleep=sleeps) as client:
+        run = client.submit_run("demo", "hello")
+    assert run.id == RUN_BODY["id"] and len(server.requests) == 2 and len(sleeps) == 1
+    keys = {r["headers"]["Idempotency-Key"] for r in server.requests}
+    assert len(keys) == 1 and len(keys.pop()) == 32  # one fresh key, sent again on the retry
+    # A request without a key that may have reached the server is never retried blind.
+    with ScriptedServer([(0, {}, {}), (200, {}, RUN_BODY)]) as server, PodiumClient(server.url, "k") as client:
+        with pytest.raises(PodiumError, match="failed"):
+            client.request("POST", "/api/runs/x/cancel/")
+    assert len(server.requests) == 1
 
 
 def test_a_retry_after_given_as_an_http_date_is_honoured():

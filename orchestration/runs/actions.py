@@ -6,13 +6,15 @@ commit (orchestration/runs/dispatch.py): the in-process runner (embedded mode) o
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from orchestration.models import Run, Step, Workflow
+from orchestration.models import IdempotencyKey, Run, Step, Workflow
 from orchestration.models.runs import RunStatus, StepStatus
 from orchestration.runs.dispatch import cancel_elsewhere, dispatch
 from orchestration.runs.events import publish_run_on_commit
@@ -48,6 +50,15 @@ def create_run(*, workflow_slug: str, input, metadata: dict | None = None, api_k
     return run
 
 
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used for another request body."""
+
+    code = "idempotency_conflict"
+
+
 def start_run(*, workflow_slug: str, input, metadata: dict | None = None, api_key_id: int | None = None,
               budget_usd: float | None = None, deadline_s: float | None = None) -> Run:
     """Create a queued run and hand it to the runner once the row is committed."""
@@ -57,6 +68,38 @@ def start_run(*, workflow_slug: str, input, metadata: dict | None = None, api_ke
         run_id = str(run.pk)
         transaction.on_commit(lambda: dispatch(run_id))
     return run
+
+
+def start_run_once(*, owner: str, idempotency_key: str, **request) -> tuple[Run, bool]:
+    """`start_run`, unless this owner's key already started one in the last 24 h: (run, replayed).
+
+    The same key with the same request returns the first run (replayed=True) however many retries race;
+    the same key with another request raises IdempotencyConflict. The key row is inserted in the run's own
+    transaction, so the unique constraint lets exactly one of concurrent attempts create a run."""
+    digest = request_digest(request)
+    IdempotencyKey.objects.filter(owner=owner, key=idempotency_key,
+                                  created_at__lt=timezone.now() - IDEMPOTENCY_WINDOW).delete()
+    for _ in range(3):  # the attempt that held the key may have rolled back: then the key is free again
+        try:
+            with transaction.atomic():
+                claim = IdempotencyKey.objects.create(owner=owner, key=idempotency_key, request_hash=digest,
+                                                      created_at=timezone.now())
+                run = start_run(**request)
+                claim.run = run
+                claim.save(update_fields=["run"])
+            return run, False
+        except IntegrityError:
+            first = IdempotencyKey.objects.select_related("run").filter(owner=owner, key=idempotency_key).first()
+        if first is not None:
+            if first.request_hash != digest:
+                raise IdempotencyConflict("This Idempotency-Key was already used with a different request body.")
+            return first.run, True
+    raise IdempotencyConflict("This Idempotency-Key is being used by a request that keeps failing; retry later.")
+
+
+def request_digest(request: dict) -> str:
+    """A stable digest of a run request (keys sorted; numbers and text as JSON writes them)."""
+    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str, separators=(",", ":")).encode()).hexdigest()
 
 
 
