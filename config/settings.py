@@ -134,6 +134,9 @@ PODIUM_RUNNER_BACKEND = {"celery": "orchestration.runner.celery.runner",
 PODIUM_REVIEW_CLAIM_TTL_S = env_int("PODIUM_REVIEW_CLAIM_TTL_S", 900)
 PODIUM_REVIEW_DUE_S = env_int("PODIUM_REVIEW_DUE_S", 24 * 3600)
 PODIUM_SCHEDULER_INTERVAL_S = env_float("PODIUM_SCHEDULER_INTERVAL_S", 10.0)
+# Under Celery a run's Redis lease lives this long and is renewed every third of it while the run executes:
+# a dead worker's runs can be taken over this long after it died (orchestration/runs/leases.py).
+PODIUM_RUN_LEASE_S = env_float("PODIUM_RUN_LEASE_S", 30.0)
 PODIUM_LEARNING_INTERVAL_S = env_float("PODIUM_LEARNING_INTERVAL_S", 60.0)
 # Confidence calibration (orchestration/calibration): refit every PODIUM_CALIBRATION_INTERVAL_S from review
 # labels; a model (or a workflow step) needs PODIUM_CALIBRATION_MIN_LABELS before its map is used.

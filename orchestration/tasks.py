@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from orchestration.calibration.fitting import recalibrate
@@ -23,7 +24,7 @@ from orchestration.process_loop import process_loop
 from orchestration.reviews.actions import expire_due_reviews, lapse_stale_claims
 from orchestration.runs.delivery import HARD_LIMIT_S
 from orchestration.runs.execution import execute_run_async
-from orchestration.runs.leases import acquire_lease, release_lease
+from orchestration.runs.leases import LeaseHeartbeat, acquire_lease, lease_holder, release_lease
 from orchestration.runs.recovery import recover_stalled_runs
 
 logger = logging.getLogger(__name__)
@@ -45,12 +46,17 @@ async def _execute(run_id: str) -> str | None:
 
 
 def _execute_leased(run_id: str) -> str | None:
-    token = acquire_lease(run_id, HARD_LIMIT_S)
+    # A short lease, renewed while the run executes: a worker that dies lets go within RUN_LEASE_S (and never
+    # later than its task could be delivered again).
+    ttl_s = min(settings.PODIUM_RUN_LEASE_S, HARD_LIMIT_S)
+    token = acquire_lease(run_id, ttl_s)
     if token is None:
-        logger.info("run %s is executing in another worker; this delivery has nothing to do", run_id)
+        logger.info("run %s is executing in another worker (%s); this delivery has nothing to do", run_id,
+                    lease_holder(run_id))
         return None
     try:
-        return process_loop.run(_execute(run_id))
+        with LeaseHeartbeat(run_id, token, ttl_s):
+            return process_loop.run(_execute(run_id))
     finally:
         release_lease(run_id, token)
 

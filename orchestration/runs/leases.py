@@ -1,6 +1,9 @@
 """Run leases: one run executes in one process at a time (why and how: orchestration/runs/recovery.py).
 
-Production (Celery): a Redis key per run, taken by the task, living no longer than a task may run.
+Production (Celery): a Redis key per run, taken by the task: short (PODIUM_RUN_LEASE_S, 30 s) and renewed
+by a heartbeat while the run executes, naming its holder (host, pid). A worker that dies stops renewing,
+so its lease is gone within PODIUM_RUN_LEASE_S and the run can be taken over at once, not after the
+task's hard time limit.
 Embedded mode: an exclusive `flock` on a file named after the run, dropped by the operating system
 when its process dies, however it dies.
 """
@@ -8,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import threading
 import uuid
 from pathlib import Path
 
@@ -32,22 +37,75 @@ def _client():
     return _clients[key]
 
 
-def acquire_lease(run_id: str, ttl_s: int) -> str | None:
-    """A token when this worker may execute the run, None while another one holds it.
+def acquire_lease(run_id: str, ttl_s: float) -> str | None:
+    """A token when this worker may execute the run, None while another one holds it. The token names its
+    holder ("<host>:<pid>:<random>"), so whoever looks at the key sees who executes the run.
 
     Without Redis (embedded mode: one process) every caller gets a token."""
-    token = uuid.uuid4().hex
+    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
     client = _client()
     if client is None:
         return token
     try:
-        return token if client.set(LEASE_PREFIX + run_id, token, nx=True, ex=max(1, int(ttl_s))) else None
+        return token if client.set(LEASE_PREFIX + run_id, token, nx=True, px=max(1, int(ttl_s * 1000))) else None
     except Exception as exc:  # Redis down: executing is still safe (the run's own status guards re-runs)
         logger.warning("run lease unavailable (%s); executing without one", type(exc).__name__)
         return token
 
 
 RELEASE_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+RENEW_SCRIPT = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
+                "end return 0")
+
+
+def renew_lease(run_id: str, token: str, ttl_s: float) -> bool:
+    """Extend our own lease; False when it is no longer ours (it expired and someone took it, or Redis is
+    away: then the holder goes on, as without a lease, and the run's status guards against re-running)."""
+    client = _client()
+    if client is None:
+        return True
+    try:
+        return bool(client.eval(RENEW_SCRIPT, 1, LEASE_PREFIX + run_id, token, max(1, int(ttl_s * 1000))))
+    except Exception:
+        return False
+
+
+def lease_holder(run_id: str) -> str | None:
+    """Who holds the run's lease ("<host>:<pid>:<token>"), or None."""
+    client = _client()
+    if client is None:
+        return None
+    value = client.get(LEASE_PREFIX + run_id)
+    return value.decode() if value is not None else None
+
+
+class LeaseHeartbeat:
+    """Renews a run's Redis lease every third of its life from a daemon thread, while the run executes.
+
+    A thread, not a task on the run's loop: a run that blocks its loop (a long synchronous step) must not
+    lose its lease for it. Stops when asked or when the lease turns out not to be ours any more."""
+
+    def __init__(self, run_id: str, token: str, ttl_s: float) -> None:
+        self.run_id, self.token, self.ttl_s = run_id, token, ttl_s
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{run_id[:8]}", daemon=True)
+
+    def __enter__(self) -> "LeaseHeartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl_s / 3):
+            if not renew_lease(self.run_id, self.token, self.ttl_s):
+                self.lost = True
+                logger.warning("run %s: its lease could not be renewed (expired, taken over, or Redis away)",
+                               self.run_id)
+                return
 
 
 def release_lease(run_id: str, token: str) -> None:

@@ -1,11 +1,14 @@
 """Runs that no process executes any more are handed out again; one run executes in one process at a time.
 
 Production (Celery): a run's task can be lost even though its row committed: the broker was
-unreachable when the task was sent after commit, or Redis lost data. Celery beat calls
-`requeue_stalled_runs`, which dispatches such runs again. That makes duplicate deliveries possible
-(so does at-least-once delivery itself), so a worker takes the run's lease before executing it: a
-Redis key that lives no longer than a task may run (the hard time limit, below the broker's
-visibility timeout, so a dead worker's lease is gone before its task is delivered again).
+unreachable when the task was sent after commit, or Redis lost data; and a worker that dies holds
+its task unacknowledged until the broker's visibility timeout (an hour by default). Celery beat calls
+`requeue_stalled_runs`, which dispatches such runs again: queued runs no worker took for
+STALLED_QUEUED_S, and running runs whose lease expired — the lease is short (PODIUM_RUN_LEASE_S) and
+renewed by a heartbeat while the run executes (leases.py), so a dead worker's runs go on elsewhere
+within about a lease and a sweep interval, not after the visibility timeout. Duplicate deliveries are
+then possible (so are they with at-least-once delivery itself): a worker takes the run's lease before
+executing it, and a run that ended is left alone.
 
 Embedded mode (the in-process runner; processes on one host sharing the database): whoever executes
 a run holds an exclusive `flock` on a file named after it, beside the SQLite file
@@ -29,7 +32,7 @@ from django.utils import timezone
 
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
-from orchestration.runs.delivery import VISIBILITY_TIMEOUT_S
+from orchestration.runs.delivery import HARD_LIMIT_S
 from orchestration.runs.dispatch import dispatch, runner
 from orchestration.runs.executing import executing_here
 from orchestration.runs.execution import RUNNABLE, finish_run
@@ -42,9 +45,10 @@ MAX_INTERRUPTIONS = 3  # embedded mode: executions of one run that may be cut sh
 
 
 def requeue_stalled_runs(*, queued_for_s: float = STALLED_QUEUED_S, running_for_s: float | None = None) -> int:
-    """Dispatch again the runs queued (or running without a lease) for too long; how many were."""
+    """Dispatch again the runs queued for too long, and the running ones whose lease expired (their worker
+    died: nobody renews it); how many were. A run started less than a lease ago is left to take its lease."""
     now = timezone.now()
-    running_for_s = VISIBILITY_TIMEOUT_S + 300 if running_for_s is None else running_for_s
+    running_for_s = min(settings.PODIUM_RUN_LEASE_S, HARD_LIMIT_S) if running_for_s is None else running_for_s
     queued = Run.objects.filter(status=RunStatus.QUEUED, workflow_version__isnull=False,
                                 created_at__lt=now - timedelta(seconds=queued_for_s))
     running = Run.objects.filter(status=RunStatus.RUNNING, workflow_version__isnull=False,
