@@ -23,6 +23,7 @@ from orchestration.instruments import WRITER_PENDING
 from orchestration.models import Run, WriterDeadLetter
 from orchestration.models.runs import FINAL_RUN_STATUSES
 from orchestration.reviews.selectors import review_backlog
+from orchestration.runs.recovery import running_without_lease
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
@@ -99,7 +100,12 @@ class ScrapeTimeCollector:
         depth = queue_depth()
         if depth is not None:
             family = GaugeMetricFamily("podium_queue_depth", "Tasks waiting in the Celery queue", labels=["queue"])
-            family.add_metric(["celery"], depth)
+            family.add_metric(["celery"], depth[0])
+            yield family
+            # Delivered to a worker, not yet acknowledged: running, or held by a worker that died (they come back
+            # after the visibility timeout; their runs sooner, by lease expiry and beat's sweep).
+            family = GaugeMetricFamily("podium_tasks_unacked", "Tasks delivered to a worker and not acknowledged")
+            family.add_metric([], depth[1])
             yield family
         family = GaugeMetricFamily("podium_live_events_dropped_process", "Live events dropped by the process "
                                    "that answered, since it started")
@@ -107,7 +113,8 @@ class ScrapeTimeCollector:
         yield family
 
     def _database_gauges(self):
-        from django.db.models import Count
+        from django.db.models import Count, Min
+        from django.utils import timezone
 
         backlog = GaugeMetricFamily("podium_review_backlog", "Review items waiting for a decision",
                                     labels=["status"])
@@ -121,6 +128,20 @@ class ScrapeTimeCollector:
         for status in ("queued", "running", "awaiting_review"):
             runs.add_metric([status], counts.get(status, 0))
         yield runs
+        oldest = Run.objects.filter(status="running").aggregate(started=Min("started_at"))["started"]
+        age = GaugeMetricFamily("podium_oldest_running_run_age_seconds", "How long the longest-running run has "
+                                "been running (0 when none is)")
+        age.add_metric([], (timezone.now() - oldest).total_seconds() if oldest else 0.0)
+        yield age
+        try:
+            orphaned = running_without_lease()
+        except Exception:  # Redis away: the gauge is missing rather than wrong
+            orphaned = None
+        if orphaned is not None:
+            family = GaugeMetricFamily("podium_runs_lease_expired", "Running runs whose lease expired (their "
+                                       "worker died), not yet handed out again")
+            family.add_metric([], orphaned)
+            yield family
         dead_letters = GaugeMetricFamily("podium_writer_dead_letters_stored", "Rows in the writer's dead-letter "
                                          "table (admin: Writer dead letters)")
         dead_letters.add_metric([], WriterDeadLetter.objects.count())
@@ -131,8 +152,10 @@ _scrape_time = ScrapeTimeCollector()
 REGISTRY.register(_scrape_time)
 
 
-def queue_depth() -> int | None:
-    """Messages waiting in Celery's default queue on the Redis broker, or None without Redis."""
+def queue_depth() -> tuple[int, int] | None:
+    """(messages waiting in Celery's default queue, messages delivered and not acknowledged) on the Redis
+    broker, or None without Redis. Kombu's Redis transport keeps the unacknowledged ones in the `unacked`
+    hash."""
     from django.conf import settings
 
     if not getattr(settings, "REDIS_URL", ""):
@@ -142,7 +165,7 @@ def queue_depth() -> int | None:
 
         client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
         try:
-            return int(client.llen("celery"))
+            return int(client.llen("celery")), int(client.hlen("unacked"))
         finally:
             client.close()
     except Exception:

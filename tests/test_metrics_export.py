@@ -1,8 +1,11 @@
 """/metrics: Prometheus text for a token or an allowed network; counters fed by live events."""
+from datetime import timedelta
+
 import httpx
 import pytest
-from django.test import override_settings
 from django.conf import settings
+from django.test import override_settings
+from django.utils import timezone
 
 from orchestration import live
 from orchestration.engine.events import model_health
@@ -57,6 +60,16 @@ def test_circuit_states_review_backlog_and_runs_in_progress_are_exported(client,
     assert "podium_writer_pending_runs" in text
     live.publish(model_health(model="flaky-model", state="closed", in_flight=0))
     assert metric(client.get("/metrics").content.decode(), "podium_circuit_state", model="flaky-model") == 0
+
+
+def test_the_oldest_running_run_s_age_is_exported(client, db):
+    text = client.get("/metrics").content.decode()
+    assert metric(text, "podium_oldest_running_run_age_seconds") == 0
+    started = timezone.now() - timedelta(minutes=3)
+    Run.objects.create(target="workflow/x", kind=Run.Kind.WORKFLOW, status="running", created_at=started,
+                       started_at=started)
+    age = metric(client.get("/metrics").content.decode(), "podium_oldest_running_run_age_seconds")
+    assert 180 <= age < 240
 
 
 @pytest.mark.parametrize("address", ["203.0.113.9", "10.1.2.3", "::ffff:8.8.8.8"])

@@ -18,7 +18,7 @@ from orchestration.runner.inprocess import runner
 from orchestration.runs.actions import create_run
 from orchestration.runs.leases import (LeaseHeartbeat, acquire_lease, lease_held, lease_holder, release_lease,
                                        renew_lease)
-from orchestration.runs.recovery import requeue_stalled_runs
+from orchestration.runs.recovery import requeue_stalled_runs, running_without_lease
 from orchestration.workflows import save_workflow
 from tests.production.stack import REDIS_URL, require_services
 
@@ -72,5 +72,20 @@ def test_the_sweep_requeues_a_running_run_whose_lease_expired_and_leaves_a_held_
         assert runner.wait_idle(10)
         assert Run.objects.get(pk=orphan.pk).status == "succeeded"
         assert Run.objects.get(pk=held.pk).status == "running"  # its holder is alive: left alone
+    finally:
+        release_lease(str(held.pk), token)
+
+
+def test_the_lease_gauge_counts_running_runs_whose_worker_let_go(transactional_db, demo_registry):
+    save_workflow(slug="one", spec={"root": {"type": "call", "id": "a", "model": "swift-mini", "prompt": "{{input}}"}})
+    orphan, held, fresh = (create_run(workflow_slug="one", input=name) for name in ("orphan", "held", "fresh"))
+    Run.objects.filter(pk__in=[orphan.pk, held.pk]).update(status="running",
+                                                           started_at=timezone.now() - timedelta(seconds=5))
+    Run.objects.filter(pk=fresh.pk).update(status="running", started_at=timezone.now())
+    token = acquire_lease(str(held.pk), 30)
+    try:
+        with override_settings(PODIUM_RUNNER="celery", PODIUM_RUN_LEASE_S=2):
+            assert running_without_lease() == 1  # the fresh one is still taking its lease: not counted
+        assert running_without_lease() == 0  # the embedded mode has no Redis leases to lose
     finally:
         release_lease(str(held.pk), token)

@@ -64,6 +64,16 @@ def requeue_stalled_runs(*, queued_for_s: float = STALLED_QUEUED_S, running_for_
     return requeued
 
 
+def running_without_lease() -> int:
+    """Under Celery: running runs, older than a lease, whose lease expired — their worker died and beat's sweep
+    has not handed them out yet (a gauge: it should stay near 0). None of this in the embedded mode: 0."""
+    if settings.PODIUM_RUNNER != "celery":
+        return 0
+    cutoff = timezone.now() - timedelta(seconds=min(settings.PODIUM_RUN_LEASE_S, HARD_LIMIT_S))
+    running = Run.objects.filter(status=RunStatus.RUNNING, started_at__lt=cutoff).values_list("id", flat=True)
+    return sum(1 for run_id in running[:1000] if not lease_held(str(run_id)))
+
+
 def recover_stalled_runs() -> int:
     """The periodic job (the embedded scheduler's and Celery beat's): runs handed out again; how many."""
     if settings.PODIUM_RUNNER == "celery":
