@@ -10,7 +10,7 @@ STATUS_BY_CODE = {
     "insufficient_scope": 403, "data_class_not_allowed": 403, "review_forbidden": 403,
     "model_not_found": 404, "unknown_url": 404, "review_not_found": 404,
     "method_not_allowed": 405,
-    "run_cancelled": 409, "review_conflict": 409,
+    "run_cancelled": 409, "review_conflict": 409, "idempotency_conflict": 409, "idempotency_in_progress": 409,
     "request_too_large": 413,
     "rate_limit_exceeded": 429, "insufficient_quota": 429,
     # Podium or what it depends on

@@ -4,8 +4,6 @@ API keys need the `runs` scope to start or cancel (`runs` or `runs:read` to read
 the runs they started; staff sessions see and may act on every run. A start with an `Idempotency-Key`
 header is done once per key and body (orchestration/runs/actions.py `start_run_once`).
 """
-import re
-
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -16,7 +14,8 @@ from api.serializers import RunDetailSerializer, RunSerializer
 from orchestration.access.apikeys import KeyInfo
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
-from orchestration.runs.actions import IdempotencyConflict, WorkflowNotFound, cancel_run, start_run, start_run_once
+from orchestration.runs.actions import (IdempotencyConflict, WorkflowNotFound, cancel_run, start_run, start_run_once,
+                                        valid_idempotency_key)
 from orchestration.runs.selectors import step_tree
 
 
@@ -71,9 +70,6 @@ class RunCreateSerializer(RejectUnknownFields, serializers.Serializer):
     deadline_s = serializers.FloatField(min_value=0.001, max_value=MAX_DEADLINE_S, required=False, allow_null=True)
 
 
-IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces, as the header is sent
-
-
 @extend_schema_view(list=extend_schema(parameters=[
     OpenApiParameter("status", str, description="Comma-separated run statuses: " + ", ".join(RunStatus.values)),
     OpenApiParameter("kind", str, description="Comma-separated run kinds: " + ", ".join(Run.Kind.values))]))
@@ -115,7 +111,7 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         try:
             if key is None:
                 run = start_run(**run_request)
-            elif not IDEMPOTENCY_KEY_RE.match(key):
+            elif not valid_idempotency_key(key):
                 return Response({"Idempotency-Key": ["Use 1 to 255 printable ASCII characters, no spaces."]},
                                 status=status.HTTP_400_BAD_REQUEST)
             else:

@@ -78,3 +78,29 @@ def test_the_runs_list_filters_by_kind(podium_server, runner_key, api_key, staff
     assert reader.get("/api/runs/?kind=chat,workflow").json()["count"] == 2
     assert reader.get("/api/runs/?kind=bogus").status_code == 400
 
+
+
+def workflow_call(server, key, content, idempotency_key, stream=False) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/chat/completions", timeout=60,
+                      headers={"authorization": f"Bearer {key}", "Idempotency-Key": idempotency_key},
+                      json={"model": "workflow/fact-check", "stream": stream,
+                            "messages": [{"role": "user", "content": content}]})
+
+
+def test_v1_workflow_retries_under_one_key_answer_with_the_first_run(podium_server, demo_registry, api_key):
+    seed_demo_workflows()
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(lambda _: workflow_call(podium_server, api_key, "Is water wet?", "v1-once"),
+                                range(5)))
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.headers["x-podium-run-id"] for a in answers}) == 1
+    assert len({a.json()["choices"][0]["message"]["content"] for a in answers}) == 1
+    assert Run.objects.filter(target="workflow/fact-check").count() == 1
+    first, again = (workflow_call(podium_server, api_key, "Is ice cold?", "v1-stream", stream=True) for _ in "12")
+    assert first.status_code == again.status_code == 200 and "data: [DONE]" in again.text
+    assert first.headers["x-podium-run-id"] == again.headers["x-podium-run-id"]
+    assert Run.objects.filter(target="workflow/fact-check").count() == 2
+    other = workflow_call(podium_server, api_key, "Is fire hot?", "v1-once")
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_conflict"
+    assert workflow_call(podium_server, api_key, "x", "with space").status_code == 400
+    assert Run.objects.filter(target="workflow/fact-check").count() == 2

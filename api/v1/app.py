@@ -18,7 +18,7 @@ from api.v1.wire import (DONE_EVENT, ChunkEncoder, completion_body, error_body, 
                          validate_chat_request, validate_embeddings_request)
 from orchestration.access import limits
 from orchestration.access.apikeys import KeyInfo, cached_key, load_key
-from orchestration.access.bearer import bearer_token
+from orchestration.access.bearer import bearer_token, request_header
 from orchestration.access.hosts import host_header, host_is_allowed
 from orchestration.engine.executor import StepFailed
 from orchestration.engine.policy import PolicyViolation
@@ -88,14 +88,17 @@ async def chat_completions(scope, receive, send) -> None:
     data = parse_json(await read_body(receive, settings.PODIUM["MAX_BODY_BYTES"]))
     model, messages, params, metadata = validate_chat_request(data)
     if model.startswith("workflow/"):  # the run executes to its end, or to a gate awaiting review (202)
+        idempotency_key = request_header(scope, b"idempotency-key")
         if data.get("stream"):
             stream = await stream_workflow(key=key, model_name=model, messages=messages, params=params,
-                                           metadata=metadata, data_class=podium_options(data).get("data_class"))
+                                           metadata=metadata, data_class=podium_options(data).get("data_class"),
+                                           idempotency_key=idempotency_key)
             await until_disconnect(receive, send_workflow_stream(send, stream, include_usage(data)))
             return
         outcome = await run_workflow_sync(key=key, model_name=model, messages=messages, params=params,
                                           metadata=metadata, stream=False,
-                                          data_class=podium_options(data).get("data_class"))
+                                          data_class=podium_options(data).get("data_class"),
+                                          idempotency_key=idempotency_key)
         body = orjson.dumps(outcome.pending) if outcome.pending else completion_body(outcome)
         await send_json(send, 202 if outcome.pending else 200, body, [(b"x-podium-run-id", outcome.run_id.encode())])
         return

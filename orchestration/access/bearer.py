@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 
+def request_header(scope, name: bytes) -> str | None:
+    """An ASGI request's header (the first of that name, decoded as latin-1 as HTTP carries it), or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 def bearer_token(scope) -> str:
     """The key from the scope's Authorization header, or "" when there is none (or it is not a bearer)."""
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            text = value.decode("latin-1")
-            return text[7:].strip() if text[:7].lower() == "bearer " else ""
-    return ""
+    text = request_header(scope, b"authorization") or ""
+    return text[7:].strip() if text[:7].lower() == "bearer " else ""

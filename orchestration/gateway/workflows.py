@@ -12,11 +12,14 @@ from orchestration.errors import GatewayError
 from orchestration.gateway.chat import ChatOutcome
 from orchestration.models import ReviewItem, Run
 from orchestration.models.runs import RunStatus
-from orchestration.runs.actions import WorkflowNotFound, create_run
+from orchestration.runs.actions import (IdempotencyConflict, WorkflowNotFound, create_run, create_run_once,
+                                        valid_idempotency_key)
 from orchestration.runs.execution import execute_run_async
 
 
 WORKFLOW_PREFIX = "workflow/"
+REPLAY_WAIT_S = 600.0  # a retry waits this long for the first attempt's run to stop before answering 409
+REPLAY_POLL_S = 0.2
 WORKFLOW_STATUS_CODES = {  # how a workflow run that did not succeed answers /v1 callers
     RunStatus.FAILED: "workflow_failed",
     RunStatus.BUDGET_EXCEEDED: "budget_exceeded",
@@ -26,26 +29,58 @@ WORKFLOW_STATUS_CODES = {  # how a workflow run that did not succeed answers /v1
 
 
 async def run_workflow_sync(*, key: KeyInfo, model_name: str, messages: list[dict], params: dict,
-                            metadata: dict | None = None, stream: bool = False,
-                            data_class: str | None = None) -> ChatOutcome:
+                            metadata: dict | None = None, stream: bool = False, data_class: str | None = None,
+                            idempotency_key: str | None = None) -> ChatOutcome:
     """`model: "workflow/<slug>"` on /v1: the run executes in this request and answers like one model.
 
     A run that pauses at a gate answers with `pending` (HTTP 202: the run id and where to review it).
-    Sampling params are not applied to a workflow's calls (its spec sets their params).
+    Sampling params are not applied to a workflow's calls (its spec sets their params). A retry with the
+    first attempt's Idempotency-Key answers with that attempt's run, once it stopped, instead of a second run.
     """
     if stream:  # a streamed workflow is `stream_workflow`'s
         raise GatewayError("run_workflow_sync does not stream; use stream_workflow.",
                            code="unsupported_parameter", param="stream")
-    slug = model_name.removeprefix(WORKFLOW_PREFIX)
     meta = {**(metadata or {}), **({"data_class": data_class} if data_class else {})}
+    run, replayed = await _workflow_run(key, model_name, messages, meta, idempotency_key)
+    run_id = str(run.pk)
+    if replayed:
+        await _until_stopped(run_id)
+    else:
+        await execute_run_async(run_id)
+    return await workflow_outcome(run_id, model_name)
+
+
+async def _workflow_run(key: KeyInfo, model_name: str, messages: list[dict], meta: dict,
+                        idempotency_key: str | None) -> tuple[Run, bool]:
+    """The run to execute, created now; or, under an Idempotency-Key this key already sent, its first run."""
+    request = dict(workflow_slug=model_name.removeprefix(WORKFLOW_PREFIX), input={"messages": messages},
+                   metadata=meta, api_key_id=key.id, status=RunStatus.RUNNING)
     try:
-        run = await sync_to_async(create_run)(workflow_slug=slug, input={"messages": messages}, metadata=meta,
-                                                   api_key_id=key.id, status=RunStatus.RUNNING)
+        if idempotency_key is None:
+            return await sync_to_async(create_run)(**request), False
+        if not valid_idempotency_key(idempotency_key):
+            raise GatewayError("The Idempotency-Key header must be 1 to 255 printable ASCII characters, no spaces.",
+                               code="invalid_request")
+        return await sync_to_async(create_run_once)(owner=f"key:{key.id}", idempotency_key=idempotency_key,
+                                                    **request)
     except WorkflowNotFound as exc:
         raise GatewayError(str(exc), code="model_not_found", param="model") from None
-    run_id = str(run.pk)
-    await execute_run_async(run_id)
-    return await workflow_outcome(run_id, model_name)
+    except IdempotencyConflict as exc:
+        raise GatewayError(str(exc), code=exc.code) from None
+
+
+async def _until_stopped(run_id: str) -> None:
+    """Wait while the first attempt's run is still under way (it executes in that attempt's request)."""
+    deadline = asyncio.get_running_loop().time() + REPLAY_WAIT_S
+    while await sync_to_async(_status)(run_id) in (RunStatus.QUEUED, RunStatus.RUNNING):
+        if asyncio.get_running_loop().time() > deadline:
+            raise GatewayError("The first request with this Idempotency-Key is still running; retry later.",
+                               code="idempotency_in_progress", run_id=run_id)
+        await asyncio.sleep(REPLAY_POLL_S)
+
+
+def _status(run_id: str) -> str:
+    return Run.objects.filter(pk=run_id).values_list("status", flat=True).first() or RunStatus.FAILED
 
 
 async def workflow_outcome(run_id: str, model_name: str) -> ChatOutcome:
@@ -104,17 +139,34 @@ class WorkflowStream:
 
 
 async def stream_workflow(*, key: KeyInfo, model_name: str, messages: list[dict], params: dict,
-                          metadata: dict | None = None, data_class: str | None = None) -> WorkflowStream:
+                          metadata: dict | None = None, data_class: str | None = None,
+                          idempotency_key: str | None = None) -> "WorkflowStream | ReplayedWorkflowStream":
     """`model: "workflow/<slug>"` with stream=true: the run is created now (an unknown workflow is a plain
-    404) and executes while the caller reads its final call's deltas (see WorkflowStream)."""
-    slug = model_name.removeprefix(WORKFLOW_PREFIX)
+    404) and executes while the caller reads its final call's deltas (see WorkflowStream). A retry under the
+    first attempt's Idempotency-Key gets that run's answer, streamed whole once it stopped."""
     meta = {**(metadata or {}), **({"data_class": data_class} if data_class else {}), "stream": True}
-    try:
-        run = await sync_to_async(create_run)(workflow_slug=slug, input={"messages": messages}, metadata=meta,
-                                                   api_key_id=key.id, status=RunStatus.RUNNING)
-    except WorkflowNotFound as exc:
-        raise GatewayError(str(exc), code="model_not_found", param="model") from None
-    return WorkflowStream(run_id=str(run.pk), model_name=model_name, created=int(run.created_at.timestamp()))
+    run, replayed = await _workflow_run(key, model_name, messages, meta, idempotency_key)
+    stream_class = ReplayedWorkflowStream if replayed else WorkflowStream
+    return stream_class(run_id=str(run.pk), model_name=model_name, created=int(run.created_at.timestamp()))
+
+
+class ReplayedWorkflowStream:
+    """A retried streamed request: no deltas of its own; `outcome()` is the first attempt's, once it stopped
+    (the caller then sends it as one streamed answer, as for a final node that does not stream)."""
+
+    def __init__(self, *, run_id: str, model_name: str, created: int) -> None:
+        self.run_id, self.model, self.created = run_id, model_name, created
+
+    async def deltas(self):
+        return
+        yield  # an async generator that yields nothing
+
+    async def outcome(self) -> ChatOutcome:
+        await _until_stopped(self.run_id)
+        return await workflow_outcome(self.run_id, self.model)
+
+    async def aclose(self) -> None:
+        pass  # the run belongs to the first attempt: a retry that leaves does not cancel it
 
 
 def _finished_run(run_id: str):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -51,6 +52,7 @@ def create_run(*, workflow_slug: str, input, metadata: dict | None = None, api_k
 
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces, as a header carries it
 
 
 class IdempotencyConflict(Exception):
@@ -71,9 +73,21 @@ def start_run(*, workflow_slug: str, input, metadata: dict | None = None, api_ke
 
 
 def start_run_once(*, owner: str, idempotency_key: str, **request) -> tuple[Run, bool]:
-    """`start_run`, unless this owner's key already started one in the last 24 h: (run, replayed).
+    """`start_run`, unless this owner's key already started one in the last 24 h: (run, replayed)."""
+    return _once(owner, idempotency_key, request, start_run)
 
-    The same key with the same request returns the first run (replayed=True) however many retries race;
+
+def create_run_once(*, owner: str, idempotency_key: str, **request) -> tuple[Run, bool]:
+    """`create_run` (a /v1 workflow call executes its run itself), under an idempotency key as above."""
+    return _once(owner, idempotency_key, request, create_run)
+
+
+def valid_idempotency_key(key: str) -> bool:
+    return bool(IDEMPOTENCY_KEY_RE.match(key))
+
+
+def _once(owner: str, idempotency_key: str, request: dict, make) -> tuple[Run, bool]:
+    """The same key with the same request returns the first run (replayed=True) however many retries race;
     the same key with another request raises IdempotencyConflict. The key row is inserted in the run's own
     transaction, so the unique constraint lets exactly one of concurrent attempts create a run."""
     digest = request_digest(request)
@@ -84,7 +98,7 @@ def start_run_once(*, owner: str, idempotency_key: str, **request) -> tuple[Run,
             with transaction.atomic():
                 claim = IdempotencyKey.objects.create(owner=owner, key=idempotency_key, request_hash=digest,
                                                       created_at=timezone.now())
-                run = start_run(**request)
+                run = make(**request)
                 claim.run = run
                 claim.save(update_fields=["run"])
             return run, False
