@@ -1,11 +1,15 @@
 """Dashboard fan-out: 20 websocket clients on `overview` while 200 calls/s go through /v1 (mock provider).
 
 Prints event->client latency p50/p95 (a call's step.finished timestamp to the moment a client
-holds the frame carrying it), frames/s per client, the server's CPU and the machine's cores,
-and checks that every client ends with the true per-model totals (no final state dropped).
+holds the frame carrying it, split into the wait in the hub, up to the frame's `ts`, and the
+delivery after it), frames/s per client, the server's CPU and the machine's cores, and checks
+that every client ends with the true per-model totals (no final state dropped).
 Baseline, in the same run: the same load with no dashboard client, for the server CPU ratio.
+Then a low load (--low-rate, 5 calls/s; 0 skips it) with the same clients: what a quiet
+control room pays per event (the pacing's leading edge: an idle topic sends at once).
 
     .venv/bin/python bench/dashboard_fanout.py [--clients 20] [--rate 200] [--seconds 10]
+                                               [--low-rate 5] [--low-seconds 10]
 """
 from __future__ import annotations
 
@@ -76,6 +80,8 @@ class Client:
         self.totals: dict[str, int] = {}
         self.frame_times: list[float] = []
         self.latencies_ms: list[float] = []
+        self.waits_ms: list[float] = []  # call ts -> frame ts (in the hub)
+        self.deliveries_ms: list[float] = []  # frame ts -> this client
         self.gaps = 0
         self.measuring = False
 
@@ -106,7 +112,10 @@ class Client:
                 self.seq = frame["seq"]
                 if self.measuring:
                     self.frame_times.append(now_ms)
-                    self.latencies_ms += [now_ms - call["ts"] for call in frame["appends"].get("calls", [])]
+                    calls = frame["appends"].get("calls", [])
+                    self.latencies_ms += [now_ms - call["ts"] for call in calls]
+                    self.waits_ms += [frame["ts"] - call["ts"] for call in calls]
+                    self.deliveries_ms += [now_ms - frame["ts"]] * len(calls)
                 for key, value in frame["changes"].items():
                     if key.startswith("totals.") and value:
                         self.totals[key[7:]] = value["calls"]
@@ -185,40 +194,66 @@ async def main(args, var_dir: str, key: str, cookie: str) -> int:
         watchers = [asyncio.create_task(c.run(f"ws://127.0.0.1:{port}/ws/dashboard/", cookie, base, r, stop))
                     for c, r in zip(clients, readies)]
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 20)
-        for client in clients:
-            client.measuring = True
-        cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
-        done = await drive_elsewhere(base, key, args.rate, args.seconds)
-        elapsed = time.monotonic() - t0
-        loaded_cpu = (cpu_seconds(server.pid) - cpu0) / elapsed
-        for client in clients:
-            client.measuring = False
-        await asyncio.sleep(2.0)  # the last coalesced frames arrive
+        async def phase(rate: float, seconds: float) -> tuple[Counter, float, float, list[Client]]:
+            """One load's figures, measured on fresh per-client lists (the clients stay connected)."""
+            for client in clients:
+                client.frame_times, client.latencies_ms, client.waits_ms, client.deliveries_ms = [], [], [], []
+                client.measuring = True
+            cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+            done = await drive_elsewhere(base, key, rate, seconds)
+            elapsed = time.monotonic() - t0
+            cpu = (cpu_seconds(server.pid) - cpu0) / elapsed
+            await asyncio.sleep(0.5)  # the last frames of the phase arrive (a frame is due within 0.1 s)
+            for client in clients:
+                client.measuring = False
+            figures = [Client() for _ in clients]  # frozen copies: the next phase resets the live lists
+            for copy, client in zip(figures, clients):
+                copy.frame_times, copy.latencies_ms = client.frame_times, client.latencies_ms
+                copy.waits_ms, copy.deliveries_ms, copy.gaps = client.waits_ms, client.deliveries_ms, client.gaps
+            return done, elapsed, cpu, figures
+
+        done, elapsed, loaded_cpu, high = await phase(args.rate, args.seconds)
+        low = await phase(args.low_rate, args.low_seconds) if args.low_rate > 0 else None
+        await asyncio.sleep(1.5)  # the last frames arrive
         stop.set()
         await asyncio.gather(*watchers, return_exceptions=True)
     finally:
         server.terminate()
         server.wait(10)
 
-    truth = {m: baseline_done[m] + done[m] for m in MODELS}
-    latencies = [v for c in clients for v in c.latencies_ms]
-    fps = [len(c.frame_times) / elapsed for c in clients]
-    peak = max((Counter(int(t // 1000) for t in c.frame_times).most_common(1) or [(0, 0)])[0][1] for c in clients)
+    truth = {m: baseline_done[m] + done[m] + (low[0][m] if low else 0) for m in MODELS}
     exact = sum(1 for c in clients if all(c.totals.get(m) == truth[m] for m in MODELS))
     cores = os.cpu_count()
     print(f"machine: {cores} cores; server: one uvicorn process; load generator: one process; clients: this process")
-    print(f"load: {sum(done[m] for m in MODELS)} calls in {elapsed:.1f} s ({sum(done[m] for m in MODELS) / elapsed:.0f}/s), "
-          f"errors {done['errors']}, {args.clients} overview subscribers")
-    print(f"event->client latency: p50 {percentile(latencies, 0.5):.0f} ms, p95 {percentile(latencies, 0.95):.0f} ms, "
-          f"max {max(latencies, default=float('nan')):.0f} ms over {len(latencies)} deliveries (target p95 < 250 ms)")
-    print(f"frames per client: mean {statistics.mean(fps):.1f}/s, max {max(fps):.1f}/s, "
-          f"busiest second {peak} frames (target <= 10/s)")
-    print(f"sequence gaps seen by clients: {sum(c.gaps for c in clients)}")
+
+    def report(name: str, done: Counter, elapsed: float, figures: list[Client]) -> tuple[float, float, int]:
+        latencies = [v for c in figures for v in c.latencies_ms]
+        waits = [v for c in figures for v in c.waits_ms]
+        deliveries = [v for c in figures for v in c.deliveries_ms]
+        fps = [len(c.frame_times) / elapsed for c in figures]
+        peak = max((Counter(int(t // 1000) for t in c.frame_times).most_common(1) or [(0, 0)])[0][1] for c in figures)
+        calls = sum(done[m] for m in MODELS)
+        print(f"[{name}] load: {calls} calls in {elapsed:.1f} s ({calls / elapsed:.0f}/s), errors {done['errors']}, "
+              f"{args.clients} overview subscribers")
+        print(f"[{name}] event->client latency: p50 {percentile(latencies, 0.5):.0f} ms, "
+              f"p95 {percentile(latencies, 0.95):.0f} ms, max {max(latencies, default=float('nan')):.0f} ms "
+              f"over {len(latencies)} deliveries; in the hub p50 {percentile(waits, 0.5):.0f} / "
+              f"p95 {percentile(waits, 0.95):.0f} ms, delivery p50 {percentile(deliveries, 0.5):.0f} / "
+              f"p95 {percentile(deliveries, 0.95):.0f} ms")
+        print(f"[{name}] frames per client: mean {statistics.mean(fps):.1f}/s, max {max(fps):.1f}/s, "
+              f"busiest second {peak} frames (target <= 10/s); sequence gaps {sum(c.gaps for c in figures)}")
+        return percentile(latencies, 0.5), percentile(latencies, 0.95), peak
+
+    _, high_p95, high_peak = report("high", done, elapsed, high)
+    low_p50, _, low_peak = report("low", low[0], low[1], low[3]) if low else (float("nan"), None, 0)
     print(f"final state: {exact}/{len(clients)} clients hold the exact per-model totals {truth}")
     print(f"server CPU: {loaded_cpu * 100:.0f}% of a core with {args.clients} subscribers vs "
           f"{baseline_cpu * 100:.0f}% with none (ratio {loaded_cpu / baseline_cpu:.2f})")
-    ok = percentile(latencies, 0.95) < 250 and peak <= 11 and exact == len(clients)
-    print("targets met" if ok else "TARGETS MISSED")
+    # p95 <= 100 ms at the high load, p50 <= 20 ms at the low one (a frame a client receives may straddle
+    # a clock second, hence 11 in the busiest second: frames are >= 0.1 s apart when the hub sends them).
+    ok = (high_p95 <= 100 and (not low or low_p50 <= 20) and max(high_peak, low_peak) <= 11
+          and exact == len(clients))
+    print("targets met (p95 <= 100 ms high, p50 <= 20 ms low)" if ok else "TARGETS MISSED")
     return 0
 
 
@@ -228,6 +263,8 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--baseline-seconds", type=float, default=5)
+    parser.add_argument("--low-rate", type=float, default=5, help="calls/s of the low-load phase (0: none)")
+    parser.add_argument("--low-seconds", type=float, default=10)
     bench_dir = tempfile.mkdtemp(prefix="podium-bench-")
     try:
         status = asyncio.run(main(parser.parse_args(), bench_dir, *prepare(bench_dir)))

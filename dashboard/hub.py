@@ -1,10 +1,12 @@
 """One hub per process (per event loop): the only subscriber to the live events group.
 
-The hub folds every event into topic state once, however many browsers watch, and every
-FLUSH_INTERVAL_S sends each changed topic one coalesced frame, encoded once, to that
-topic's channel-layer group; consumers only forward. Overview, runs and recent run step
-trees live in memory (bootstrapped from the database when the hub starts); review rows are
-re-read from the database when a review event names them, since the events carry only ids.
+The hub folds every event into topic state once, however many browsers watch, and sends each
+changed topic's coalesced frame, encoded once, to that topic's channel-layer group; consumers
+only forward. Pacing (protocol.py): the first change to an idle topic wakes the flush loop at
+once; a topic that sent a frame less than FLUSH_INTERVAL_S ago waits out the rest of it.
+Overview, runs and recent run step trees live in memory (bootstrapped from the database when
+the hub starts); review rows are re-read from the database when a review event names them,
+since the events carry only ids.
 
 Loss: publishers stamp each event with their origin and a counter (`stamp_origin`). A
 number still missing after ORDER_GRACE_S means the channel layer dropped an event on its
@@ -67,13 +69,15 @@ class OriginSequence:
 
 
 class Hub:
-    def __init__(self, layer) -> None:
+    def __init__(self, layer, *, clock=time.monotonic, interval: float = FLUSH_INTERVAL_S) -> None:
         self.layer = layer
         self.id = uuid.uuid4().hex[:10]
+        self.clock, self.interval = clock, interval
+        self._wake = asyncio.Event()  # set by a change to a topic with nothing pending: flush now
         self.topics: dict[str, TopicState] = {
-            "overview": TopicState("overview", {"calls": snapshots.RECENT_CALLS}),
-            "runs": TopicState("runs"),
-            "reviews": TopicState("reviews"),
+            "overview": self._topic("overview", {"calls": snapshots.RECENT_CALLS}),
+            "runs": self._topic("runs"),
+            "reviews": self._topic("reviews"),
         }
         self.subscribers: dict[str, set[str]] = {}
         self.runs: OrderedDict[str, dict] = OrderedDict()  # run_id -> {"run": row | None, "steps": {id: row}}
@@ -108,13 +112,16 @@ class Hub:
         overview.streams["calls"].extend(data["recent"])
         self.models = data["models"]
 
+    def _topic(self, name: str, append_limits: dict[str, int] | None = None) -> TopicState:
+        return TopicState(name, append_limits, clock=self.clock, interval=self.interval, on_pending=self._wake.set)
+
     def group(self, topic: str) -> str:
         return f"dashboard.{self.id}.{topic.replace(':', '.')}"
 
     # --- subscriptions --------------------------------------------------------------------------
     async def subscribe(self, topic: str, channel_name: str) -> None:
         if topic not in self.topics:
-            self.topics[topic] = TopicState(topic)
+            self.topics[topic] = self._topic(topic)
         self.subscribers.setdefault(topic, set()).add(channel_name)
         await self.layer.group_add(self.group(topic), channel_name)
 
@@ -205,6 +212,7 @@ class Hub:
             self._apply_run(event)
         elif kind.startswith("review.") and event.get("review_id"):
             self._reviews_to_refresh.add(str(event["review_id"]))
+            self._wake.set()  # the rows are read in flush()
 
     def _note_sequence(self, event: dict) -> None:
         origin, number = event.get("origin"), event.get("oseq")
@@ -276,28 +284,46 @@ class Hub:
 
     # --- periodic work --------------------------------------------------------------------------
     async def _flush_loop(self) -> None:
+        # Sleeps until a change wakes it (leading edge) or a held frame falls due (trailing edge);
+        # at least every interval regardless, for the loss check.
+        wait = self.interval
         while True:
-            await asyncio.sleep(FLUSH_INTERVAL_S)
             try:
-                await self.flush()
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()  # before flushing: a change during the flush wakes the next round
+            try:
+                wait = await self.flush()
             except asyncio.CancelledError:
                 raise
             except Exception:
+                wait = self.interval
                 logger.exception("dashboard hub: flush failed")
 
-    async def flush(self) -> None:
+    async def flush(self) -> float:
+        """Send every topic whose frame is due; returns the seconds until the next held one is."""
         now = time.monotonic()
         lost = sum(sequence.lost(now) for sequence in self.origins.values())
         if lost:
             self._upstream_lost(lost)
         if self._reviews_to_refresh:
             await self._refresh_reviews()
+        next_due = self.interval
         for topic, state in list(self.topics.items()):
+            due_in = state.due_in()
+            if due_in is None:
+                continue
+            if due_in > 0:
+                next_due = min(next_due, due_in)
+                continue
             frame = state.take_frame()
             if frame is None or not self.subscribers.get(topic):
                 continue
             await self.layer.group_send(self.group(topic), {"type": "dashboard.frame", "text": encode(frame)})
             self.frames_sent += 1
+        return next_due
 
     async def _refresh_reviews(self) -> None:
         review_ids, self._reviews_to_refresh = self._reviews_to_refresh, set()

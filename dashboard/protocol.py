@@ -21,10 +21,15 @@ An open socket is closed, within REGISTRY_CHECK_INTERVAL or at its next subscrib
     4403  the credential no longer allows watching: the key lost `events`, the user lost staff
 Neither is worth retrying with the same credential (dashboard/viewers.py).
 
-A topic is keyed state. Events change keys; changes are held and flushed at most every
-FLUSH_INTERVAL_S as one frame per topic carrying the *last* value of every key changed since
-the previous frame (null = the key is gone), so however many events arrive a subscriber gets
-at most ~10 frames a second and loses no state. Append streams (the overview's latest calls)
+A topic is keyed state. Events change keys; a frame carries the *last* value of every key
+changed since the previous frame (null = the key is gone), so a subscriber loses no state however
+many events arrive. Frames are paced per topic, leading edge plus trailing edge: a change to a topic
+that sent no frame in the last FLUSH_INTERVAL_S goes out at once (an idle view pays no coalescing
+delay); changes arriving within the interval after a frame are held and go out together when it
+ends. So a topic sends at most one frame per FLUSH_INTERVAL_S (~10 a second) and a burst of any
+size costs one leading frame plus one trailing frame. Every subscriber of a topic gets every frame
+of it (encoded once, sent to the topic's group), so this pace is also each client's per topic; a
+new subscriber starts from a snapshot, sent at once. Append streams (the overview's latest calls)
 keep only their newest items. Every frame of a topic carries the next sequence number; a
 client applies a frame only if its seq is the one after the last it applied, ignores older
 ones, and on a gap asks for a fresh snapshot (`resync`): frames can be lost on the way
@@ -40,7 +45,7 @@ from collections import deque
 
 import orjson
 
-FLUSH_INTERVAL_S = 0.1
+FLUSH_INTERVAL_S = 0.1  # the least time between two frames of a topic
 FIXED_TOPICS = ("overview", "runs", "reviews")
 RUN_TOPIC_RE = re.compile(r"^run:([0-9a-fA-F-]{32,36})$")
 
@@ -89,10 +94,16 @@ def encode(frame: dict) -> str:
 
 
 class TopicState:
-    """The keyed state of one topic, the changes not yet sent, and the topic's sequence number."""
+    """The keyed state of one topic, the changes not yet sent, the topic's sequence number, and
+    when its last frame went out (the pacing's only memory; `clock` is injectable for tests)."""
 
-    def __init__(self, name: str, append_limits: dict[str, int] | None = None) -> None:
+    def __init__(self, name: str, append_limits: dict[str, int] | None = None, *, clock=time.monotonic,
+                 interval: float = FLUSH_INTERVAL_S, on_pending=None) -> None:
         self.name = name
+        self.clock = clock
+        self.interval = interval
+        self.on_pending = on_pending  # called when the topic goes from nothing to send to something
+        self.sent_at: float | None = None
         self.seq = 0
         self.values: dict[str, object] = {}
         self.streams: dict[str, deque] = {s: deque(maxlen=n) for s, n in (append_limits or {}).items()}
@@ -102,33 +113,61 @@ class TopicState:
         self._skip = False
 
     def set(self, key: str, value) -> None:
-        """Change a key (None removes it); only the last value before a flush is sent."""
+        """Change a key (None removes it); only the last value before a frame is sent."""
+        was_pending = self.pending
         if value is None:
             self.values.pop(key, None)
         else:
             self.values[key] = value
         self._dirty.add(key)
+        self._became_pending(was_pending)
 
     def append(self, stream: str, item) -> None:
+        was_pending = self.pending
         self.streams[stream].appendleft(item)
         self._appended[stream].appendleft(item)
+        self._became_pending(was_pending)
 
     def tick(self, metrics: dict) -> None:
         """Attach a metrics tick to the next frame (the newest tick replaces an unsent one)."""
+        was_pending = self.pending
         self._tick = metrics
+        self._became_pending(was_pending)
 
     def mark_lost(self) -> None:
         """Something upstream was lost: the next frame skips a number so every subscriber resyncs."""
+        was_pending = self.pending
         self._skip = True
+        self._became_pending(was_pending)
+
+    def _became_pending(self, was_pending: bool) -> None:
+        # Only the first change after a frame wakes the sender: later ones ride on the frame it schedules.
+        if not was_pending and self.on_pending is not None:
+            self.on_pending()
 
     @property
     def pending(self) -> bool:
         return bool(self._dirty or self._tick is not None or any(self._appended.values()) or self._skip)
 
-    def take_frame(self, now_ms: int | None = None) -> dict | None:
-        """The coalesced frame of everything changed since the last one, or None."""
+    def due_in(self) -> float | None:
+        """Seconds until the pending changes may be sent; None when nothing is pending.
+
+        0 when the topic sent nothing in the last interval (leading edge: no reason to wait);
+        otherwise the rest of the interval since the last frame (trailing edge: what arrives
+        meanwhile is coalesced into that one frame, which keeps the cap).
+        """
         if not self.pending:
             return None
+        if self.sent_at is None:
+            return 0.0
+        return max(0.0, self.sent_at + self.interval - self.clock())
+
+    def take_frame(self, now_ms: int | None = None) -> dict | None:
+        """The coalesced frame of everything changed since the last one, or None. Does not check
+        the pace (`due_in`): the caller does; the frame's time is remembered for the next check."""
+        if not self.pending:
+            return None
+        self.sent_at = self.clock()
         self.seq += 2 if self._skip else 1
         self._skip = False
         frame = {"type": "delta", "topic": self.name, "seq": self.seq, "ts": now_ms or int(time.time() * 1000),
