@@ -67,6 +67,138 @@ def test_loss_upstream_makes_the_next_frame_skip_a_number():
     assert topic.snapshot_frame({})["seq"] == 3
 
 
+# --- pacing: leading edge plus trailing edge, on an injected clock ------------------------------------
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordingLayer:
+    """A channel layer that keeps what the hub sends, with the (fake) time it was sent."""
+
+    def __init__(self, clock) -> None:
+        self.clock = clock
+        self.frames: list[tuple[float, dict]] = []
+        self.arrived = asyncio.Event()
+
+    async def group_add(self, group, channel):
+        pass
+
+    async def group_discard(self, group, channel):
+        pass
+
+    async def group_send(self, group, message):
+        self.frames.append((self.clock(), json.loads(message["text"])))
+        self.arrived.set()
+
+
+def call_finished(n: int, model: str = "m") -> dict:
+    return {"type": "step.finished", "node_type": "call", "run_id": f"run-{n}", "step_id": f"step-{n}",
+            "model": model, "status": "succeeded", "tokens_in": 1, "tokens_out": 2, "cost_usd": 0.001,
+            "output": f"out {n}", "ts": n}
+
+
+def test_a_change_on_an_idle_topic_is_due_at_once_and_a_burst_waits_for_one_trailing_frame():
+    clock = FakeClock()
+    woken = []
+    topic = TopicState("overview", clock=clock, interval=0.1, on_pending=lambda: woken.append(clock.now))
+    assert topic.due_in() is None
+    topic.set("totals.a", {"calls": 1})
+    assert topic.due_in() == 0 and woken == [1000.0]  # leading edge: nothing to wait for
+    assert topic.take_frame()["changes"] == {"totals.a": {"calls": 1}}
+    for n in range(2, 50):  # a burst inside the interval: held, and only its first change wakes the sender
+        clock.now += 0.001
+        topic.set("totals.a", {"calls": n})
+    assert woken == [1000.0, pytest.approx(1000.001)]
+    assert topic.due_in() == pytest.approx(0.1 - 0.048)
+    clock.now = 1000.1
+    assert topic.due_in() == 0
+    trailing = topic.take_frame()
+    assert trailing["seq"] == 2 and trailing["changes"] == {"totals.a": {"calls": 49}}
+    assert topic.due_in() is None
+    clock.now += 0.5  # quiet for longer than the interval: the next change leads again
+    topic.set("totals.a", {"calls": 50})
+    assert topic.due_in() == 0
+
+
+def test_the_hub_sends_a_change_on_an_idle_topic_without_waiting_for_the_interval():
+    clock = FakeClock()  # frozen: only the leading edge can send anything
+
+    async def scenario():
+        layer = RecordingLayer(clock)
+        hub = hub_module.Hub(layer, clock=clock, interval=3600)  # a trailing frame would take an hour
+        await hub.subscribe("overview", "client")
+        loop = asyncio.create_task(hub._flush_loop())
+        try:
+            await asyncio.sleep(0)  # the loop is now asleep, waiting on the interval
+            hub.apply(call_finished(1))
+            await asyncio.wait_for(layer.arrived.wait(), 30)
+        finally:
+            loop.cancel()
+        return layer.frames
+
+    [(_, frame)] = asyncio.run(scenario())
+    assert frame["changes"]["totals.m"]["calls"] == 1 and [c["step_id"] for c in frame["appends"]["calls"]] == ["step-1"]
+
+
+def test_a_burst_within_an_interval_is_one_leading_frame_and_one_trailing_frame_with_the_last_state():
+    clock = FakeClock()
+
+    async def scenario():
+        layer = RecordingLayer(clock)
+        hub = hub_module.Hub(layer, clock=clock, interval=0.1)
+        await hub.subscribe("overview", "client")
+        for n in range(1, 41):  # 40 calls in 40 ms, the hub flushing after each as if woken every time
+            hub.apply(call_finished(n))
+            await hub.flush()
+            clock.now += 0.001
+        assert len(layer.frames) == 1  # the rest is held
+        clock.now = 1000.1
+        await hub.flush()
+        return layer.frames
+
+    (_, leading), (_, trailing) = asyncio.run(scenario())
+    assert (leading["seq"], trailing["seq"]) == (1, 2)
+    assert leading["changes"]["totals.m"]["calls"] == 1
+    assert trailing["changes"]["totals.m"]["calls"] == 40
+    assert trailing["appends"]["calls"][0]["step_id"] == "step-40" and len(trailing["appends"]["calls"]) == 25
+
+
+def test_frames_per_topic_are_capped_and_the_mirrored_totals_end_exact():
+    clock = FakeClock()
+    models = ["a", "b", "c"]
+
+    async def scenario():
+        layer = RecordingLayer(clock)
+        hub = hub_module.Hub(layer, clock=clock, interval=0.1)
+        await hub.subscribe("overview", "client")
+        mirror = TopicMirror(await hub.snapshot("overview"))
+        for ms in range(3000):  # 3 s of 2 calls a millisecond, quiet from 1.5 s to 1.8 s; a flush every ms
+            if not 1500 <= ms < 1800:
+                for k in range(2):
+                    hub.apply(call_finished(2 * ms + k, models[(ms + k) % 3]))
+            await hub.flush()
+            clock.now += 0.001
+        clock.now += 0.1
+        await hub.flush()  # the last trailing frame
+        return layer.frames, mirror, hub
+
+    frames, mirror, hub = asyncio.run(scenario())
+    times = [t for t, _ in frames]
+    assert all(later - earlier >= 0.1 - 1e-9 for earlier, later in zip(times, times[1:]))
+    per_second = {second: sum(1 for t in times if int(t - 1000) == second) for second in range(4)}
+    assert per_second[0] == per_second[2] == 10 and max(per_second.values()) == 10  # the cap binds
+    assert [f["seq"] for _, f in frames] == list(range(1, len(frames) + 1))  # contiguous
+    assert all(mirror.apply(frame) for _, frame in frames)
+    sent = (3000 - 300) * 2
+    assert sum(mirror.values[f"totals.{m}"]["calls"] for m in models) == sent
+    assert {k: v for k, v in mirror.values.items() if k.startswith("totals.")} == \
+        {k: v for k, v in hub.topics["overview"].values.items() if k.startswith("totals.")}
+
+
 @pytest.mark.parametrize("text, code", [
     ("{not json", "invalid_json"),
     ("[1, 2]", "invalid_message"),

@@ -6,7 +6,7 @@ import pytest
 import websockets
 
 from orchestration.gateway.writer import writer
-from tests.dashboardhelpers import TopicMirror, chat, subscribe
+from tests.dashboardhelpers import TopicMirror, chat, frames_until, subscribe
 from tests.livehelpers import connect_dashboard, next_event, session_cookie
 
 
@@ -69,3 +69,35 @@ def test_a_socket_from_a_foreign_origin_is_refused(podium_server, staff_user):
 
     with pytest.raises(websockets.exceptions.InvalidStatus):
         asyncio.run(scenario())
+
+
+def test_two_watchers_of_a_burst_get_the_same_paced_frames_and_the_exact_totals(podium_server, staff_user, api_key,
+                                                                               demo_registry):
+    cookie = session_cookie(staff_user)
+    counts = {"swift-mini": 40, "atlas-pro": 20}
+
+    async def watch(socket, mirror):
+        def caught_up(frame):
+            assert mirror.apply(frame), "a sequence gap on a healthy connection"
+            return all(mirror.values.get(f"totals.{m}", {}).get("calls") == n for m, n in counts.items())
+        return await frames_until(socket, caught_up, timeout=15)
+
+    async def scenario():
+        async with connect_dashboard(podium_server, cookie) as first, connect_dashboard(podium_server, cookie) as second:
+            mirrors = [TopicMirror(await subscribe(first, "overview")), TopicMirror(await subscribe(second, "overview"))]
+            started = asyncio.get_running_loop().time()
+            async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=30)) as http:
+                responses = await asyncio.gather(*(chat(podium_server, api_key, model, f"{model} {n}", http)
+                                                   for model, count in counts.items() for n in range(count)))
+            assert {r.status_code for r in responses} == {200}
+            frames = await asyncio.gather(watch(first, mirrors[0]), watch(second, mirrors[1]))
+            return mirrors, frames, asyncio.get_running_loop().time() - started
+
+    mirrors, frames, elapsed = asyncio.run(scenario())
+    deltas = [[f["seq"] for f in watched if f["type"] in ("delta", "metrics.tick")] for watched in frames]
+    assert all(mirror.gaps == 0 for mirror in mirrors)
+    # One topic, one pace: both watchers get the same frames, at most ~10 a second, far fewer than the events.
+    assert deltas[0][:len(deltas[1])] == deltas[1][:len(deltas[0])]
+    assert all(len(seqs) <= 12 * elapsed + 2 and len(seqs) < sum(counts.values()) for seqs in deltas)
+    for mirror in mirrors:
+        assert {m: mirror.values[f"totals.{m}"]["calls"] for m in counts} == counts
