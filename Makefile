@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help install demo test test-fast browser-deps run migrate clean bench bench-deps vendor run-uvicorn up docs
+.PHONY: help install demo test test-fast browser-deps run migrate clean bench bench-deps vendor run-uvicorn up serve docs
 
 help:
 	@echo "make demo   - set up and run Podium (embedded mode) with demo traffic on http://$(HOST):$(PORT)"
 	@echo "make test   - set up and run the whole test suite"
 	@echo "make run    - run the server without demo traffic"
-	@echo "make up     - production-like stack: 2 daphne, 2 Celery workers, beat on PostgreSQL + Redis (DATABASE_URL, REDIS_URL)"
+	@echo "make up     - production-like stack on one port: a web process per core (gunicorn + uvicorn), 2 Celery workers, beat"
+	@echo "              on PostgreSQL + Redis (DATABASE_URL, REDIS_URL)"
 	@echo "make bench  - run the benchmarks under bench/"
 	@echo "make docs   - build the documentation (docs/, MkDocs, strict) into site/"
 
@@ -26,9 +27,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Browser tests drive Debian's Chromium (Playwright's own download does not work offline).
+# nginx: tests/test_deploy_config.py checks and starts the reference TLS proxy (deploy/nginx/); where it
+# cannot be installed, that test skips saying so.
 browser-deps:
 	@command -v chromium >/dev/null || { echo "installing chromium (apt)"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q chromium >/dev/null; else sudo apt-get install -y -q chromium >/dev/null; fi; }
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { echo "installing nginx (apt)"; \
+	  if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null 2>&1; \
+	  else sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null 2>&1; fi \
+	  || echo "nginx could not be installed: tests/test_deploy_config.py will skip"; }
 
 migrate: install
 	$(PY) manage.py migrate --noinput -v0
@@ -45,10 +52,16 @@ run: migrate
 run-uvicorn: migrate
 	$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --no-access-log --lifespan on --no-proxy-headers
 
-# Production-like: two daphne processes (ports 8001, 8002), two Celery workers and beat, against
-# DATABASE_URL (default: local PostgreSQL, database podium) and REDIS_URL (default: local Redis, db 0).
+# Production-like: one port (PORT) served by WEB_PROCESSES gunicorn/uvicorn workers (default: one per core),
+# two Celery workers and beat, against DATABASE_URL (default: local PostgreSQL, database podium) and
+# REDIS_URL (default: local Redis, db 0). Ctrl-C stops everything.
 up: install
-	PY=$(PY) HOST=$(HOST) bash scripts/up.sh
+	PY=$(PY) HOST=$(HOST) PORT=$(PORT) bash scripts/up.sh
+
+# The production web server alone (config/gunicorn.py): HTTP and websockets on one port, WEB_PROCESSES
+# workers (default: one per core; one without REDIS_URL), a killed worker replaced by gunicorn's master.
+serve: migrate
+	$(VENV)/bin/gunicorn -c config/gunicorn.py -b $(HOST):$(PORT)
 
 # lint-imports: the layers, no door importing another, no cycle (pyproject.toml [tool.importlinter]).
 test: install browser-deps

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# A production-like Podium on this machine: two daphne processes on two ports, two Celery workers
-# and Celery beat, against PostgreSQL (DATABASE_URL) and Redis (REDIS_URL). Migrates first.
-# Ctrl-C stops all of it. Put a load balancer in front of the two ports to use it as one site.
+# A production-like Podium on this machine: one address (HOST:PORT, default 127.0.0.1:8000) served by
+# WEB_PROCESSES web processes (default: one per core; gunicorn's master holds the port, each worker is
+# uvicorn running HTTP and websockets, config/gunicorn.py), two Celery workers and Celery beat, against
+# PostgreSQL (DATABASE_URL) and Redis (REDIS_URL). Migrates first. Ctrl-C stops all of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 BIN=$(dirname "$PY")
 HOST=${HOST:-127.0.0.1}
-PORTS=${PORTS:-"8001 8002"}
+PORT=${PORT:-8000}
 WORKERS=${WORKERS:-2}
 WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-2}
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/podium}
@@ -53,10 +54,8 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-for port in $PORTS; do
-  "$BIN/daphne" -v 0 -b "$HOST" -p "$port" config.asgi:application &
-  pids+=($!)
-done
+"$BIN/gunicorn" -c config/gunicorn.py -b "$HOST:$PORT" &
+pids+=($!)
 for n in $(seq 1 "$WORKERS"); do
   "$BIN/celery" -A config worker -n "worker$n@%h" -c "$WORKER_CONCURRENCY" --loglevel=WARNING &
   pids+=($!)
@@ -64,14 +63,17 @@ done
 "$BIN/celery" -A config beat --loglevel=WARNING --schedule "$PODIUM_VAR_DIR/celerybeat-schedule" &
 pids+=($!)
 
-for port in $PORTS; do
-  for _ in $(seq 1 100); do
-    curl -fs "http://$HOST:$port/readyz" >/dev/null 2>&1 && break
-    sleep 0.2
-  done
-  echo "web  http://$HOST:$port/   readiness: $(curl -s "http://$HOST:$port/readyz" || echo 'not answering')"
+URL="http://$HOST:$PORT"
+for _ in $(seq 1 150); do
+  curl -fs "$URL/readyz" >/dev/null 2>&1 && break
+  kill -0 "${pids[0]}" 2>/dev/null || break
+  sleep 0.2
 done
-echo "workers: $WORKERS × $WORKER_CONCURRENCY processes, plus beat. Metrics: http://$HOST:${PORTS%% *}/metrics"
+echo "web: $(pgrep -P "${pids[0]}" | wc -l) processes on one port (WEB_PROCESSES=${WEB_PROCESSES:-one per core})   readiness: $(curl -s "$URL/readyz" || echo 'not answering')"
+echo "workers: $WORKERS × $WORKER_CONCURRENCY processes, plus beat. Metrics: $URL/metrics"
+echo
+echo "Podium: $URL/"
+echo
 echo "Ctrl-C stops everything."
 wait -n "${pids[@]}"
 echo "a process exited; stopping the rest"

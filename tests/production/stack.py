@@ -1,4 +1,5 @@
-"""A production-like Podium for tests: real PostgreSQL and Redis, daphne and Celery worker subprocesses.
+"""A production-like Podium for tests: real PostgreSQL and Redis, the production web server (gunicorn with
+uvicorn workers on one port, config/gunicorn.py) and Celery worker subprocesses.
 
 The services are the machine's own (PostgreSQL on 127.0.0.1:5432 with trust auth, Redis on
 127.0.0.1:6379), or those named by PODIUM_TEST_POSTGRES_URL / PODIUM_TEST_REDIS_URL. Each test
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -28,12 +30,58 @@ BIN = Path(sys.executable).parent
 POSTGRES_URL = os.environ.get("PODIUM_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("PODIUM_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 VISIBILITY_TIMEOUT_S = 8  # short, so a killed worker's task comes back within the test
+NGINX_SITE = ROOT / "deploy/nginx/podium.conf"
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    """A process's direct children (Linux /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return sorted(found)
+
+
+def _socket_inodes(server_port: int, client_port: int) -> set[str]:
+    """Inodes of the sockets whose local port is server_port and remote port client_port (/proc/net/tcp*)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) == client_port:
+                inodes.add(inode)
+    return inodes
+
+
+def connection_owner(server_port: int, client_port: int, pids: list[int]) -> int | None:
+    """The pid among `pids` holding the accepted socket of a loopback connection (server_port <- client_port):
+    read from outside, in the kernel's tables, without the application saying which process it is."""
+    wanted = {f"socket:[{inode}]" for inode in _socket_inodes(server_port, client_port)}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
+                    return pid
+            except OSError:
+                continue
+    return None
 
 
 def services_unavailable() -> str | None:
@@ -264,7 +312,7 @@ class Process:
 
 
 class Stack:
-    """PostgreSQL + Redis + two daphne processes (Redis through a cuttable proxy) + Celery workers."""
+    """PostgreSQL + Redis + one port served by N web processes (Redis through a cuttable proxy) + Celery workers."""
 
     def __init__(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="podium-prod-"))
@@ -282,10 +330,12 @@ class Stack:
             "PODIUM_WRITER_FLUSH_INTERVAL": "0.1", "PODIUM_SCHEDULER_INTERVAL_S": "0",
             "SECRET_KEY": "production-test-secret-key-" + "y" * 40, "LOG_LEVEL": "WARNING",
             "PROMETHEUS_MULTIPROC_DIR": str(self.tmp / "prometheus"),
+            # As the reference deployment sets them behind its TLS proxy (deploy/nginx/podium.conf) on loopback.
+            "PODIUM_BEHIND_TLS_PROXY": "1", "PODIUM_TRUSTED_PROXIES": "127.0.0.1/32",
         }
         self.processes: list[Process] = []
-        self.web: list[Process] = []
-        self.ports: list[int] = []
+        self.web: Process | None = None  # gunicorn's master; its children are the web processes
+        self.port = 0
         self.workers: dict[str, Process] = {}
         self.seed: dict = {}
 
@@ -306,17 +356,45 @@ class Stack:
         self.seed = json.loads(done.stdout.strip().splitlines()[-1])
         return self
 
-    def start_web(self, count: int = 2) -> None:
-        for index in range(count):
-            port = free_port()
-            env = {**self.base_env, "REDIS_URL": self.proxied_redis_url}
-            process = Process(f"daphne-{index}", [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
-                                                  "config.asgi:application"], env, self.tmp).start()
-            self.processes.append(process)
-            self.web.append(process)
-            self.ports.append(port)
-        for port, process in zip(self.ports, self.web):
-            self._wait_http(f"http://127.0.0.1:{port}/healthz", process)
+    def start_web(self, processes: int = 2) -> None:
+        """The production web server on one port: gunicorn's master and `processes` uvicorn workers, each up."""
+        self.port = free_port()
+        env = {**self.base_env, "REDIS_URL": self.proxied_redis_url, "WEB_PROCESSES": str(processes),
+               "WEB_GRACEFUL_TIMEOUT_S": "5"}
+        # --log-level info: gunicorn's own lines (a worker booted, started, died, replaced) in the log.
+        args = [str(BIN / "gunicorn"), "-c", str(ROOT / "config/gunicorn.py"), "-b", f"127.0.0.1:{self.port}",
+                "--log-level", "info"]
+        self.web = Process("web", args, env, self.tmp).start()
+        self.processes.append(self.web)
+        self._wait_http(f"{self.url()}/healthz", self.web)
+        self.wait_web_workers(processes)
+
+    def web_workers(self) -> list[int]:
+        """The pids of gunicorn's workers now (the master's children)."""
+        return children(self.web.pid) if self.web and self.web.alive() else []
+
+    def ready_workers(self) -> list[int]:
+        """The workers whose application has started (lifespan startup complete, per gunicorn's log)."""
+        log = self.web.log_path.read_text(errors="replace")
+        started = {int(pid) for pid in re.findall(r"\[(\d+)\] \[INFO\] Application startup complete", log)}
+        return [pid for pid in self.web_workers() if pid in started]
+
+    def wait_web_workers(self, count: int, timeout: float = 60, besides: frozenset = frozenset()) -> list[int]:
+        """Wait until `count` workers (none of `besides`) are alive and have started the application."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.web.alive():
+                raise RuntimeError(f"gunicorn exited:\n{self.web.log_tail()}")
+            ready = self.ready_workers()
+            if len(ready) == count and not besides & set(ready):
+                return ready
+            time.sleep(0.05)
+        raise RuntimeError(f"{count} web workers not ready within {timeout}s (now {self.web_workers()}):\n"
+                           f"{self.web.log_tail()}")
+
+    def connection_owner(self, client_port: int) -> int | None:
+        """Which web worker holds the server side of the loopback TCP connection from `client_port`."""
+        return connection_owner(self.port, client_port, self.web_workers())
 
     def start_worker(self, name: str, concurrency: int = 2) -> Process:
         args = [str(BIN / "celery"), "-A", "config", "worker", "-n", f"{name}@%h", "-c", str(concurrency),
@@ -359,11 +437,11 @@ class Stack:
                 shutil.rmtree(self.tmp, ignore_errors=True)
 
     # --- using --------------------------------------------------------------------------------------------------
-    def url(self, index: int) -> str:
-        return f"http://127.0.0.1:{self.ports[index]}"
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
-    def ws_url(self, index: int) -> str:
-        return f"ws://127.0.0.1:{self.ports[index]}"
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
 
     @property
     def key_headers(self) -> dict:
@@ -374,3 +452,111 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.log_tail()}" for p in self.processes)
+
+
+# --- the reference TLS proxy (deploy/nginx/podium.conf) --------------------------------------------------------
+def nginx_binary() -> str | None:
+    found = shutil.which("nginx")
+    if found:
+        return found
+    return "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
+
+
+def nginx_unavailable() -> str | None:
+    """Why nginx cannot be used here, or None once it is installed: `make browser-deps` installs it (apt);
+    where it did not run, this installs it the same way when it can (root and apt-get), quietly."""
+    if nginx_binary():
+        return None
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return ("nginx is not installed and cannot be installed here (needs root and apt-get); "
+                "`make browser-deps` installs it where it can")
+    done = subprocess.run(["apt-get", "install", "-y", "-q", "nginx"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, stdin=subprocess.DEVNULL)
+    if done.returncode or not nginx_binary():
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        return f"nginx is not installed and `apt-get install nginx` failed here: {tail[0]}"
+    return None
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 and localhost (openssl), as a site's real one would be used."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+class NginxProxy:
+    """deploy/nginx/podium.conf as deployed, with this test's ports, certificate and a directory of its own:
+    the site file is included unchanged but for those, in a minimal main nginx.conf (what /etc/nginx/nginx.conf
+    is on a server)."""
+
+    def __init__(self, directory: Path, upstream_port: int = 8000) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cert, self.key = self_signed_certificate(self.dir)
+        self.https_port, self.http_port = free_port(), free_port()
+        site = NGINX_SITE.read_text()
+        replacements = {
+            "server 127.0.0.1:8000;": f"server 127.0.0.1:{upstream_port};",
+            "listen 443 ssl;": f"listen 127.0.0.1:{self.https_port} ssl;",
+            "listen 80;": f"listen 127.0.0.1:{self.http_port};",
+            "/etc/ssl/podium/fullchain.pem": str(self.cert),
+            "/etc/ssl/podium/privkey.pem": str(self.key),
+        }
+        for old, new in replacements.items():
+            if site.count(old) != 1:
+                raise AssertionError(f"{NGINX_SITE} no longer has {old!r} exactly once: update NginxProxy")
+            site = site.replace(old, new)
+        (self.dir / "podium.conf").write_text(site)
+        temp = "\n".join(f"    {name}_temp_path {self.dir}/{name};" for name in
+                         ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        # As root the workers would switch to an unprivileged user that cannot enter the test's directory.
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        self.conf = self.dir / "nginx.conf"
+        self.conf.write_text(f"""{user}worker_processes 1;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+    access_log off;
+{temp}
+    include {self.dir}/podium.conf;
+}}
+""")
+        self.process: Process | None = None
+
+    def command(self, *extra: str) -> list[str]:
+        return [nginx_binary(), "-p", str(self.dir), "-c", str(self.conf), "-e", str(self.dir / "error.log"), *extra]
+
+    def check(self) -> subprocess.CompletedProcess:
+        """`nginx -t`: the configuration parses, the certificate and key load."""
+        return subprocess.run(self.command("-t"), capture_output=True, text=True, timeout=30)
+
+    def start(self) -> "NginxProxy":
+        self.process = Process("nginx", self.command("-g", "daemon off;"), dict(os.environ), self.dir).start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if not self.process.alive():
+                raise RuntimeError(f"nginx exited:\n{self.process.log_tail()}\n{self.error_log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.https_port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"nginx did not listen on {self.https_port}:\n{self.error_log()}")
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+    def error_log(self) -> str:
+        try:
+            return (self.dir / "error.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.https_port}"
