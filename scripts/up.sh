@@ -14,6 +14,22 @@ WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-2}
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/podium}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 export PODIUM_VAR_DIR=${PODIUM_VAR_DIR:-var}
+# A production-like stack signs sessions with SECRET_KEY: never the built-in insecure one. DEMO=1 makes (once)
+# and keeps a random key in var/secret-key, for trying the stack out on this machine.
+if [ -z "${SECRET_KEY:-}" ]; then
+  if [ "${DEMO:-}" = 1 ]; then
+    mkdir -p "$PODIUM_VAR_DIR"
+    [ -s "$PODIUM_VAR_DIR/secret-key" ] || (umask 077; "$PY" -c "import secrets; print(secrets.token_urlsafe(50))" \
+      > "$PODIUM_VAR_DIR/secret-key")
+    SECRET_KEY=$(cat "$PODIUM_VAR_DIR/secret-key")
+    export SECRET_KEY
+    echo "DEMO=1: SECRET_KEY from $PODIUM_VAR_DIR/secret-key (this machine only)"
+  else
+    echo "SECRET_KEY is not set. Set it (e.g. SECRET_KEY=\$(openssl rand -base64 48) make up), or run"
+    echo "DEMO=1 make up to try the stack with a random key kept in $PODIUM_VAR_DIR/secret-key."
+    exit 2
+  fi
+fi
 # Every process of this host writes its metrics here; /metrics on any web process adds them all up.
 export PROMETHEUS_MULTIPROC_DIR=${PROMETHEUS_MULTIPROC_DIR:-$PODIUM_VAR_DIR/prometheus}
 rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
