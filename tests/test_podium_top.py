@@ -361,7 +361,7 @@ def test_a_burst_of_events_is_drawn_at_most_fps_times_a_second():
 @pytest.mark.production
 @pytest.mark.timeout(240)
 def test_with_redis_the_local_source_sees_a_call_served_by_another_process(tmp_path):
-    """Production mode without --url: the channel-layer group of a daphne process, over Redis."""
+    """Production mode without --url: the channel-layer group of a web process, over Redis."""
     from tests.production.stack import Stack, require_services
 
     require_services()
@@ -374,7 +374,7 @@ def test_with_redis_the_local_source_sees_a_call_served_by_another_process(tmp_p
         terminal = PseudoTerminal([sys.executable, str(ROOT / "manage.py"), "podium_top", "--fps", "8"], env)
         before = terminal.until(lambda screen: model_row(screen, "ci-fast"))
         assert calls_of(before) == 0  # the first frame is drawn once the group is joined
-        response = httpx.post(f"{stack.url(0)}/v1/chat/completions", headers=stack.key_headers, timeout=30,
+        response = httpx.post(f"{stack.url()}/v1/chat/completions", headers=stack.key_headers, timeout=30,
                               json={"model": "ci-fast", "messages": [{"role": "user", "content": "over redis"}]})
         assert response.status_code == 200
         terminal.until(lambda screen: calls_of(model_row(screen, "ci-fast")) == 1)
