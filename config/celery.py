@@ -14,7 +14,7 @@ import os
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 from celery import Celery  # noqa: E402
-from celery.signals import worker_process_shutdown  # noqa: E402
+from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from config.env import env_int  # noqa: E402
@@ -68,3 +68,21 @@ def forget_dead_process_gauges(pid=None, **kwargs):
     from observability.prometheus import mark_process_dead
 
     mark_process_dead(pid or os.getpid())
+
+
+_presence = {}
+
+
+@worker_ready.connect
+def announce_worker(sender=None, **kwargs):
+    """The worker's main process says it is alive until it stops (podium_workers_alive)."""
+    from orchestration.runner.presence import WorkerPresence
+
+    _presence["worker"] = WorkerPresence(getattr(sender, "hostname", None) or f"worker-{os.getpid()}").start()
+
+
+@worker_shutdown.connect
+def withdraw_worker(**kwargs):
+    presence = _presence.pop("worker", None)
+    if presence is not None:
+        presence.stop()

@@ -23,6 +23,7 @@ from orchestration.instruments import WRITER_PENDING
 from orchestration.models import Run, WriterDeadLetter
 from orchestration.models.runs import FINAL_RUN_STATUSES
 from orchestration.reviews.selectors import review_backlog
+from orchestration.runner.presence import live_workers
 from orchestration.runs.recovery import running_without_lease
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -106,6 +107,14 @@ class ScrapeTimeCollector:
             # after the visibility timeout; their runs sooner, by lease expiry and beat's sweep).
             family = GaugeMetricFamily("podium_tasks_unacked", "Tasks delivered to a worker and not acknowledged")
             family.add_metric([], depth[1])
+            yield family
+        try:
+            workers = live_workers()
+        except Exception:  # Redis away: missing rather than wrong
+            workers = None
+        if workers is not None:
+            family = GaugeMetricFamily("podium_workers_alive", "Celery workers whose presence key is alive")
+            family.add_metric([], workers)
             yield family
         family = GaugeMetricFamily("podium_live_events_dropped_process", "Live events dropped by the process "
                                    "that answered, since it started")

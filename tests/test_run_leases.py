@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from orchestration.models import Run
 from orchestration.runner.inprocess import runner
+from orchestration.runner.presence import WorkerPresence, live_workers
 from orchestration.runs.actions import create_run
 from orchestration.runs.leases import (LeaseHeartbeat, acquire_lease, lease_held, lease_holder, release_lease,
                                        renew_lease)
@@ -89,3 +90,17 @@ def test_the_lease_gauge_counts_running_runs_whose_worker_let_go(transactional_d
         assert running_without_lease() == 0  # the embedded mode has no Redis leases to lose
     finally:
         release_lease(str(held.pk), token)
+
+
+def test_a_worker_is_counted_alive_while_it_renews_its_presence_and_not_after_it_dies():
+    before = live_workers()
+    alive = WorkerPresence(f"w-{uuid.uuid4().hex[:8]}@test", ttl_s=0.6).start()
+    dead = WorkerPresence(f"w-{uuid.uuid4().hex[:8]}@test", ttl_s=0.6).start()
+    time.sleep(1.5)  # both renewed past two of their lifetimes
+    assert live_workers() == before + 2
+    dead._stop.set()  # killed: it stops renewing and never withdraws its key
+    dead._thread.join(2)
+    time.sleep(0.8)
+    assert live_workers() == before + 1
+    alive.stop()  # a clean shutdown withdraws at once
+    assert live_workers() == before

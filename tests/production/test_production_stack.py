@@ -301,6 +301,9 @@ def test_metrics_aggregate_every_process_and_report_queue_and_backlog(stack):
     assert metric(text, "podium_model_latency_seconds_count", model="ci-fast") >= recorded
     assert metric(text, "podium_runs_finished_total", kind="workflow", status="succeeded") >= finished_runs
     assert "podium_queue_depth{" in text and "podium_review_backlog{" in text
+    # Worker health: the workers' presence keys in Redis, tasks held by workers, the longest-running run.
+    assert metric(text, "podium_workers_alive") >= 1 and metric(text, "podium_tasks_unacked") >= 0
+    assert metric(text, "podium_oldest_running_run_age_seconds") >= 0 and metric(text, "podium_runs_lease_expired") == 0
 
 
 def test_the_audit_trail_refuses_changes_in_postgresql_and_verify_audit_finds_tampering(stack):
