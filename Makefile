@@ -52,9 +52,11 @@ run: migrate
 run-uvicorn: migrate
 	$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --no-access-log --lifespan on --no-proxy-headers
 
-# Production-like: one port (PORT) served by WEB_PROCESSES gunicorn/uvicorn workers (default: one per core),
-# two Celery workers and beat, against DATABASE_URL (default: local PostgreSQL, database podium) and
-# REDIS_URL (default: local Redis, db 0). Ctrl-C stops everything.
+# Production-like, under supervisord (config/supervisord.conf) in the foreground: one port (PORT) served by
+# WEB_PROCESSES gunicorn/uvicorn workers (default: one per core), WORKERS Celery workers (default 2) and beat,
+# against DATABASE_URL (default: local PostgreSQL, database podium) and REDIS_URL (default: local Redis, db 0).
+# A program that exits is restarted; each output line carries its program's name; Ctrl-C stops everything
+# in order and exits 0.
 up: install
 	PY=$(PY) HOST=$(HOST) PORT=$(PORT) bash scripts/up.sh
 

@@ -1,5 +1,7 @@
 """A production-like Podium for tests: real PostgreSQL and Redis, the production web server (gunicorn with
-uvicorn workers on one port, config/gunicorn.py) and Celery worker subprocesses.
+uvicorn workers on one port, config/gunicorn.py) and Celery worker subprocesses — started one by one, or
+all of them (web, workers, beat) under supervisord with the project's config/supervisord.conf
+(`Stack.start_supervised`).
 
 The services are the machine's own (PostgreSQL on 127.0.0.1:5432 with trust auth, Redis on
 127.0.0.1:6379), or those named by PODIUM_TEST_POSTGRES_URL / PODIUM_TEST_REDIS_URL. Each test
@@ -31,6 +33,8 @@ POSTGRES_URL = os.environ.get("PODIUM_TEST_POSTGRES_URL", "postgres://postgres@1
 REDIS_URL = os.environ.get("PODIUM_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 VISIBILITY_TIMEOUT_S = 8  # short, so a killed worker's task comes back within the test
 NGINX_SITE = ROOT / "deploy/nginx/podium.conf"
+SUPERVISORD_CONF = ROOT / "config/supervisord.conf"
+PROGRAM_LINE = re.compile(r"^(\w+)\s*\| ")  # a line of supervisord's output: "<program name> | <its line>"
 
 
 def free_port() -> int:
@@ -48,6 +52,24 @@ def children(pid: int) -> list[int]:
         except OSError:
             pass
     return sorted(found)
+
+
+def descendants(pid: int) -> list[int]:
+    """A process's children, their children, and so on (Linux /proc)."""
+    found, todo = [], [pid]
+    while todo:
+        for child in children(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _socket_inodes(server_port: int, client_port: int) -> set[str]:
@@ -311,6 +333,112 @@ class Process:
             return ""
 
 
+class Supervisor:
+    """config/supervisord.conf run as `make up` runs it: supervisord in the foreground (here in a session of its
+    own, its standard output in a file), the programs web, worker1..N and beat under it, every ENV_ variable
+    of the file set in `env`. `supervisorctl` talks to it over its socket in PODIUM_VAR_DIR."""
+
+    def __init__(self, env: dict, logdir: Path, name: str = "supervisord") -> None:
+        self.env = env
+        self.var = Path(env["PODIUM_VAR_DIR"])
+        self.process = Process(name, [str(BIN / "supervisord"), "-c", str(SUPERVISORD_CONF)], env, logdir)
+        self.returncode: int | None = None
+
+    def start(self) -> "Supervisor":
+        for sub in ("supervisor", "log"):
+            (self.var / sub).mkdir(parents=True, exist_ok=True)
+        self.process.start()
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @staticmethod
+    def qualified(name: str) -> str:
+        """supervisorctl's name of a program: the workers are a group (`worker:worker1`)."""
+        return f"worker:{name}" if re.fullmatch(r"worker\d+", name) else name
+
+    def ctl(self, *args: str) -> str:
+        done = subprocess.run([str(BIN / "supervisorctl"), "-c", str(SUPERVISORD_CONF), *args], cwd=ROOT,
+                              env=self.env, capture_output=True, text=True, timeout=30)
+        return done.stdout + done.stderr
+
+    def status(self) -> dict[str, tuple[str, int | None]]:
+        """{program: (state, pid)} as supervisorctl reports them now."""
+        states = {}
+        for line in self.ctl("status").splitlines():
+            match = re.match(r"^(?:\w+:)?(\w+)\s+([A-Z]+)(?:\s+pid (\d+))?", line)
+            if match:
+                states[match[1]] = (match[2], int(match[3]) if match[3] else None)
+        return states
+
+    def pid_of(self, name: str) -> int | None:
+        state, pid = self.status().get(name, (None, None))
+        return pid if state == "RUNNING" else None
+
+    def wait_running(self, names: list[str], timeout: float = 90, besides: dict | None = None) -> dict[str, int]:
+        """Wait until every program in `names` is RUNNING (with a pid other than `besides[name]`); their pids."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.popen is not None and not self.process.alive():
+                raise RuntimeError(f"supervisord exited:\n{self.output_tail()}")
+            states = self.status()
+            pids = {name: states.get(name, (None, None))[1] for name in names
+                    if states.get(name, (None, None))[0] == "RUNNING"}
+            if len(pids) == len(names) and not any(pids[n] == (besides or {}).get(n) for n in names):
+                return pids
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{names} not RUNNING within {timeout}s: {states}\n{self.output_tail()}")
+            time.sleep(0.2)
+
+    def program_log(self, name: str) -> str:
+        """A program's own log file (every line it wrote, as written)."""
+        try:
+            return (self.var / "log" / f"{name}.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_worker_ready(self, name: str, times: int = 1, timeout: float = 60) -> None:
+        """Wait until a Celery worker said it is ready (`times` times: once per start)."""
+        deadline = time.monotonic() + timeout
+        while self.program_log(name).count(" ready.") < times:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not ready within {timeout}s:\n{self.program_log(name)[-3000:]}")
+            time.sleep(0.1)
+
+    def output(self) -> str:
+        """supervisord's standard output: every program's lines behind its name."""
+        try:
+            return self.process.log_path.read_text(errors="replace")
+        except OSError:  # not started by this object (an existing supervisord, asked through supervisorctl)
+            return ""
+
+    def output_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 90) -> int | None:
+        """Signal supervisord alone (as Ctrl-C or systemd would) and wait for it; its exit code. Whatever is left
+        after `timeout` (it should be nothing) is killed, so no test leaves processes behind."""
+        if self.returncode is not None or self.process.popen is None:
+            return self.returncode
+        tree = descendants(self.pid)
+        if self.process.alive():
+            os.kill(self.pid, sig)
+        try:
+            self.returncode = self.process.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.returncode = None
+        for pid in [self.pid, *tree, *descendants(self.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.returncode is None:
+            self.process.popen.wait(5)
+        return self.returncode
+
+
 class Stack:
     """PostgreSQL + Redis + one port served by N web processes (Redis through a cuttable proxy) + Celery workers."""
 
@@ -337,6 +465,7 @@ class Stack:
         self.web: Process | None = None  # gunicorn's master; its children are the web processes
         self.port = 0
         self.workers: dict[str, Process] = {}
+        self.supervisor: Supervisor | None = None
         self.seed: dict = {}
 
     # --- setting up ------------------------------------------------------------------------------------------
@@ -409,6 +538,28 @@ class Stack:
             time.sleep(0.1)
         return process
 
+    def supervised_env(self, *, web_processes: int = 2, workers: int = 2, concurrency: int = 2,
+                       var_dir: Path | None = None, **extra: str) -> dict:
+        """The environment config/supervisord.conf is run with for this stack (what scripts/up.sh exports)."""
+        return {**self.base_env, "PODIUM_BIN": str(BIN), "HOST": "127.0.0.1", "PORT": str(self.port or free_port()),
+                "WEB_PROCESSES": str(web_processes), "WEB_GRACEFUL_TIMEOUT_S": "5", "WORKERS": str(workers),
+                "WORKER_CONCURRENCY": str(concurrency), "CELERY_LOG_LEVEL": "INFO", "LOG_LEVEL": "INFO",
+                "PODIUM_VAR_DIR": str(var_dir or self.tmp / "var"), **extra}
+
+    def start_supervised(self, *, web_processes: int = 2, workers: int = 2, concurrency: int = 2,
+                         **extra: str) -> Supervisor:
+        """Web, `workers` Celery workers and beat under supervisord with config/supervisord.conf, on one port
+        (direct to Redis); returns once the port answers and every worker said it is ready."""
+        self.port = free_port()
+        env = self.supervised_env(web_processes=web_processes, workers=workers, concurrency=concurrency, **extra)
+        self.supervisor = Supervisor(env, self.tmp).start()
+        self._wait_http(f"{self.url()}/healthz", self.supervisor.process, timeout=90)
+        names = ["web", *(f"worker{n}" for n in range(1, workers + 1)), "beat"]
+        self.supervisor.wait_running(names)
+        for name in names[1:-1]:
+            self.supervisor.wait_worker_ready(name)
+        return self.supervisor
+
     def _wait_http(self, url: str, process: Process, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -423,6 +574,8 @@ class Stack:
         raise RuntimeError(f"{process.name} did not answer {url}:\n{process.log_tail()}")
 
     def stop(self) -> None:
+        if self.supervisor:
+            self.supervisor.stop()
         # All asked at once, then each waited for: the shutdowns overlap instead of adding up.
         for process in reversed(self.processes):
             process.terminate()
@@ -451,7 +604,8 @@ class Stack:
         return f"sessionid={self.seed[f'{who}_session']}"
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name} ---\n{p.log_tail()}" for p in self.processes)
+        supervised = f"--- supervisord ---\n{self.supervisor.output_tail()}\n" if self.supervisor else ""
+        return supervised + "\n".join(f"--- {p.name} ---\n{p.log_tail()}" for p in self.processes)
 
 
 # --- the reference TLS proxy (deploy/nginx/podium.conf) --------------------------------------------------------
