@@ -3,6 +3,9 @@ supervisord with the project's config/supervisord.conf (as `make up` runs them),
 
 A Celery worker's main process SIGKILLed while runs are queued is restarted by supervisord while the web
 server keeps taking submissions; every run ends, each step once, the key's spend the sum of the steps.
+A pool process SIGKILLed (the OOM killer's usual victim) is replaced by its worker, whose main process lives
+on; the cut run goes on elsewhere from its finished steps, with the same guarantees. /v1 calls in flight when
+supervisord gets SIGTERM all answer 200: the web server stops last and drains them.
 SIGTERM or SIGINT (Ctrl-C) to supervisord stops every program and it exits 0. Short leases and a short sweep
 (PODIUM_RUN_LEASE_S, PODIUM_SCHEDULER_INTERVAL_S) let a killed worker's runs go on within seconds.
 Run with -s to see the figures.
@@ -174,6 +177,76 @@ def test_a_worker_sigkilled_under_load_is_restarted_and_every_run_ends_with_each
           f"spend ${spent_after - spent_before:.6f} = sum of step costs")
 
 
+def test_a_pool_child_sigkilled_is_replaced_by_its_worker_and_every_run_ends_with_each_step_once(stack):
+    """The OOM killer's usual victim: one Celery pool process (not the worker's main process) SIGKILLed while it
+    executes a run. The worker's main process survives and forks a replacement; the cut run goes on from its
+    finished steps once its lease lapses (beat's sweep), every run succeeds, each step once, spend = steps."""
+    supervisor = stack.supervisor
+    key_id = stack.seed["api_key_id"]
+    spent_before = float(stack.db.value("SELECT spent_usd FROM orchestration_apikey WHERE id = %s", [key_id]))
+    main_pid = supervisor.pid_of("worker1")
+    assert main_pid
+    pool = children(main_pid)
+    assert len(pool) == 3, pool
+    submitted = []
+    with httpx.Client(headers=stack.key_headers, timeout=30) as client:
+        for n in range(18):
+            response = client.post(f"{stack.url()}/api/runs/", json={"workflow": "chain", "input": f"pool {n}"})
+            assert response.status_code == 202, response.text[:300]
+            submitted.append(response.json()["id"])
+
+    def cut_candidate():
+        """(run, pid of worker1's pool process executing it, steps finished) for a run past its first step."""
+        for run_id, pid in leases(stack).items():
+            if pid in pool and run_id in submitted and 1 <= finished_steps(stack, run_id) < int(STEPS):
+                return run_id, pid, finished_steps(stack, run_id)
+        return None
+
+    victim_run, victim_pid, done_before = wait_until(cut_candidate, 30, "a run in worker1's pool with a step done",
+                                                     stack, 0.05)
+    os.kill(victim_pid, signal.SIGKILL)  # that pool process only, as the OOM killer would
+    killed_at = time.monotonic()
+
+    wait_until(lambda: not alive(victim_pid), 10, "the killed pool process to be reaped", stack)
+    replaced = wait_until(lambda: (lambda now: now if len(now) == 3 and victim_pid not in now else None)(
+        children(main_pid)), 20, "worker1 to replace its pool process", stack)
+    replaced_s = time.monotonic() - killed_at
+    wait_until(lambda: stack.db.value("SELECT count(*) FROM orchestration_run WHERE id = ANY(%s::uuid[]) "
+                                      "AND status = ANY(%s)", [submitted, list(FINAL)]) == len(submitted),
+               60, "every run to reach a final state within 60 s of the kill", stack, 0.2)
+    all_done_s = time.monotonic() - killed_at
+
+    # The worker's main process lived through it: same pid, still RUNNING, never restarted by supervisord.
+    assert alive(main_pid) and supervisor.pid_of("worker1") == main_pid
+    assert f"worker1 exited unexpectedly (pid {main_pid})" not in supervisor.output()
+    new_children = sorted(set(replaced) - set(pool))
+    assert len(new_children) == 1, (pool, replaced)
+    assert supervisor.pid_of("web") and supervisor.pid_of("worker2") and supervisor.pid_of("beat")
+
+    statuses = dict(stack.db.query("SELECT status, count(*) FROM orchestration_run WHERE id = ANY(%s::uuid[]) "
+                                   "GROUP BY status", [submitted]))
+    assert statuses == {"succeeded": len(submitted)}, statuses
+    duplicates = stack.db.query("SELECT run_id, key, count(*) FROM orchestration_step WHERE run_id = ANY(%s::uuid[]) "
+                                "GROUP BY run_id, key HAVING count(*) > 1", [submitted])
+    assert duplicates == []
+    steps = stack.db.value("SELECT count(*) FROM orchestration_step WHERE run_id = ANY(%s::uuid[]) "
+                           "AND node_type = 'call'", [submitted])
+    assert steps == len(submitted) * int(STEPS)
+    assert finished_steps(stack, victim_run) == int(STEPS) > done_before
+    mismatched = stack.db.query(
+        "SELECT r.id FROM orchestration_run r WHERE r.id = ANY(%s::uuid[]) AND r.cost_usd <> "
+        "(SELECT coalesce(sum(s.cost_usd), 0) FROM orchestration_step s WHERE s.run_id = r.id AND s.node_type = 'call')",
+        [submitted])
+    assert mismatched == []
+    step_cost = float(stack.db.value("SELECT sum(cost_usd) FROM orchestration_step WHERE run_id = ANY(%s::uuid[]) "
+                                     "AND node_type = 'call'", [submitted]))
+    spent_after = float(stack.db.value("SELECT spent_usd FROM orchestration_apikey WHERE id = %s", [key_id]))
+    assert spent_after - spent_before == pytest.approx(step_cost, abs=1e-8)
+    print(f"\n[SIGKILL a pool process] worker1's pool process {victim_pid} killed {done_before} steps into its run; "
+          f"worker1 (pid {main_pid}) lived and replaced it in {replaced_s:.1f}s; all {len(submitted)} runs "
+          f"succeeded {all_done_s:.1f}s after the kill; {steps} steps, 0 duplicated; spend = sum of step costs")
+
+
 def test_sigterm_to_supervisord_stops_every_program_and_it_exits_0(stack):
     supervisor = stack.supervisor
     tree = descendants(supervisor.pid)
@@ -193,6 +266,98 @@ def test_sigterm_to_supervisord_stops_every_program_and_it_exits_0(stack):
     # closed file (exit 1). Its jobs are idempotent and the schedule was saved: nothing is lost.
     assert any(line.startswith("beat (exit status ") for line in lines), lines
     print(f"\n[SIGTERM] {len(tree)} processes stopped in {took:.1f}s, in order {stopped}; supervisord exited 0")
+
+
+# Longer than beat's and the worker's stops (4-6.5 s measured here), which come first: the calls are still in
+# flight when the web server gets its SIGTERM, and finish within its graceful timeout (15 s in this test).
+DRAIN_MS = 9000
+ADD_DRAIN_MODEL = f"""
+import django
+django.setup()
+from orchestration.models import LLMModel, Provider
+from orchestration.registry import bump_version
+provider, _ = Provider.objects.update_or_create(name="ci-drain-provider", defaults={{
+    "kind": Provider.Kind.MOCK, "is_local": True, "max_concurrency": 512,
+    "mock_options": {{"seed": 7, "latency_ms": {DRAIN_MS}, "failure_rate": 0, "confidence": 0.9}}}})
+LLMModel.objects.update_or_create(alias="ci-drain", defaults={{
+    "provider": provider, "upstream_name": "ci-drain", "tier": "fast", "price_in_per_m": "1.0",
+    "price_out_per_m": "2.0", "quality_prior": 0.9, "allowed_data_classes": ["public", "internal"]}})
+bump_version()
+"""
+
+
+def supervisord_log_times(supervisor: Supervisor, event: str) -> list[float]:
+    """Wall-clock times (epoch seconds) of supervisord.log lines containing `event`."""
+    import datetime
+
+    found = []
+    for line in (supervisor.var / "supervisor/supervisord.log").read_text().splitlines():
+        if event in line:
+            stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            found.append(stamp.timestamp())
+    return found
+
+
+def test_sigterm_to_supervisord_drains_in_flight_v1_calls_and_leaves_no_process(stack):
+    """Several /v1 chat calls to a model answering in DRAIN_MS are in flight when supervisord gets SIGTERM:
+    beat and the worker stop first, then gunicorn lets its workers finish their requests: every call answers
+    200, supervisord exits 0, nothing is left."""
+    stack.supervisor.stop()  # (stopped already by the test before) a fresh stack for this one
+    done = subprocess.run([str(BIN / "python"), "-c", ADD_DRAIN_MODEL], cwd=ROOT, env=stack.base_env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    supervisor = stack.start_supervised(web_processes=2, workers=1, concurrency=1, WEB_GRACEFUL_TIMEOUT_S="15")
+    try:
+        tree = descendants(supervisor.pid)
+        # Warm both web processes (and the model's registry entry) before the calls that matter.
+        with httpx.Client(headers=stack.key_headers, timeout=10) as client:
+            for n in range(4):
+                assert client.post(f"{stack.url()}/v1/chat/completions", json={
+                    "model": "ci-fast", "messages": [{"role": "user", "content": f"warm {n}"}]}).status_code == 200
+
+        calls = 8
+        results: dict[int, tuple] = {}
+        sent = threading.Barrier(calls + 1)
+
+        def call(n: int) -> None:
+            body = {"model": "ci-drain", "messages": [{"role": "user", "content": f"drain {n} {time.time()}"}]}
+            with httpx.Client(headers=stack.key_headers, timeout=60) as client:
+                sent.wait()
+                began = time.time()
+                try:
+                    response = client.post(f"{stack.url()}/v1/chat/completions", json=body)
+                    results[n] = (response.status_code, began, time.time(), response.text[:200])
+                except httpx.HTTPError as exc:
+                    results[n] = (repr(exc), began, time.time(), "")
+
+        threads = [threading.Thread(target=call, args=(n,)) for n in range(calls)]
+        for thread in threads:
+            thread.start()
+        sent.wait()
+        time.sleep(0.4)  # every request sent and accepted, each waiting on its model's answer
+        assert results == {}, results
+        signalled = time.time()
+        started = time.monotonic()
+        code = supervisor.stop(signal.SIGTERM, timeout=60)
+        took = time.monotonic() - started
+        for thread in threads:
+            thread.join(30)
+    finally:
+        supervisor.stop()  # whatever happened above: nothing outlives the test
+    assert code == 0, supervisor.output_tail()
+    statuses = [results.get(n, ("missing",))[0] for n in range(calls)]
+    assert statuses == [200] * calls, results
+    assert [pid for pid in tree if alive(pid)] == []
+    # The calls were still in flight when the web server was asked to stop (after beat and the worker).
+    web_asked = supervisord_log_times(supervisor, "stopped: worker1")[-1]  # supervisord signals web next
+    answered_last = max(result[2] for result in results.values())
+    assert answered_last > web_asked, (answered_last - signalled, web_asked - signalled)
+    log = (supervisor.var / "supervisor/supervisord.log").read_text()
+    assert "stopped: web (exit status 0)" in log.split("received SIGTERM")[-1], log[-2000:]
+    print(f"\n[drain] {calls} /v1 calls of {DRAIN_MS} ms in flight at SIGTERM: all 200; supervisord exited 0 "
+          f"{took:.1f}s after SIGTERM; last answer {answered_last - signalled:.1f}s after SIGTERM "
+          f"(web asked to stop {web_asked - signalled:.1f}s after it, drained by gunicorn); "
+          f"{len(tree)} processes, none left")
 
 
 def stop_tree(pid: int) -> None:
