@@ -13,11 +13,14 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+from config.env import env_int, share_metrics_dir  # noqa: E402
+
+share_metrics_dir()  # a worker started by hand adds its metrics to its host's too
+
 from celery import Celery  # noqa: E402
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from config.env import env_int  # noqa: E402
 from orchestration.runs.delivery import HARD_LIMIT_S, SOFT_LIMIT_S, VISIBILITY_TIMEOUT_S  # noqa: E402
 
 app = Celery("podium")

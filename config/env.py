@@ -71,3 +71,16 @@ def env_networks(name: str, default: str) -> list:
     except ValueError:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a comma-separated list of networks "
                                    "(e.g. 10.0.0.0/8,127.0.0.1/32)") from None
+
+
+def share_metrics_dir() -> None:
+    """Production processes of one host add their metrics up only when they share PROMETHEUS_MULTIPROC_DIR; a
+    worker or server started by hand without it would count alone, unseen by /metrics. With REDIS_URL set
+    (production) and the variable unset, default it to <PODIUM_VAR_DIR>/prometheus, as `make up` does. Call it
+    before prometheus_client is imported (it reads the variable then)."""
+    if os.environ.get("REDIS_URL") and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        var_dir = os.environ.get("PODIUM_VAR_DIR") or os.path.join(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))), "var")
+        path = os.path.join(var_dir, "prometheus")
+        os.makedirs(path, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path

@@ -1,6 +1,9 @@
 """The Celery app's delivery guarantees, and tasks that are idempotent thin doors taking ids."""
 import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +114,19 @@ def test_a_queued_run_whose_task_was_lost_is_dispatched_again(transactional_db, 
     assert runner.wait_idle(10)
     assert Run.objects.get(pk=lost.pk).status == "succeeded"
     assert Run.objects.get(pk=fresh.pk).status == "queued"  # probably still in a queue: left alone
+
+
+def test_a_worker_started_by_hand_in_production_shares_its_host_s_metrics_folder(tmp_path):
+    """Without PROMETHEUS_MULTIPROC_DIR its metrics would count alone, unseen by /metrics."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(REDIS_URL="redis://127.0.0.1:6379/0", PODIUM_VAR_DIR=str(tmp_path))
+    script = "import os, config.celery; print(os.environ['PROMETHEUS_MULTIPROC_DIR'])"
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tmp_path / "prometheus") and (tmp_path / "prometheus").is_dir()
+    env.pop("REDIS_URL")  # the embedded mode: one process, nothing to share
+    done = subprocess.run([sys.executable, "-c", "import os, config.celery; "
+                           "print(os.environ.get('PROMETHEUS_MULTIPROC_DIR', 'unset'))"], env=env,
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert done.stdout.strip() == "unset"
