@@ -71,6 +71,35 @@ def finished_steps(stack: Stack, run_id: str) -> int:
                           "AND node_type = 'call'", [run_id])
 
 
+
+def assert_each_run_succeeded_once(stack, submitted: list[str]) -> int:
+    """Every run succeeded with each of its STEPS call steps recorded once; the number of call steps."""
+    statuses = dict(stack.db.query("SELECT status, count(*) FROM orchestration_run WHERE id = ANY(%s::uuid[]) "
+                                   "GROUP BY status", [submitted]))
+    assert statuses == {"succeeded": len(submitted)}, statuses
+    duplicates = stack.db.query("SELECT run_id, key, count(*) FROM orchestration_step WHERE run_id = ANY(%s::uuid[]) "
+                                "GROUP BY run_id, key HAVING count(*) > 1", [submitted])
+    assert duplicates == []
+    steps = stack.db.value("SELECT count(*) FROM orchestration_step WHERE run_id = ANY(%s::uuid[]) "
+                           "AND node_type = 'call'", [submitted])
+    assert steps == len(submitted) * int(STEPS)
+    return steps
+
+
+def assert_billed_once(stack, submitted: list[str], key_id, spent_before: float) -> float:
+    """Each run costs the sum of its call steps, and the key's spend grew by exactly their sum; that growth."""
+    mismatched = stack.db.query(
+        "SELECT r.id FROM orchestration_run r WHERE r.id = ANY(%s::uuid[]) AND r.cost_usd <> "
+        "(SELECT coalesce(sum(s.cost_usd), 0) FROM orchestration_step s WHERE s.run_id = r.id AND s.node_type = 'call')",
+        [submitted])
+    assert mismatched == []
+    step_cost = float(stack.db.value("SELECT sum(cost_usd) FROM orchestration_step WHERE run_id = ANY(%s::uuid[]) "
+                                     "AND node_type = 'call'", [submitted]))
+    spent_after = float(stack.db.value("SELECT spent_usd FROM orchestration_apikey WHERE id = %s", [key_id]))
+    assert spent_after - spent_before == pytest.approx(step_cost, abs=1e-8)
+    return spent_after - spent_before
+
+
 def test_every_line_of_supervisords_output_carries_its_programs_name(stack):
     lines = [line for line in stack.supervisor.output().splitlines() if line.strip()]
     names = [PROGRAM_LINE.match(line) for line in lines]
@@ -148,24 +177,8 @@ def test_a_worker_sigkilled_under_load_is_restarted_and_every_run_ends_with_each
                120, "every run to reach a final state", stack, 0.2)
     all_done_s = time.monotonic() - killed_at
 
-    statuses = dict(stack.db.query("SELECT status, count(*) FROM orchestration_run WHERE id = ANY(%s::uuid[]) "
-                                   "GROUP BY status", [submitted]))
-    assert statuses == {"succeeded": len(submitted)}, statuses
-    duplicates = stack.db.query("SELECT run_id, key, count(*) FROM orchestration_step WHERE run_id = ANY(%s::uuid[]) "
-                                "GROUP BY run_id, key HAVING count(*) > 1", [submitted])
-    assert duplicates == []
-    steps = stack.db.value("SELECT count(*) FROM orchestration_step WHERE run_id = ANY(%s::uuid[]) "
-                           "AND node_type = 'call'", [submitted])
-    assert steps == len(submitted) * int(STEPS)
-    mismatched = stack.db.query(
-        "SELECT r.id FROM orchestration_run r WHERE r.id = ANY(%s::uuid[]) AND r.cost_usd <> "
-        "(SELECT coalesce(sum(s.cost_usd), 0) FROM orchestration_step s WHERE s.run_id = r.id AND s.node_type = 'call')",
-        [submitted])
-    assert mismatched == []
-    step_cost = float(stack.db.value("SELECT sum(cost_usd) FROM orchestration_step WHERE run_id = ANY(%s::uuid[]) "
-                                     "AND node_type = 'call'", [submitted]))
-    spent_after = float(stack.db.value("SELECT spent_usd FROM orchestration_apikey WHERE id = %s", [key_id]))
-    assert spent_after - spent_before == pytest.approx(step_cost, abs=1e-8)
+    steps = assert_each_run_succeeded_once(stack, submitted)
+    spent = assert_billed_once(stack, submitted, key_id, spent_before)
     for run_id in victims:  # went on from its finished steps after the kill
         assert finished_steps(stack, run_id) == int(STEPS) > before[run_id]
     output = supervisor.output()
@@ -174,7 +187,7 @@ def test_a_worker_sigkilled_under_load_is_restarted_and_every_run_ends_with_each
     print(f"\n[SIGKILL worker1] {len(submitted)} runs submitted (12 while it was down or starting), 0 refused; "
           f"{len(victims)} runs interrupted; supervisord restarted it in {restarted_s:.1f}s (ready after "
           f"{ready_s:.1f}s); every run succeeded {all_done_s:.1f}s after the kill; {steps} steps, 0 duplicated; "
-          f"spend ${spent_after - spent_before:.6f} = sum of step costs")
+          f"spend ${spent:.6f} = sum of step costs")
 
 
 def test_a_pool_child_sigkilled_is_replaced_by_its_worker_and_every_run_ends_with_each_step_once(stack):
@@ -223,25 +236,9 @@ def test_a_pool_child_sigkilled_is_replaced_by_its_worker_and_every_run_ends_wit
     assert len(new_children) == 1, (pool, replaced)
     assert supervisor.pid_of("web") and supervisor.pid_of("worker2") and supervisor.pid_of("beat")
 
-    statuses = dict(stack.db.query("SELECT status, count(*) FROM orchestration_run WHERE id = ANY(%s::uuid[]) "
-                                   "GROUP BY status", [submitted]))
-    assert statuses == {"succeeded": len(submitted)}, statuses
-    duplicates = stack.db.query("SELECT run_id, key, count(*) FROM orchestration_step WHERE run_id = ANY(%s::uuid[]) "
-                                "GROUP BY run_id, key HAVING count(*) > 1", [submitted])
-    assert duplicates == []
-    steps = stack.db.value("SELECT count(*) FROM orchestration_step WHERE run_id = ANY(%s::uuid[]) "
-                           "AND node_type = 'call'", [submitted])
-    assert steps == len(submitted) * int(STEPS)
+    steps = assert_each_run_succeeded_once(stack, submitted)
     assert finished_steps(stack, victim_run) == int(STEPS) > done_before
-    mismatched = stack.db.query(
-        "SELECT r.id FROM orchestration_run r WHERE r.id = ANY(%s::uuid[]) AND r.cost_usd <> "
-        "(SELECT coalesce(sum(s.cost_usd), 0) FROM orchestration_step s WHERE s.run_id = r.id AND s.node_type = 'call')",
-        [submitted])
-    assert mismatched == []
-    step_cost = float(stack.db.value("SELECT sum(cost_usd) FROM orchestration_step WHERE run_id = ANY(%s::uuid[]) "
-                                     "AND node_type = 'call'", [submitted]))
-    spent_after = float(stack.db.value("SELECT spent_usd FROM orchestration_apikey WHERE id = %s", [key_id]))
-    assert spent_after - spent_before == pytest.approx(step_cost, abs=1e-8)
+    assert_billed_once(stack, submitted, key_id, spent_before)
     print(f"\n[SIGKILL a pool process] worker1's pool process {victim_pid} killed {done_before} steps into its run; "
           f"worker1 (pid {main_pid}) lived and replaced it in {replaced_s:.1f}s; all {len(submitted)} runs "
           f"succeeded {all_done_s:.1f}s after the kill; {steps} steps, 0 duplicated; spend = sum of step costs")
