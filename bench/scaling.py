@@ -11,8 +11,8 @@ OpenAI-compatible provider points at the fake upstream (`podium/fake_upstream.py
 process) and an API key calls `POST /v1/chat/completions` through `wrk` (closed loop: `--connections`
 keep-alive connections, 2 threads, a Lua script for the body and the Authorization header).
 
-Rounds alternate 1, 2, 1, 2, ... (the order within a pair flips every round, seeded by `--seed`), so
-machine drift lands on both; before each run the bench waits until neither server is still working off
+Rounds alternate 1, 2 / 2, 1 / ... (the order within a pair flips every round; `--shuffle` flips it at
+random instead, seeded by `--seed`), so machine drift lands on both; before each run the bench waits until neither server is still working off
 the previous run's backlog (the batched writer's Run rows). Nothing is pinned: on a small machine the
 web processes, wrk, the upstream, PostgreSQL and Redis share the cores, and the bench says how much
 CPU each took during the runs (/proc utime+stime deltas; "rest" is the machine's busy time from
