@@ -100,9 +100,10 @@ def process_tree(pid: int) -> list[int]:
 
 
 def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its live descendants (one that exits while read is skipped)."""
     total = 0
     for member in process_tree(pid):
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, IndexError):
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime + stime
     return total / os.sysconf("SC_CLK_TCK")

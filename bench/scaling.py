@@ -30,7 +30,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,9 @@ from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# The gateway benchmark's helpers: a free port, and a process tree's CPU time from /proc.
+from bench.gateway_overhead import cpu_seconds, free_port, process_tree  # noqa: E402
 PY = sys.executable
 BIN = Path(PY).parent
 POSTGRES_URL = os.environ.get("PODIUM_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
@@ -61,35 +63,8 @@ end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def with_path(url: str, path: str) -> str:
     return urlunparse(urlparse(url)._replace(path=path))
-
-
-def process_tree(pid: int) -> list[int]:
-    pids, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        pids.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                todo += [int(child) for child in (task / "children").read_text().split()]
-    return pids
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and its live descendants."""
-    total = 0
-    for member in process_tree(pid):
-        with contextlib.suppress(OSError, IndexError):
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / TICK
 
 
 def machine_busy_seconds() -> float:
