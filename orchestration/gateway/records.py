@@ -31,7 +31,7 @@ def record_call(*, run_id: str, kind: str, model_name: str, key: KeyInfo, status
     publish where the run ended."""
     finished_ms = now_ms()
     started_at = ms_to_datetime(started_ms)
-    run = Row(Run, id=run_id, kind=kind, target=model_name, api_key_id=key.id, status=status, input=input,
+    run = Row(Run, id=run_id, kind=kind, target=model_name, api_key_id=key.id, team_id=key.team_id, status=status, input=input,
               output=output, confidence=confidence, tokens_in=tokens_in, tokens_out=tokens_out,
               cost_usd=money(spent_usd), latency_ms=latency_ms, error=error, metadata=metadata,
               created_at=started_at, started_at=started_at, finished_at=ms_to_datetime(finished_ms))

@@ -54,7 +54,7 @@ async def _workflow_run(key: KeyInfo, model_name: str, messages: list[dict], met
                         idempotency_key: str | None) -> tuple[Run, bool]:
     """The run to execute, created now; or, under an Idempotency-Key this key already sent, its first run."""
     request = dict(workflow_slug=model_name.removeprefix(WORKFLOW_PREFIX), input={"messages": messages},
-                   metadata=meta, api_key_id=key.id, status=RunStatus.RUNNING)
+                   metadata=meta, api_key_id=key.id, team_id=key.team_id, status=RunStatus.RUNNING)
     try:
         if idempotency_key is None:
             return await sync_to_async(create_run)(**request), False

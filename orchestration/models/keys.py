@@ -24,8 +24,16 @@ class APIKey(models.Model):
     budget_usd = models.DecimalField("budget (USD)", max_digits=12, decimal_places=4, null=True, blank=True,
                                      help_text="Empty = no budget.")
     spent_usd = models.DecimalField("spent (USD)", max_digits=14, decimal_places=8, default=0, editable=False)
+    budget_usd_per_day = models.DecimalField("budget per day (USD)", max_digits=12, decimal_places=4, null=True,
+                                             blank=True, help_text="Empty = no daily budget.")
+    budget_usd_per_month = models.DecimalField("budget per month (USD)", max_digits=12, decimal_places=4,
+                                               null=True, blank=True, help_text="Empty = no monthly budget.")
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
     tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    team = models.ForeignKey("orchestration.Team", null=True, blank=True, on_delete=models.PROTECT,
+                             related_name="api_keys", help_text="Empty = no team (an operator's key).")
+    data_class = models.CharField(max_length=32, blank=True,
+                                  help_text="Data class of requests that name none; empty = the team's default.")
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 

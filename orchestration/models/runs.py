@@ -40,6 +40,8 @@ class Run(models.Model):
                                          on_delete=models.PROTECT, related_name="runs")
     api_key = models.ForeignKey("orchestration.APIKey", null=True, blank=True, on_delete=models.SET_NULL,
                                 related_name="runs")
+    team = models.ForeignKey("orchestration.Team", null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="runs", help_text="The team of the key or user that started it.")
     status = models.CharField(max_length=24, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
     input = models.JSONField(default=dict, blank=True)
     output = models.TextField(blank=True)

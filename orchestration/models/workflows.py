@@ -6,6 +6,8 @@ class Workflow(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     description = models.TextField(blank=True)
     enabled = models.BooleanField(default=True)
+    team = models.ForeignKey("orchestration.Team", null=True, blank=True, on_delete=models.PROTECT,
+                             related_name="workflows", help_text="Empty = shared with every team.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
