@@ -30,7 +30,8 @@ class StepSerializer(serializers.ModelSerializer):
 
 
 class RunSerializer(serializers.ModelSerializer):
-    team = serializers.SlugRelatedField(slug_field="slug", read_only=True, help_text="null = no team (operator)")
+    team = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True,
+                                        help_text="null = no team (an operator's run)")
 
     class Meta:
         model = Run

@@ -26,7 +26,9 @@ class ProviderViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ProviderSerializer
 
     def get_queryset(self):
-        return Provider.objects.filter(pk__in=visible_models(self.request).values("provider_id")).order_by("pk")
+        if visibility(self.request).team_ids_for_models() is None:  # operators and superusers: every provider
+            return Provider.objects.all()
+        return Provider.objects.filter(pk__in=visible_models(self.request).values("provider_id"))
 
 
 class ModelViewSet(viewsets.ReadOnlyModelViewSet):
@@ -34,7 +36,7 @@ class ModelViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ModelSerializer
 
     def get_queryset(self):
-        return visible_models(self.request).order_by("pk")
+        return visible_models(self.request)
 
 
 class CalibrationBinSerializer(serializers.Serializer):

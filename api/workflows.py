@@ -47,7 +47,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
     version = serializers.SerializerMethodField()
     spec = serializers.SerializerMethodField()
     versions = serializers.SerializerMethodField()
-    team = serializers.SlugRelatedField(slug_field="slug", read_only=True,
+    team = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True,
                                         help_text="null = shared with every team")
 
     class Meta:
