@@ -474,3 +474,28 @@ def test_workflow_steps_cache_per_team_too(world):
     for who in ("key_a", "key_a", "key_b"):
         assert v1(world, world.keys[who], "/v1/chat/completions", body).status_code == 200
     assert len(world.upstream_requests_for("model-shared")) - before == 2
+
+
+# --- the admin --------------------------------------------------------------------------------------------------
+
+def test_a_team_and_its_key_made_in_the_admin_limit_what_the_key_sees_on_v1(admin_client, world):
+    model = world.models["model-shared"]
+    response = admin_client.post("/admin/orchestration/team/add/", {
+        "slug": "team-c", "name": "Team C", "default_data_class": "internal", "allowed_models": [model.pk],
+        "budget_usd_per_day": "5", "memberships-TOTAL_FORMS": "1", "memberships-INITIAL_FORMS": "0",
+        "memberships-0-user": world.users["viewer_b"].pk, "memberships-0-role": "reviewer",
+        "api_keys-TOTAL_FORMS": "0", "api_keys-INITIAL_FORMS": "0"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    team = Team.objects.get(slug="team-c")
+    assert team.memberships.get().role == "reviewer" and list(team.allowed_models.all()) == [model]
+    response = admin_client.post("/admin/orchestration/apikey/add/", {
+        "name": "c-key", "team": team.pk, "scopes": '["chat"]', "data_class": "sensitive",
+        "budget_usd_per_day": "1", "budget_usd_per_month": "10"}, follow=True)
+    assert response.status_code == 200
+    raw = next(part for part in response.content.decode().split("<code>")[1:]).split("</code>")[0]
+    key = APIKey.objects.get(name="c-key")
+    assert (key.team_id, key.data_class, float(key.budget_usd_per_month)) == (team.pk, "sensitive", 10.0)
+    models = v1(world, raw, "/v1/models").json()["data"]
+    assert [row["id"] for row in models] == ["model-shared"]
+    page = admin_client.get(f"/admin/orchestration/team/{team.pk}/change/").content.decode()
+    assert "c-key" in page and "viewer-b" in page  # the team's keys and members inline
