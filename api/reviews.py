@@ -72,7 +72,8 @@ class ReviewQuerysetMixin:
 
     def get_queryset(self):
         items = ReviewItem.objects.select_related("run__team", "assignee", "decided_by", "decided_by_key")
-        return team_filter(self.request, visibility(self.request).filter(items, "run__team"), "run__team")
+        return team_filter(self.request, visibility(self.request).filter(items, "run__team", reviews=True),
+                           "run__team")
 
 
 @extend_schema(parameters=[

@@ -2,7 +2,8 @@
 
 - A superuser session sees everything (and may narrow a list with `?team=<slug>`).
 - Any other session sees the teams it is a member of (`orchestration/access/teams.py`), with its role in each;
-  staff (and members of the `reviewers` group) also see the operator space: rows with no team, as before teams.
+  staff also see the operator space: rows with no team, as before teams (for review items, members of the
+  `reviewers` group too, as before teams).
 - An API key of a team sees that team only. A key with no team is an operator's key (only admins issue keys):
   it sees everything, as before teams.
 
@@ -24,10 +25,12 @@ Role = TeamMembership.Role
 
 @dataclass(frozen=True)
 class Visibility:
-    """The teams a caller sees (`teams`, with roles) and whether it sees the operator space (no team)."""
+    """The teams a caller sees (`teams`, with roles) and whether it sees the operator space (no team): rows in
+    general (`operator_space`) and review items (`operator_reviews`)."""
     teams: TeamScope
     operator_space: bool
     key: KeyInfo | None = None
+    operator_reviews: bool = False
 
     @property
     def everything(self) -> bool:
@@ -48,13 +51,14 @@ class Visibility:
             return self.everything or self.operator_space
         return self.teams.has_role(team_id, role)
 
-    def filter(self, queryset: QuerySet, field: str = "team", *, shared: bool = False) -> QuerySet:
+    def filter(self, queryset: QuerySet, field: str = "team", *, shared: bool = False,
+               reviews: bool = False) -> QuerySet:
         """The rows this caller sees by `field` (a team FK path); `shared` also shows rows with no team
-        (workflows: a workflow with no team is shared with every team)."""
+        (workflows: a workflow with no team is shared with every team); `reviews`: review items."""
         if self.everything:
             return queryset
         condition = Q(**{f"{field}__in": list(self.teams.roles)})
-        if shared or self.operator_space:
+        if shared or (self.operator_reviews if reviews else self.operator_space):
             condition |= Q(**{f"{field}__isnull": True})
         return queryset.filter(condition)
 
@@ -77,14 +81,14 @@ def _visibility(request) -> Visibility:
     auth = request.auth
     if isinstance(auth, KeyInfo):
         if auth.team is None:
-            return Visibility(teams=EVERYTHING, operator_space=True, key=auth)
+            return Visibility(teams=EVERYTHING, operator_space=True, key=auth, operator_reviews=True)
         return Visibility(teams=TeamScope(everything=False, roles={auth.team.id: Role.VIEWER}),
                           operator_space=False, key=auth)
     user = request.user
     scope = scope_for_user(user)
-    operator = bool(getattr(user, "is_authenticated", False) and user.is_active
-                    and (user.is_staff or user.has_perm(DECIDE_PERMISSION)))
-    return Visibility(teams=scope, operator_space=operator)
+    active = bool(getattr(user, "is_authenticated", False) and user.is_active)
+    return Visibility(teams=scope, operator_space=active and user.is_staff,
+                      operator_reviews=active and (user.is_staff or user.has_perm(DECIDE_PERMISSION)))
 
 
 def team_filter(request, queryset: QuerySet, field: str = "team") -> QuerySet:
@@ -99,8 +103,8 @@ def team_filter(request, queryset: QuerySet, field: str = "team") -> QuerySet:
 
 
 def allowed_models(view: Visibility) -> QuerySet:
-    """The models the caller may see: a team's allowed models and route aliases' candidates do not widen
-    this; a team with neither chosen may call every model."""
+    """The models the caller may see: the union of their teams' allowed models (a team with no model and no
+    route alias chosen may call every model). A route alias a team may call does not list its candidates."""
     models = LLMModel.objects.select_related("provider")
     team_ids = view.team_ids_for_models()
     if team_ids is None:
