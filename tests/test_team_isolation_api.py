@@ -437,10 +437,11 @@ def test_calling_outside_the_teams_list_is_the_404_of_a_missing_model(world, pat
     assert not [r for r in world.upstream_requests_for("model-b")]
 
 
-def test_another_teams_workflow_is_the_404_of_a_missing_one_on_v1(world):
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_another_teams_workflow_is_the_404_of_a_missing_one_on_v1(world, stream):
     def call(name):
         return v1(world, world.keys["key_a"], "/v1/chat/completions",
-                  {"model": name, "messages": [{"role": "user", "content": "hi"}]})
+                  {"model": name, "messages": [{"role": "user", "content": "hi"}], "stream": stream})
     missing = call("workflow/no-such-flow")
     response = call("workflow/wf-b")
     assert response.status_code == missing.status_code == 404
@@ -499,3 +500,34 @@ def test_a_team_and_its_key_made_in_the_admin_limit_what_the_key_sees_on_v1(admi
     assert [row["id"] for row in models] == ["model-shared"]
     page = admin_client.get(f"/admin/orchestration/team/{team.pk}/change/").content.decode()
     assert "c-key" in page and "viewer-b" in page  # the team's keys and members inline
+
+
+def test_the_operator_space_is_for_staff_and_operator_keys_only(world):
+    """Rows with no team (an operator key's run and its review) are what staff and team-less keys saw before
+    teams; a team's people and keys never see them."""
+    operator_run = paused_run(metadata={"marker": "OPERATOR"})
+    operator_item = open_item(run=operator_run)
+    staff = get_user_model().objects.create_user("staff", password="staff-password-1", is_staff=True)
+    for who in OUTSIDERS:
+        caller = world.caller(who)
+        assert caller.get(f"/api/reviews/{operator_item.pk}/").status_code == 404
+        assert "OPERATOR" not in caller.get("/api/runs/").text
+    assert world.caller("reviewer_b").post(f"/api/reviews/{operator_item.pk}/approve/", {}).status_code == 404
+    assert world.caller("key_b").post(f"/api/reviews/{operator_item.pk}/reject/", {}).status_code == 404
+    staff_caller = Caller(world.server, user=staff)
+    assert staff_caller.get(f"/api/runs/{operator_run.pk}/").json()["metadata"]["marker"] == "OPERATOR"
+    assert staff_caller.get(f"/api/runs/{world.run_a.pk}/").status_code == 404  # staff is not a team member
+    assert world.caller("operator").get(f"/api/reviews/{operator_item.pk}/").status_code == 200
+
+
+def test_a_new_workflow_belongs_to_its_authors_team(world):
+    admin_a = get_user_model().objects.create_user("admin-a", password="admin-a-password-1")
+    TeamMembership.objects.create(team=world.team_a, user=admin_a, role="admin")
+    spec = {"root": {"type": "call", "model": "model-a"}}
+    created = Caller(world.server, user=admin_a).post("/api/workflows/", {"slug": "wf-a2", "spec": spec})
+    assert created.status_code == 201 and created.json()["team"] == "team-a"
+    # Not in a team one is not an admin of, nor shared unless staff.
+    for body in ({"slug": "wf-x", "spec": spec, "team": "team-b"}, {"slug": "wf-y", "spec": spec, "team": None}):
+        assert Caller(world.server, user=admin_a).post("/api/workflows/", body).status_code in (400, 403)
+    assert world.caller("reviewer_a").post("/api/workflows/", {"slug": "wf-z", "spec": spec}).status_code == 403
+    assert "wf-a2" not in world.caller("key_b").get("/api/workflows/").text
