@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from orchestration import live
 from orchestration.access.apikeys import KeyInfo
 from orchestration.calibration.store import current_calibrations
-from orchestration.engine.events import Event, StepFinished, now_ms
+from orchestration.engine.events import Event, StepFinished, now_ms, with_team
 from orchestration.engine.executor import NodeResult, RunContext, StepFailed
 from orchestration.engine.registry import Registry
 from orchestration.engine.routing import resolve_route
@@ -35,23 +35,25 @@ class ChatOutcome:
 
 
 class PublishingSink:
-    """Publishes every event live and keeps finished steps for the run's record."""
+    """Publishes every event live (step events stamped with the key's team) and keeps finished steps for the
+    run's record."""
 
-    def __init__(self) -> None:
+    def __init__(self, team: int | None = None) -> None:
         self.finished: list[StepFinished] = []
+        self.team = team
 
     def emit(self, event: Event) -> None:
         if event["type"] == "step.finished":
             self.finished.append(event)
-        live.publish(event)
+        live.publish(with_team(event, self.team) if event["type"] in ("step.started", "step.finished") else event)
 
 
 async def current_registry() -> Registry:
     return cached_registry() or await sync_to_async(get_registry)()
 
 
-async def open_chat_run(model_name: str, messages: list[dict],
-                        data_class: str | None) -> tuple[RunContext, PublishingSink, ModelSpec, dict | None]:
+async def open_chat_run(model_name: str, messages: list[dict], data_class: str | None,
+                        team: int | None = None) -> tuple[RunContext, PublishingSink, ModelSpec, dict | None]:
     """A chat run's context and the model to call: the named model, or the one a route alias's strategy picks
     (its other candidates are the fallbacks; route attributes say why). An unknown name is a plain 404."""
     registry = await current_registry()
@@ -59,7 +61,7 @@ async def open_chat_run(model_name: str, messages: list[dict],
     if model is None and model_name not in registry.routes:
         raise GatewayError(f"The model '{model_name}' does not exist or you do not have access to it.",
                            code="model_not_found", param="model")
-    sink = PublishingSink()
+    sink = PublishingSink(team)
     ctx = RunContext(run_id=new_id(), registry=registry, sink=sink, data_class=data_class,
                      calibrations=await current_calibrations())
     route_attributes = None
@@ -81,7 +83,7 @@ async def chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict]
     """A direct call to one model: no database write in the request path (the batched writer records it).
 
     `data_class` and `use_cache` come from the request's `podium` object (policy and response cache)."""
-    ctx, sink, model, route_attributes = await open_chat_run(model_name, messages, data_class)
+    ctx, sink, model, route_attributes = await open_chat_run(model_name, messages, data_class, key.team_id)
     run_id = ctx.run_id
     started_ms = now_ms()
     started = time.perf_counter()

@@ -52,7 +52,8 @@ def test_a_run_detail_page_shows_steps_arriving_live(browser_server, browser_con
     draft_step = {**base, "step_id": child, "parent_id": root, "key": "plan/draft", "node_id": "draft",
                   "model": "swift-mini"}
     browser_server.publish(
-        run_updated(ts=now, run_id=run_id, status="running", target="workflow/triage", kind="workflow", api_key=""),
+        run_updated(ts=now, run_id=run_id, status="running", target="workflow/triage", kind="workflow", api_key="",
+                    team=None),
         step_started(ts=now, step={**base, "step_id": root, "parent_id": None, "key": "plan", "node_id": "plan",
                                    "node_type": "sequence", "model": ""}, prompt=[]),
         step_started(ts=now + 5, step=draft_step, prompt=[{"role": "user", "content": "draft it"}]))
