@@ -269,8 +269,8 @@ class Hub:
         run_id = run_id_of(topic)
         if teams is None or run_id is None:
             return True
-        tracked = self.runs.get(run_id)
-        if tracked is not None and tracked["run"] is not None:
+        tracked = self.runs.get(run_id)  # seen live (with its team) though perhaps not recorded yet
+        if tracked is not None:
             return tracked["team"] in teams
         recorded, team = await database_sync_to_async(snapshots.run_team)(run_id)
         return recorded and team in teams

@@ -8,7 +8,7 @@ from django import forms
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from dashboard.snapshots import callable_targets
+from orchestration.access.watching import callable_targets
 from orchestration.models import APIKey, LLMModel, Run, Step, Workflow
 from orchestration.models.runs import RunStatus
 

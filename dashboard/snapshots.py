@@ -14,7 +14,8 @@ from datetime import datetime
 from django.db.models import Count, Min, Q, QuerySet, Sum
 
 from orchestration.engine.events import STEP_MARKERS
-from orchestration.models import APIKey, LLMModel, ReviewItem, Run, Step, Team
+from orchestration.access.watching import callable_targets, of_teams
+from orchestration.models import APIKey, LLMModel, ReviewItem, Run, Step
 from orchestration.reviews.selectors import OPEN_STATUSES, Backlog, review_backlog, review_row
 
 RECENT_CALLS = 25
@@ -119,25 +120,6 @@ def model_row(model: LLMModel) -> dict:
 
 
 # --- scoping by team ------------------------------------------------------------------------
-def of_teams(queryset: QuerySet, field: str, teams) -> QuerySet:
-    """The rows of `queryset` whose team (by `field`) is one of `teams`; all of them when teams is None."""
-    return queryset if teams is None else queryset.filter(**{f"{field}__in": list(teams)})
-
-
-def callable_targets(teams) -> set[str] | None:
-    """The model and route aliases any of `teams` may call; None = every one (a team that chose none, or no
-    scoping). Three queries for a team scope, none otherwise."""
-    if teams is None:
-        return None
-    targets: set[str] = set()
-    for team in Team.objects.filter(id__in=list(teams)).prefetch_related("allowed_models", "allowed_route_aliases"):
-        chosen = {m.alias for m in team.allowed_models.all()} | {r.name for r in team.allowed_route_aliases.all()}
-        if not chosen:
-            return None  # this team may call every model
-        targets |= chosen
-    return targets
-
-
 def backlog(teams=None) -> Backlog:
     """The review backlog of `teams`' runs (review_backlog's, scoped): one query."""
     if teams is None:

@@ -29,23 +29,16 @@ from django.conf import settings
 
 from orchestration.access.apikeys import cached_key, load_key
 from orchestration.access.bearer import bearer_token
-from orchestration.access.teams import scope_for_user
-from orchestration.models import APIKey, Team, TeamMembership
+from orchestration.access.watching import (ALL_TEAMS, EVENTS_ALL_SCOPE, EVENTS_SCOPE, NotAllowed,  # noqa: F401
+                                           key_teams, narrowed, team_id_of, user_teams)
+from orchestration.models import APIKey, TeamMembership
 
 logger = logging.getLogger(__name__)
 
-EVENTS_SCOPE = "events"
-EVENTS_ALL_SCOPE = "events:all"
 # Close codes (documented in dashboard/protocol.py).
 CLOSE_CREDENTIAL_GONE = 4401  # key revoked or deleted; user deleted or deactivated
 CLOSE_NOT_ALLOWED = 4403  # key without `events`; user no longer a superuser nor in any team
 CLOSE_TEAMS_CHANGED = 4409  # the viewer's teams changed: reconnect to watch the new ones
-
-ALL_TEAMS = None  # a viewer's `teams` when they see every team (and runs with no team)
-
-
-class NotAllowed(Exception):
-    """This credential may not watch (or not the team it asked for)."""
 
 
 @dataclass(frozen=True)
@@ -56,35 +49,6 @@ class Viewer:
     team_filter: int | None = None  # the team asked for with ?team=, kept to recompute `teams`
 
 
-def key_teams(scopes, team_id: int | None) -> frozenset[int] | None:
-    """The teams a key watches; NotAllowed without an events scope."""
-    scopes = set(scopes or ())
-    if EVENTS_ALL_SCOPE in scopes or (EVENTS_SCOPE in scopes and team_id is None):
-        return ALL_TEAMS
-    if EVENTS_SCOPE in scopes:
-        return frozenset({team_id})
-    raise NotAllowed
-
-
-def user_teams(user) -> frozenset[int] | None:
-    """The teams a user watches (sync): every one for a superuser, else their memberships; NotAllowed if none."""
-    scope = scope_for_user(user)
-    if scope.everything:
-        return ALL_TEAMS
-    if not scope.team_ids:
-        raise NotAllowed
-    return scope.team_ids
-
-
-def narrowed(teams: frozenset[int] | None, team_filter: int | None) -> frozenset[int] | None:
-    """`teams` narrowed to the one asked for; NotAllowed when it is not among them."""
-    if team_filter is None:
-        return teams
-    if teams is ALL_TEAMS or team_filter in teams:
-        return frozenset({team_filter})
-    raise NotAllowed
-
-
 def team_filter_of(scope) -> tuple[bool, str | None]:
     """(asked, slug) from the handshake's `?team=<slug>`."""
     query = parse_qs((scope.get("query_string") or b"").decode("latin-1"))
@@ -92,18 +56,11 @@ def team_filter_of(scope) -> tuple[bool, str | None]:
     return (True, slugs[0]) if slugs else (False, None)
 
 
-def _team_id(slug: str | None) -> int:
-    team_id = Team.objects.filter(slug=slug or "").values_list("id", flat=True).first()
-    if team_id is None:
-        raise NotAllowed  # no such team: refused exactly like a team one may not watch
-    return team_id
-
-
 async def viewer_of(scope) -> Viewer | None:
     """Who opens this socket and which teams they watch, if they may: a session, else an API key with `events`."""
     asked, slug = team_filter_of(scope)
     try:
-        team_filter = await database_sync_to_async(_team_id)(slug) if asked else None
+        team_filter = await database_sync_to_async(team_id_of)(slug) if asked else None
         user = scope.get("user")
         if user is not None and user.is_authenticated:
             teams = await database_sync_to_async(user_teams)(user)

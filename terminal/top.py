@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.live import Live
 from websockets.exceptions import WebSocketException
 
+from orchestration.access.watching import callable_targets, of_teams
 from orchestration.live import EVENTS_GROUP
 from orchestration.models import LLMModel, ReviewItem, Run, Step
 from orchestration.reviews.selectors import OPEN_STATUSES
@@ -101,8 +102,6 @@ def load_from_database(state: TopState, teams: frozenset[int] | None = None) -> 
     """The registry, the window's recent calls, the latest runs and the open reviews: five queries (three more
     for the models `teams` may call). Only `teams`' rows when given."""
     from django.utils import timezone
-
-    from dashboard.snapshots import callable_targets, of_teams
 
     models = LLMModel.objects.all()
     targets = callable_targets(teams)

@@ -3,9 +3,12 @@ import os
 import sys
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 
+from orchestration.access.apikeys import load_key
+from orchestration.access.watching import NotAllowed, key_teams, narrowed, team_id_of, user_teams
 from podium.client import AsyncPodiumClient, PodiumError
 from terminal.top import ChannelLayerSource, LiveScreen, PlainScreen, WebSocketSource, run_top
 from terminal.top_state import TopState
@@ -65,14 +68,9 @@ class Command(BaseCommand):
                 await client.aclose()
 
 
+
 def local_teams(key: str | None, username: str | None, team: str | None) -> frozenset[int] | None:
     """The team ids a local podium_top shows (None = every team), as the dashboard would for this identity."""
-    from django.contrib.auth import get_user_model
-
-    from dashboard.viewers import NotAllowed, key_teams, narrowed, user_teams
-    from orchestration.access.apikeys import load_key
-    from orchestration.models import Team
-
     try:
         if username:
             user = get_user_model().objects.filter(username=username, is_active=True).first()
@@ -86,11 +84,6 @@ def local_teams(key: str | None, username: str | None, team: str | None) -> froz
             teams = key_teams(info.scopes, info.team_id)
         else:
             teams = None  # the database's credentials: an operator on the box
-        team_id = None
-        if team:
-            team_id = Team.objects.filter(slug=team).values_list("id", flat=True).first()
-            if team_id is None:
-                raise NotAllowed
-        return narrowed(teams, team_id)
+        return narrowed(teams, team_id_of(team) if team else None)
     except NotAllowed:
         raise CommandError("That identity may not watch live events (or not that team).") from None
