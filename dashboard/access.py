@@ -59,6 +59,13 @@ class PageScope:
         return self.person.has_role(team_id, TeamMembership.Role.REVIEWER)
 
     @property
+    def decide_teams(self) -> list[int] | None:
+        """The team ids whose reviews the person may decide (None = every one: a superuser)."""
+        if self.person.everything:
+            return None
+        return sorted(team for team in (self.teams or ()) if self.may_decide(team))
+
+    @property
     def may_decide_any(self) -> bool:
         teams = self.teams
         if self.person.everything:

@@ -30,7 +30,8 @@ def review_queue(request):
     recent = _items(request).filter(status__in=DECIDED_STATUSES).order_by("-decided_at")[:RECENTLY_DECIDED]
     return render(request, "dashboard/review_queue.html", {
         "recent": [review_summary(item) for item in recent], "teams": request.teams,
-        "may_decide": request.teams.may_decide_any, "csrf": get_token(request)})
+        "may_decide": request.teams.may_decide_any, "decide_teams": request.teams.decide_teams,
+        "csrf": get_token(request)})
 
 
 @control_room

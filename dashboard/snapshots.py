@@ -184,10 +184,15 @@ def run_snapshot(run_id: str) -> dict:
     return {"run": run_row(run) if run else None, "steps": steps}
 
 
+def team_review_row(item: ReviewItem) -> dict:
+    """A review row with its run's team (the queue offers decisions only on the teams one reviews for)."""
+    return {**review_row(item), "team": item.run.team_id}
+
+
 def open_reviews(limit: int = 200, teams=None) -> list[dict]:
     items = (of_teams(ReviewItem.objects.filter(status__in=OPEN_STATUSES), "run__team_id", teams)
-             .select_related("assignee").order_by("created_at")[:limit])
-    return [review_row(item) for item in items]
+             .select_related("assignee", "run").order_by("created_at")[:limit])
+    return [team_review_row(item) for item in items]
 
 
 def reviews_snapshot(teams=None) -> dict:
@@ -207,6 +212,6 @@ def review_states(review_ids) -> dict[str, tuple[dict | None, int | None]]:
     states = {}
     for review_id in review_ids:
         item = items.get(str(review_id))
-        states[str(review_id)] = ((review_row(item) if item.status in OPEN_STATUSES else None, item.run.team_id)
+        states[str(review_id)] = ((team_review_row(item) if item.status in OPEN_STATUSES else None, item.run.team_id)
                                   if item else (None, None))
     return states

@@ -203,6 +203,17 @@ def test_only_reviewers_of_the_runs_team_get_decision_buttons_and_a_viewers_deci
     assert signed_in(red.reviewer).get("/reviews/").context["may_decide"] is True
 
 
+def test_a_reviewer_of_one_team_and_viewer_of_another_may_decide_only_the_first_ones_items(sides):
+    red, blue = sides
+    TeamMembership.objects.create(team=blue.team, user=red.reviewer, role=TeamMembership.Role.VIEWER)
+    client = signed_in(red.reviewer)
+    queue = client.get("/reviews/")
+    assert queue.context["decide_teams"] == [red.team.id]  # the queue's script offers decisions on red's only
+    assert client.get(f"/reviews/{red.review_ids[0]}/").context["may_decide"] is True
+    blue_item = client.get(f"/reviews/{blue.review_ids[0]}/")
+    assert blue_item.status_code == 200 and blue_item.context["may_decide"] is False
+
+
 # --- websocket topics ---------------------------------------------------------------------------------------------
 
 def open_socket(server, *, key: str | None = None, cookie: str | None = None, team: str | None = None):
