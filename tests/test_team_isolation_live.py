@@ -402,6 +402,23 @@ def test_a_member_removed_from_the_team_is_closed_and_reconnects_to_nothing(live
     assert asyncio.run(scenario()) == 4403
 
 
+def test_a_key_moved_to_another_team_is_closed_to_reconnect_with_its_new_team(live_sides, settings):
+    server, red, blue, _, _ = live_sides
+    settings.PODIUM = {**settings.PODIUM, "REGISTRY_CHECK_INTERVAL": 600}  # the check at subscribe catches it
+
+    async def scenario():
+        async with open_socket(server, key=red.events_key) as socket:
+            await watch_until(socket, ("overview",), lambda text: '"type":"snapshot"' in text)
+            await asyncio.to_thread(lambda: APIKey.objects.filter(name="red-watch").update(team=blue.team))
+            await socket.send(json.dumps({"type": "subscribe", "topic": "runs"}))
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                while True:
+                    assert json.loads(await socket.recv())["topic"] != "runs"
+            return closed.value.rcvd.code
+
+    assert asyncio.run(scenario()) == 4409
+
+
 # --- podium_top -------------------------------------------------------------------------------------------------
 
 def test_podium_top_with_a_team_key_shows_only_its_team(live_sides):
