@@ -1,5 +1,5 @@
-"""The dashboard websocket: staff session (or an API key with scope `events`, see viewers.py); subscribe
-to topics, get a snapshot, then forwarded frames.
+"""The dashboard websocket: a session (superuser or team member) or an API key with scope `events`
+(see viewers.py); subscribe to topics, get a snapshot, then forwarded frames — of the viewer's teams only.
 
 Thin on purpose: topic state, coalescing and sequence numbers live in dashboard/hub.py and
 dashboard/protocol.py (the protocol and the close codes are described there); who may watch, and
@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from dashboard.hub import get_hub
-from dashboard.protocol import encode, parse_client_message
+from dashboard.protocol import encode, error_frame, parse_client_message
 from dashboard.viewers import CLOSE_NOT_ALLOWED, access_watch, lost_access, viewer_of
 
 
@@ -34,7 +34,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     async def _leave_topics(self):
         topics, self.topics = getattr(self, "topics", set()), set()
         for topic in topics:
-            await self.hub.unsubscribe(topic, self.channel_name)
+            await self.hub.unsubscribe(topic, self.channel_name, self.viewer.teams)
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.access_lost_code is not None:
@@ -49,16 +49,20 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         elif message["type"] == "unsubscribe":
             if topic in self.topics:
                 self.topics.discard(topic)
-                await self.hub.unsubscribe(topic, self.channel_name)
+                await self.hub.unsubscribe(topic, self.channel_name, self.viewer.teams)
         else:  # subscribe or resync: join first, so no frame after the snapshot is missed
             lost = await database_sync_to_async(lost_access)({self.viewer})
             if lost:  # revoked since the last periodic check: act on nothing
                 await self.access_lost({"code": lost[self.viewer]})
                 return
+            if not await self.hub.may_watch(topic, self.viewer.teams):
+                # Another team's run and no run at all get the same answer.
+                await self.send(text_data=encode(error_frame("not_found", "No such run.", topic=topic)))
+                return
             if topic not in self.topics:
                 self.topics.add(topic)
-                await self.hub.subscribe(topic, self.channel_name)
-            await self.send(text_data=encode(await self.hub.snapshot(topic)))
+                await self.hub.subscribe(topic, self.channel_name, self.viewer.teams)
+            await self.send(text_data=encode(await self.hub.snapshot(topic, self.viewer.teams)))
 
     async def dashboard_frame(self, message):
         if self.access_lost_code is None:  # frames already queued when access was lost are dropped

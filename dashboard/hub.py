@@ -8,6 +8,15 @@ Overview, runs and recent run step trees live in memory (bootstrapped from the d
 the hub starts); review rows are re-read from the database when a review event names them,
 since the events carry only ids.
 
+Teams: every event carries its run's team (orchestration/engine/events.py). The hub keeps one *lens* per
+set of teams its watchers see ("all" for superusers and operator keys, else the team ids of a member or a
+team key): each lens has its own topic states, tracked runs, model list and — for a team lens — its own
+metrics window fed only by that team's events, so totals, rates and in-flight counts of a member are
+computed from their team's events alone. An event goes to the lenses that see its team; one with no team
+only to "all". A frame is sent to the group of its lens and topic, so it never reaches another team's
+watcher. A lens is made on its first subscriber (bootstrapped from the database, scoped) and dropped
+when it has none and MAX_LENSES are kept.
+
 Loss: publishers stamp each event with their origin and a counter (`stamp_origin`). A
 number still missing after ORDER_GRACE_S means the channel layer dropped an event on its
 way here, so the hub reloads its state and skips a sequence number on every topic: each
@@ -16,6 +25,7 @@ subscriber sees the gap and asks for a fresh snapshot.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -27,10 +37,9 @@ from channels.layers import get_channel_layer
 
 from dashboard import snapshots
 from dashboard.protocol import FLUSH_INTERVAL_S, TopicState, encode, run_id_of
-from observability.metrics_window import local_window
+from observability.metrics_window import MetricsWindow, local_window
 from observability.model_status import model_status
 from orchestration.live import EVENTS_GROUP
-from orchestration.reviews.selectors import review_backlog
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +48,8 @@ REFRESH_INTERVAL_S = 10.0  # model list and key budgets: admins change them rare
 METRICS_WINDOW_S = 60
 TRACKED_RUNS = 300
 ORDER_GRACE_S = 2.0
+MAX_LENSES = 64  # lenses without watchers beyond this many are dropped
+ALL = "all"  # the lens of every team
 
 class OriginSequence:
     """The event counters seen from one publisher; numbers may arrive out of order for a moment."""
@@ -68,42 +79,38 @@ class OriginSequence:
         return len(late)
 
 
-class Hub:
-    def __init__(self, layer, *, clock=time.monotonic, interval: float = FLUSH_INTERVAL_S) -> None:
-        self.layer = layer
-        self.id = uuid.uuid4().hex[:10]
-        self.clock, self.interval = clock, interval
-        self._wake = asyncio.Event()  # set by a change to a topic with nothing pending: flush now
+def lens_key(teams: frozenset[int] | None) -> str:
+    """The name of the lens a set of teams sees through (part of channel-layer group names)."""
+    if teams is None:
+        return ALL
+    name = "t" + "-".join(str(team) for team in sorted(teams))
+    return name if len(name) <= 40 else "h" + hashlib.sha256(name.encode()).hexdigest()[:20]
+
+
+class Lens:
+    """What watchers of one set of teams see: topic states, tracked runs, the models they may call, and metrics."""
+
+    def __init__(self, hub: "Hub", key: str, teams: frozenset[int] | None) -> None:
+        self.key, self.teams = key, teams
         self.topics: dict[str, TopicState] = {
-            "overview": self._topic("overview", {"calls": snapshots.RECENT_CALLS}),
-            "runs": self._topic("runs"),
-            "reviews": self._topic("reviews"),
+            "overview": hub._topic("overview", {"calls": snapshots.RECENT_CALLS}),
+            "runs": hub._topic("runs"),
+            "reviews": hub._topic("reviews"),
         }
         self.subscribers: dict[str, set[str]] = {}
-        self.runs: OrderedDict[str, dict] = OrderedDict()  # run_id -> {"run": row | None, "steps": {id: row}}
+        self.runs: OrderedDict[str, dict] = OrderedDict()  # run_id -> {"run": row | None, "steps": {}, "team": id}
         self.models: list[dict] = []
-        self.origins: dict[str, OriginSequence] = {}
-        self.lost_events = 0
-        self.frames_sent = 0
-        self._reviews_to_refresh: set[str] = set()
-        self._tasks: list[asyncio.Task] = []
-        self.ready = asyncio.Event()
-        self.channel = ""
+        # Every team: the process's window (merged across processes). One team: rates from its own events only.
+        self.window = local_window if teams is None else MetricsWindow()
 
-    # --- lifecycle ----------------------------------------------------------------------------
-    async def start(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        # The default "specific." prefix: channels-redis receives every process-local channel through one
-        # Redis list per prefix, and a second prefix would starve (consumers hold its receive lock).
-        self.channel = await self.layer.new_channel()
-        await self.layer.group_add(EVENTS_GROUP, self.channel)
-        await self._load()
-        for loop_body in (self._receive_loop, self._flush_loop, self._tick_loop, self._refresh_loop):
-            self._tasks.append(asyncio.create_task(loop_body(), name=f"dashboard-hub-{loop_body.__name__}"))
-        self.ready.set()
+    def sees(self, team: int | None) -> bool:
+        return self.teams is None or (team is not None and team in self.teams)
 
-    async def _load(self) -> None:
-        data = await database_sync_to_async(snapshots.overview_snapshot)()
+    @property
+    def watched(self) -> bool:
+        return any(self.subscribers.values())
+
+    def load(self, data: dict) -> None:
         overview = self.topics["overview"]
         overview.values = {f"totals.{alias}": row for alias, row in data["totals"].items()}
         overview.values.update({f"key.{row['prefix']}": row for row in data["keys"]})
@@ -112,59 +119,213 @@ class Hub:
         overview.streams["calls"].extend(data["recent"])
         self.models = data["models"]
 
+    def track(self, run_id: str) -> dict:
+        tracked = self.runs.get(run_id)
+        if tracked is None:
+            tracked = self.runs[run_id] = {"run": None, "steps": {}, "team": None}
+            if len(self.runs) > TRACKED_RUNS:
+                old_id, _ = self.runs.popitem(last=False)
+                self.topics["runs"].values.pop(f"run.{old_id}", None)
+        else:
+            self.runs.move_to_end(run_id)
+        return tracked
+
+    def apply_step(self, event: dict, team: int | None) -> None:
+        tracked = self.track(event["run_id"])
+        tracked["team"] = team
+        row = snapshots.step_row_from_event(event, tracked["steps"].get(event["step_id"]))
+        tracked["steps"][event["step_id"]] = row
+        run_topic = self.topics.get(f"run:{event['run_id']}")
+        if run_topic is not None:
+            run_topic.set(f"step.{event['step_id']}", row)
+        if self.window is not local_window:  # the process window is fed by live.publish itself
+            self.window.observe(event)
+        if event["type"] == "step.finished" and event.get("node_type", "call") == "call" and event.get("model"):
+            overview = self.topics["overview"]
+            key = f"totals.{event['model']}"
+            totals = dict(overview.values.get(key) or {"calls": 0, "failures": 0, "tokens": 0, "cost_usd": 0.0})
+            totals["calls"] += 1
+            totals["failures"] += event.get("status") == "failed"
+            totals["tokens"] += (event.get("tokens_in") or 0) + (event.get("tokens_out") or 0)
+            totals["cost_usd"] = round(totals["cost_usd"] + float(event.get("cost_usd") or 0), 8)
+            overview.set(key, totals)
+            overview.append("calls", snapshots.call_row_from_event(event))
+
+    def apply_run(self, event: dict, team: int | None) -> None:
+        tracked = self.track(event["run_id"])
+        tracked["team"] = team
+        row = snapshots.run_row_from_event(event, tracked["run"])
+        tracked["run"] = row
+        self.topics["runs"].set(f"run.{event['run_id']}", row)
+        run_topic = self.topics.get(f"run:{event['run_id']}")
+        if run_topic is not None:
+            run_topic.set("run", row)
+        if row["finished_ts"] and event.get("api_key") and event.get("cost_usd"):
+            overview = self.topics["overview"]
+            key = overview.values.get(f"key.{event['api_key']}")
+            if key is not None:
+                overview.set(f"key.{event['api_key']}",
+                             {**key, "spent_usd": round(key["spent_usd"] + float(event["cost_usd"]), 8)})
+
+    def metrics(self, full_series: bool = False) -> dict:
+        rates = self.window.model_metrics(window_s=METRICS_WINDOW_S)
+        if self.window is not local_window:  # a circuit is the model's state, not a team's traffic
+            circuits = {alias: row["circuit"] for alias, row in local_window.model_metrics(window_s=1).items()}
+            rates = {alias: {**row, "circuit": circuits.get(alias, row["circuit"])} for alias, row in rates.items()}
+        models = {}
+        for model in self.models:
+            row = rates.get(model["alias"]) or {}
+            if not row and self.window is not local_window:
+                row = {"circuit": circuits.get(model["alias"], "closed")}
+            models[model["alias"]] = {**model, **_rate_defaults(), **row,
+                                      "status": model_status(model["enabled"], row)}
+        for alias, row in rates.items():  # seen live but not (yet) in the model list
+            if alias not in models:
+                models[alias] = {"alias": alias, "tier": "", "provider": "", "enabled": True, "admin_id": None,
+                                 **row, "status": model_status(True, row)}
+        series = self.window.series(span_s=900 if full_series else 20, step_s=10)
+        return {"window_s": METRICS_WINDOW_S, "models": models, "series": series}
+
+
+def _rate_defaults() -> dict:
+    return {"calls": 0, "failures": 0, "req_per_s": 0.0, "tokens_per_s": 0.0, "cost_per_min": 0.0,
+            "error_rate": 0.0, "latency_p50_ms": None, "latency_p95_ms": None, "in_flight": 0,
+            "circuit": "closed"}
+
+
+class Hub:
+    def __init__(self, layer, *, clock=time.monotonic, interval: float = FLUSH_INTERVAL_S) -> None:
+        self.layer = layer
+        self.id = uuid.uuid4().hex[:10]
+        self.clock, self.interval = clock, interval
+        self._wake = asyncio.Event()  # set by a change to a topic with nothing pending: flush now
+        self.lenses: dict[str, Lens] = {}
+        self.lenses[ALL] = Lens(self, ALL, None)
+        self.origins: dict[str, OriginSequence] = {}
+        self.lost_events = 0
+        self.frames_sent = 0
+        self._reviews_to_refresh: set[str] = set()
+        self._tasks: list[asyncio.Task] = []
+        self.ready = asyncio.Event()
+        self.channel = ""
+
+    # The all-teams lens, as the hub was before teams (tests and tools read these).
+    @property
+    def topics(self) -> dict[str, TopicState]:
+        return self.lenses[ALL].topics
+
+    @property
+    def subscribers(self) -> dict[str, set[str]]:
+        return self.lenses[ALL].subscribers
+
+    @property
+    def runs(self) -> OrderedDict:
+        return self.lenses[ALL].runs
+
+    @property
+    def models(self) -> list[dict]:
+        return self.lenses[ALL].models
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        # The default "specific." prefix: channels-redis receives every process-local channel through one
+        # Redis list per prefix, and a second prefix would starve (consumers hold its receive lock).
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(EVENTS_GROUP, self.channel)
+        await self._load(self.lenses[ALL])
+        for loop_body in (self._receive_loop, self._flush_loop, self._tick_loop, self._refresh_loop):
+            self._tasks.append(asyncio.create_task(loop_body(), name=f"dashboard-hub-{loop_body.__name__}"))
+        self.ready.set()
+
+    async def _load(self, lens: Lens) -> None:
+        lens.load(await database_sync_to_async(snapshots.overview_snapshot)(lens.teams))
+
     def _topic(self, name: str, append_limits: dict[str, int] | None = None) -> TopicState:
         return TopicState(name, append_limits, clock=self.clock, interval=self.interval, on_pending=self._wake.set)
 
-    def group(self, topic: str) -> str:
-        return f"dashboard.{self.id}.{topic.replace(':', '.')}"
+    def group(self, topic: str, lens: str = ALL) -> str:
+        middle = "" if lens == ALL else f"{lens}."
+        return f"dashboard.{self.id}.{middle}{topic.replace(':', '.')}"
+
+    async def lens(self, teams: frozenset[int] | None) -> Lens:
+        """The lens of these teams, made (and bootstrapped from the database) on first use."""
+        key = lens_key(teams)
+        lens = self.lenses.get(key)
+        if lens is None:
+            lens = Lens(self, key, teams)
+            await self._load(lens)
+            lens = self.lenses.setdefault(key, lens)  # another subscriber may have made it meanwhile
+            idle = [name for name, other in self.lenses.items() if name != ALL and not other.watched]
+            for name in idle[:max(0, len(self.lenses) - MAX_LENSES)]:
+                if name != key:
+                    del self.lenses[name]
+        return lens
 
     # --- subscriptions --------------------------------------------------------------------------
-    async def subscribe(self, topic: str, channel_name: str) -> None:
-        if topic not in self.topics:
-            self.topics[topic] = self._topic(topic)
-        self.subscribers.setdefault(topic, set()).add(channel_name)
-        await self.layer.group_add(self.group(topic), channel_name)
+    async def may_watch(self, topic: str, teams: frozenset[int] | None) -> bool:
+        """Whether watchers of `teams` may watch the topic: a run topic only for a run of one of those teams
+        (recorded, or seen live). The answer for another team's run and for no run is the same."""
+        run_id = run_id_of(topic)
+        if teams is None or run_id is None:
+            return True
+        tracked = self.runs.get(run_id)  # seen live (with its team) though perhaps not recorded yet
+        if tracked is not None:
+            return tracked["team"] in teams
+        recorded, team = await database_sync_to_async(snapshots.run_team)(run_id)
+        return recorded and team in teams
 
-    async def unsubscribe(self, topic: str, channel_name: str) -> None:
-        members = self.subscribers.get(topic, set())
+    async def subscribe(self, topic: str, channel_name: str, teams: frozenset[int] | None = None) -> None:
+        lens = await self.lens(teams)
+        if topic not in lens.topics:
+            lens.topics[topic] = self._topic(topic)
+        lens.subscribers.setdefault(topic, set()).add(channel_name)
+        await self.layer.group_add(self.group(topic, lens.key), channel_name)
+
+    async def unsubscribe(self, topic: str, channel_name: str, teams: frozenset[int] | None = None) -> None:
+        lens = self.lenses.get(lens_key(teams))
+        if lens is None:
+            return
+        members = lens.subscribers.get(topic, set())
         members.discard(channel_name)
-        await self.layer.group_discard(self.group(topic), channel_name)
+        await self.layer.group_discard(self.group(topic, lens.key), channel_name)
         if not members and topic.startswith("run:"):
-            self.topics.pop(topic, None)
-            self.subscribers.pop(topic, None)
+            lens.topics.pop(topic, None)
+            lens.subscribers.pop(topic, None)
 
-    async def snapshot(self, topic: str) -> dict:
-        """A snapshot frame: the topic's whole state at its current sequence number."""
-        state = self.topics[topic]
+    async def snapshot(self, topic: str, teams: frozenset[int] | None = None) -> dict:
+        """A snapshot frame: the topic's whole state (as the lens of `teams` sees it) at its current number."""
+        lens = await self.lens(teams)
+        state = lens.topics[topic]
         seq = state.seq  # taken first: frames after it carry absolute values, so overlap is harmless
         if topic == "overview":
             data = {"values": dict(state.values), "streams": {"calls": list(state.streams["calls"])},
-                    "metrics": self.metrics(full_series=True)}
+                    "metrics": lens.metrics(full_series=True)}
         elif topic == "runs":
-            data = await self._runs_data()
+            data = await self._runs_data(lens)
         elif topic == "reviews":
-            db = await database_sync_to_async(snapshots.reviews_snapshot)()
+            db = await database_sync_to_async(snapshots.reviews_snapshot)(lens.teams)
             values = {f"item.{row['review_id']}": row for row in db["items"]}
             values["counts"] = db["counts"]
             data = {"values": values, "streams": {}}
         else:
-            data = await self._run_data(run_id_of(topic))
+            data = await self._run_data(run_id_of(topic), lens)
         return {"type": "snapshot", "topic": topic, "seq": seq, "data": data}
 
-    async def _runs_data(self) -> dict:
-        db = await database_sync_to_async(snapshots.runs_snapshot)()
+    async def _runs_data(self, lens: Lens) -> dict:
+        db = await database_sync_to_async(snapshots.runs_snapshot)(teams=lens.teams)
         rows = {row["run_id"]: row for row in db["runs"]}
-        for run_id, tracked in self.runs.items():
+        for run_id, tracked in lens.runs.items():
             if tracked["run"]:
                 rows[run_id] = {**rows.get(run_id, {}), **tracked["run"]}
         newest = sorted(rows.values(), key=lambda r: r.get("created_ts") or 0, reverse=True)[:snapshots.RECENT_RUNS]
         return {"values": {f"run.{row['run_id']}": row for row in newest}, "streams": {}}
 
-    async def _run_data(self, run_id: str) -> dict:
+    async def _run_data(self, run_id: str, lens: Lens) -> dict:
         db = await database_sync_to_async(snapshots.run_snapshot)(run_id)
         values = {f"step.{row['step_id']}": row for row in db["steps"]}
         run = db["run"]
-        tracked = self.runs.get(run_id)
+        tracked = lens.runs.get(run_id)
         if tracked:
             if tracked["run"]:
                 run = {**(run or {}), **tracked["run"]}
@@ -203,16 +364,27 @@ class Hub:
                 pass
 
     def apply(self, event: dict) -> None:
-        """Fold one live event into the topics it changes."""
+        """Fold one live event into the topics it changes, in every lens that sees the event's team."""
         self._note_sequence(event)
         kind = event.get("type", "")
-        if kind in ("step.started", "step.finished"):
-            self._apply_step(event)
-        elif kind == "run.updated":
-            self._apply_run(event)
+        if kind in ("step.started", "step.finished", "run.updated"):
+            team = self._team_of(event)
+            for lens in list(self.lenses.values()):
+                if lens.sees(team):
+                    if kind == "run.updated":
+                        lens.apply_run(event, team)
+                    else:
+                        lens.apply_step(event, team)
         elif kind.startswith("review.") and event.get("review_id"):
             self._reviews_to_refresh.add(str(event["review_id"]))
-            self._wake.set()  # the rows are read in flush()
+            self._wake.set()  # the rows (and their teams) are read in flush()
+
+    def _team_of(self, event: dict) -> int | None:
+        """The event's team; a step event published without one takes its run's, as seen on run.updated."""
+        if "team" in event:
+            return event["team"]
+        tracked = self.runs.get(event.get("run_id", ""))
+        return tracked["team"] if tracked is not None else None
 
     def _note_sequence(self, event: dict) -> None:
         origin, number = event.get("origin"), event.get("oseq")
@@ -226,50 +398,6 @@ class Hub:
         if lost:
             self._upstream_lost(lost)
 
-    def _track(self, run_id: str) -> dict:
-        tracked = self.runs.get(run_id)
-        if tracked is None:
-            tracked = self.runs[run_id] = {"run": None, "steps": {}}
-            if len(self.runs) > TRACKED_RUNS:
-                old_id, _ = self.runs.popitem(last=False)
-                self.topics["runs"].values.pop(f"run.{old_id}", None)
-        else:
-            self.runs.move_to_end(run_id)
-        return tracked
-
-    def _apply_step(self, event: dict) -> None:
-        tracked = self._track(event["run_id"])
-        row = snapshots.step_row_from_event(event, tracked["steps"].get(event["step_id"]))
-        tracked["steps"][event["step_id"]] = row
-        run_topic = self.topics.get(f"run:{event['run_id']}")
-        if run_topic is not None:
-            run_topic.set(f"step.{event['step_id']}", row)
-        if event["type"] == "step.finished" and event.get("node_type", "call") == "call" and event.get("model"):
-            overview = self.topics["overview"]
-            key = f"totals.{event['model']}"
-            totals = dict(overview.values.get(key) or {"calls": 0, "failures": 0, "tokens": 0, "cost_usd": 0.0})
-            totals["calls"] += 1
-            totals["failures"] += event.get("status") == "failed"
-            totals["tokens"] += (event.get("tokens_in") or 0) + (event.get("tokens_out") or 0)
-            totals["cost_usd"] = round(totals["cost_usd"] + float(event.get("cost_usd") or 0), 8)
-            overview.set(key, totals)
-            overview.append("calls", snapshots.call_row_from_event(event))
-
-    def _apply_run(self, event: dict) -> None:
-        tracked = self._track(event["run_id"])
-        row = snapshots.run_row_from_event(event, tracked["run"])
-        tracked["run"] = row
-        self.topics["runs"].set(f"run.{event['run_id']}", row)
-        run_topic = self.topics.get(f"run:{event['run_id']}")
-        if run_topic is not None:
-            run_topic.set("run", row)
-        if row["finished_ts"] and event.get("api_key") and event.get("cost_usd"):
-            overview = self.topics["overview"]
-            key = overview.values.get(f"key.{event['api_key']}")
-            if key is not None:
-                overview.set(f"key.{event['api_key']}",
-                             {**key, "spent_usd": round(key["spent_usd"] + float(event["cost_usd"]), 8)})
-
     def _upstream_lost(self, count: int) -> None:
         self.lost_events += count
         logger.warning("dashboard hub: %d live events lost upstream; subscribers will resync", count)
@@ -277,10 +405,12 @@ class Hub:
 
     async def _recover(self) -> None:
         try:
-            await self._load()
+            for lens in list(self.lenses.values()):
+                await self._load(lens)
         finally:
-            for state in self.topics.values():
-                state.mark_lost()
+            for lens in self.lenses.values():
+                for state in lens.topics.values():
+                    state.mark_lost()
 
     # --- periodic work --------------------------------------------------------------------------
     async def _flush_loop(self) -> None:
@@ -311,58 +441,50 @@ class Hub:
         if self._reviews_to_refresh:
             await self._refresh_reviews()
         next_due = self.interval
-        for topic, state in list(self.topics.items()):
-            due_in = state.due_in()
-            if due_in is None:
-                continue
-            if due_in > 0:
-                next_due = min(next_due, due_in)
-                continue
-            frame = state.take_frame()
-            if frame is None or not self.subscribers.get(topic):
-                continue
-            await self.layer.group_send(self.group(topic), {"type": "dashboard.frame", "text": encode(frame)})
-            self.frames_sent += 1
+        for lens in list(self.lenses.values()):
+            for topic, state in list(lens.topics.items()):
+                due_in = state.due_in()
+                if due_in is None:
+                    continue
+                if due_in > 0:
+                    next_due = min(next_due, due_in)
+                    continue
+                frame = state.take_frame()
+                if frame is None or not lens.subscribers.get(topic):
+                    continue
+                await self.layer.group_send(self.group(topic, lens.key),
+                                            {"type": "dashboard.frame", "text": encode(frame)})
+                self.frames_sent += 1
         return next_due
 
     async def _refresh_reviews(self) -> None:
         review_ids, self._reviews_to_refresh = self._reviews_to_refresh, set()
-        rows = await database_sync_to_async(lambda: {i: snapshots.review_state(i) for i in review_ids})()
-        backlog = (await database_sync_to_async(review_backlog)()).live()
-        reviews = self.topics["reviews"]
-        for review_id, row in rows.items():
-            reviews.set(f"item.{review_id}", row)
-        reviews.set("counts", backlog)
-        self.topics["overview"].set("backlog", backlog)
+        states = await database_sync_to_async(snapshots.review_states)(review_ids)
+        teams = {team for _, team in states.values()}
+        for lens in list(self.lenses.values()):
+            if not any(lens.sees(team) for team in teams):
+                continue  # none of these items is this lens's: its rows and counts did not change
+            backlog = (await database_sync_to_async(snapshots.backlog)(lens.teams)).live()
+            reviews = lens.topics["reviews"]
+            for review_id, (row, team) in states.items():
+                if lens.sees(team):
+                    reviews.set(f"item.{review_id}", row)
+            reviews.set("counts", backlog)
+            lens.topics["overview"].set("backlog", backlog)
 
     def metrics(self, full_series: bool = False) -> dict:
-        rates = local_window.model_metrics(window_s=METRICS_WINDOW_S)
-        models = {}
-        for model in self.models:
-            row = rates.get(model["alias"]) or {}
-            models[model["alias"]] = {**model, **self._rate_defaults(), **row,
-                                      "status": model_status(model["enabled"], row)}
-        for alias, row in rates.items():  # seen live but not (yet) in the model list
-            if alias not in models:
-                models[alias] = {"alias": alias, "tier": "", "provider": "", "enabled": True, "admin_id": None,
-                                 **row, "status": model_status(True, row)}
-        series = local_window.series(span_s=900 if full_series else 20, step_s=10)
-        return {"window_s": METRICS_WINDOW_S, "models": models, "series": series}
-
-    @staticmethod
-    def _rate_defaults() -> dict:
-        return {"calls": 0, "failures": 0, "req_per_s": 0.0, "tokens_per_s": 0.0, "cost_per_min": 0.0,
-                "error_rate": 0.0, "latency_p50_ms": None, "latency_p95_ms": None, "in_flight": 0,
-                "circuit": "closed"}
+        """The all-teams lens's metrics (see Lens.metrics)."""
+        return self.lenses[ALL].metrics(full_series)
 
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(TICK_INTERVAL_S)
-            if self.subscribers.get("overview"):
-                try:
-                    self.topics["overview"].tick(self.metrics())
-                except Exception:
-                    logger.exception("dashboard hub: metrics tick failed")
+            for lens in list(self.lenses.values()):
+                if lens.subscribers.get("overview"):
+                    try:
+                        lens.topics["overview"].tick(lens.metrics())
+                    except Exception:
+                        logger.exception("dashboard hub: metrics tick failed")
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -375,16 +497,20 @@ class Hub:
                 logger.exception("dashboard hub: refresh failed")
 
     async def refresh_registry(self) -> None:
-        """Pick up models and API keys an admin added or changed."""
-        self.models = await database_sync_to_async(snapshots.model_list)()
-        keys = await database_sync_to_async(snapshots.active_keys)()
-        overview = self.topics["overview"]
-        for row in keys:
-            current = overview.values.get(f"key.{row['prefix']}")
-            # The database lags live spending by the writer's flush interval: never step back.
-            merged = {**row, "spent_usd": max(row["spent_usd"], (current or {}).get("spent_usd", 0))}
-            if merged != current:
-                overview.set(f"key.{row['prefix']}", merged)
+        """Pick up models and API keys an admin added or changed (and which a team may call or owns)."""
+        for lens in list(self.lenses.values()):
+            lens.models = await database_sync_to_async(snapshots.model_list)(lens.teams)
+            keys = await database_sync_to_async(snapshots.active_keys)(lens.teams)
+            overview = lens.topics["overview"]
+            for row in keys:
+                current = overview.values.get(f"key.{row['prefix']}")
+                # The database lags live spending by the writer's flush interval: never step back.
+                merged = {**row, "spent_usd": max(row["spent_usd"], (current or {}).get("spent_usd", 0))}
+                if merged != current:
+                    overview.set(f"key.{row['prefix']}", merged)
+            current_keys = {f"key.{row['prefix']}" for row in keys}
+            for gone in [k for k in overview.values if k.startswith("key.") and k not in current_keys]:
+                overview.set(gone, None)  # revoked, or moved to another team
 
 
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.WeakKeyDictionary()

@@ -10,16 +10,26 @@ Server -> client:
     {"type": "snapshot", "topic": t, "seq": n, "data": {...}}
     {"type": "delta", "topic": t, "seq": n, "ts": ms, "changes": {key: value | null}, "appends": {stream: [...]}}
     {"type": "metrics.tick", ...same as delta..., "metrics": {"models": {...}, "series": {...}}}   (overview)
-    {"type": "error", "code": "invalid_json" | "invalid_message" | "unknown_topic" | "forbidden", "message": ...}
+    {"type": "error", "code": "invalid_json" | "invalid_message" | "unknown_topic" | "not_found", "message": ...}
+                                            (not_found: a run:<id> of a team the viewer does not watch, or no
+                                            such run — the same answer, so it hints at nothing)
     {"type": "pong"}
 
+Teams: a socket sees the teams of its viewer (dashboard/viewers.py): a superuser or an operator key
+(`events:all`, or `events` on a key with no team) every team, a member their teams, a team key its team.
+`/ws/dashboard/?team=<slug>` narrows that to one team. Every topic — overview totals, calls, keys,
+backlog and metrics ticks included — is then built from those teams' runs and events only.
+
 Close codes: the handshake itself is refused (HTTP 403) for a Host outside ALLOWED_HOSTS, an Origin
-that is neither the page's own (scheme, host and port) nor in CSRF_TRUSTED_ORIGINS, or no staff
-session and no API key with scope `events` (a handshake without Origin is a program: key only).
+that is neither the page's own (scheme, host and port) nor in CSRF_TRUSTED_ORIGINS, no session of a
+superuser or team member and no API key with scope `events` (a handshake without Origin is a program: key
+only), or a `?team=` the viewer may not watch (or that does not exist: the same refusal).
 An open socket is closed, within REGISTRY_CHECK_INTERVAL or at its next subscribe/resync, with
     4401  the credential is gone: the key was revoked or deleted, the user deactivated or deleted
-    4403  the credential no longer allows watching: the key lost `events`, the user lost staff
-Neither is worth retrying with the same credential (dashboard/viewers.py).
+    4403  the credential no longer allows watching: the key lost `events`, the user is neither a
+          superuser nor in any team any more
+    4409  the viewer's teams changed (membership, the key's team or scopes): reconnect to watch the new ones
+4401 and 4403 are not worth retrying with the same credential.
 
 A topic is keyed state. Events change keys; a frame carries the *last* value of every key
 changed since the previous frame (null = the key is gone), so a subscriber loses no state however

@@ -1,55 +1,44 @@
 """The review pages: the live queue and one item. Decisions go through /api/reviews/ (static/dashboard/reviews.js).
 
-Staff and reviewers may look; the buttons work for members of the `reviewers` group only (the API
-enforces it; the page just says so). Everything a model wrote is rendered as text.
+Members of a team see the reviews of their team's runs (a superuser every one; dashboard/access.py); another
+team's item is a 404. Reviewers and admins of the run's team (and superusers) may decide: the buttons are
+hidden for viewers, and the API refuses their decisions. Everything a model wrote is rendered as text.
 """
 import json
 
-from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, render
-from django.urls import reverse
 
+from dashboard.access import control_room
 from orchestration.engine.confidence import describe
 from orchestration.models import ReviewItem
-from orchestration.reviews.selectors import (DECIDE_PERMISSION, DECIDED_STATUSES, OPEN_STATUSES, best_candidate_index,
-                                             decider_label, may_view, released, review_summary)
+from orchestration.reviews.selectors import (DECIDED_STATUSES, OPEN_STATUSES, best_candidate_index, decider_label,
+                                             released, review_summary)
 
 RECENTLY_DECIDED = 25
 
 
-def reviewer_page(view):
-    """Log in first (the admin's login page), then staff or reviewers only."""
-    def wrapped(request, *args, **kwargs):
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path(), reverse("admin:login"))
-        if not may_view(request.user):
-            raise PermissionDenied("Only staff and reviewers may see the review queue.")
-        return view(request, *args, **kwargs)
-    wrapped.__name__ = view.__name__
-    wrapped.__doc__ = view.__doc__
-    return wrapped
+def _items(request):
+    """The review items of the teams the page shows."""
+    items = ReviewItem.objects.select_related("run", "assignee", "decided_by", "decided_by_key")
+    return request.teams.filter(items, "run__team")
 
 
-def _items():
-    return ReviewItem.objects.select_related("run", "assignee", "decided_by", "decided_by_key")
-
-
-@reviewer_page
+@control_room
 def review_queue(request):
     """Open items arrive over the `reviews` topic; recent decisions are rendered once."""
-    recent = _items().filter(status__in=DECIDED_STATUSES).order_by("-decided_at")[:RECENTLY_DECIDED]
+    recent = _items(request).filter(status__in=DECIDED_STATUSES).order_by("-decided_at")[:RECENTLY_DECIDED]
     return render(request, "dashboard/review_queue.html", {
-        "recent": [review_summary(item) for item in recent],
-        "may_decide": request.user.has_perm(DECIDE_PERMISSION), "csrf": get_token(request)})
+        "recent": [review_summary(item) for item in recent], "teams": request.teams,
+        "may_decide": request.teams.may_decide_any, "decide_teams": request.teams.decide_teams,
+        "csrf": get_token(request)})
 
 
-@reviewer_page
+@control_room
 def review_detail(request, review_id):
-    item = get_object_or_404(_items(), pk=review_id)
-    open_items = (ReviewItem.objects.filter(status__in=OPEN_STATUSES).exclude(pk=item.pk)
-                  .values_list("pk", flat=True))
+    item = get_object_or_404(_items(request), pk=review_id)
+    open_items = (request.teams.filter(ReviewItem.objects.filter(status__in=OPEN_STATUSES), "run__team")
+                  .exclude(pk=item.pk).values_list("pk", flat=True))
     previous = open_items.filter(created_at__lt=item.created_at).order_by("-created_at").first()
     following = open_items.filter(created_at__gte=item.created_at).order_by("created_at").first()
     best = best_candidate_index(item.candidates)
@@ -67,8 +56,8 @@ def review_detail(request, review_id):
         "gate_rule": gate_rule(item.request), "why": _why(item.request),
         "request_json": json.dumps(item.request, indent=2, ensure_ascii=False, default=str),
         "decided_by": decider_label(item), "released": released(item)[0], "page": page,
-        "may_decide": request.user.has_perm(DECIDE_PERMISSION), "csrf": get_token(request),
-        "previous": previous, "next": following})
+        "may_decide": request.teams.may_decide(item.run.team_id), "csrf": get_token(request),
+        "previous": previous, "next": following, "teams": request.teams})
 
 
 def how_sure(candidate: dict) -> str:

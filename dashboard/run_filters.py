@@ -8,6 +8,7 @@ from django import forms
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from orchestration.access.watching import callable_targets
 from orchestration.models import APIKey, LLMModel, Run, Step, Workflow
 from orchestration.models.runs import RunStatus
 
@@ -17,6 +18,7 @@ RANGES = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedel
 
 
 class RunFilterForm(forms.Form):
+    team = forms.ChoiceField(required=False)
     status = forms.ChoiceField(required=False, choices=[("", "any status")] + list(RunStatus.choices))
     model = forms.ChoiceField(required=False)
     workflow = forms.ChoiceField(required=False)
@@ -25,13 +27,22 @@ class RunFilterForm(forms.Form):
         ("", "all time"), ("15m", "last 15 minutes"), ("1h", "last hour"), ("24h", "last 24 hours"),
         ("7d", "last 7 days")])
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, teams, **kwargs):
+        """`teams`: the page's PageScope (dashboard/access.py); the choices offer only what it shows."""
         super().__init__(*args, **kwargs)
+        # The team itself is applied by the page's scope (?team=); the field only offers the choice.
+        self.fields["team"].choices = [("", "all my teams" if not teams.person.everything else "all teams")] + [
+            (team.slug, team.name or team.slug) for team in teams.choices]
+        targets = callable_targets(teams.teams)
+        models = LLMModel.objects.order_by("alias")
+        if targets is not None:
+            models = models.filter(alias__in=targets)
         self.fields["model"].choices = [("", "any model")] + [
-            (alias, alias) for alias in LLMModel.objects.order_by("alias").values_list("alias", flat=True)]
+            (alias, alias) for alias in models.values_list("alias", flat=True)]
+        workflows = teams.filter(Workflow.objects.order_by("slug"), "team", shared=True)
         self.fields["workflow"].choices = [("", "any workflow")] + [
-            (slug, slug) for slug in Workflow.objects.order_by("slug").values_list("slug", flat=True)]
-        self.keys = list(APIKey.objects.order_by("name").values("id", "name", "prefix"))
+            (slug, slug) for slug in workflows.values_list("slug", flat=True)]
+        self.keys = list(teams.filter(APIKey.objects.order_by("name"), "team").values("id", "name", "prefix"))
         self.fields["api_key"].choices = [("", "any key")] + [
             (str(k["id"]), f"{k['name']} ({k['prefix']}…)") for k in self.keys]
 
@@ -43,8 +54,8 @@ class RunFilterForm(forms.Form):
                 "workflow": data.get("workflow", ""), "api_key": prefix}
 
 
-def filtered_runs(form: RunFilterForm):
-    runs = Run.objects.select_related("api_key").order_by("-created_at", "-id")
+def filtered_runs(form: RunFilterForm, teams):
+    runs = teams.filter(Run.objects.select_related("api_key"), "team").order_by("-created_at", "-id")
     if not form.is_valid():
         return runs
     data = form.cleaned_data

@@ -3,16 +3,20 @@
 Each builder makes a fixed number of queries whatever the data (pinned in
 tests/test_dashboard_protocol.py): dashboards die of N+1. Rows built from live events
 have the same shape as rows built from the database, so a page renders both alike.
+
+`teams` narrows a snapshot to those teams' runs, steps, reviews, keys and models (None = every team and
+rows with no team: superusers and operator keys); dashboard/viewers.py says who watches which teams.
 """
 from __future__ import annotations
 
 from datetime import datetime
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Min, Q, QuerySet, Sum
 
 from orchestration.engine.events import STEP_MARKERS
+from orchestration.access.watching import callable_targets, of_teams
 from orchestration.models import APIKey, LLMModel, ReviewItem, Run, Step
-from orchestration.reviews.selectors import OPEN_STATUSES, review_backlog, review_row
+from orchestration.reviews.selectors import OPEN_STATUSES, Backlog, review_backlog, review_row
 
 RECENT_CALLS = 25
 RECENT_RUNS = 50
@@ -115,34 +119,62 @@ def model_row(model: LLMModel) -> dict:
             "enabled": model.enabled and model.provider.enabled, "admin_id": model.pk}
 
 
+# --- scoping by team ------------------------------------------------------------------------
+def backlog(teams=None) -> Backlog:
+    """The review backlog of `teams`' runs (review_backlog's, scoped): one query."""
+    if teams is None:
+        return review_backlog()
+    row = of_teams(ReviewItem.objects, "run__team_id", teams).aggregate(
+        pending=Count("id", filter=Q(status=ReviewItem.Status.PENDING)),
+        claimed=Count("id", filter=Q(status=ReviewItem.Status.CLAIMED)),
+        oldest_pending=Min("created_at", filter=Q(status=ReviewItem.Status.PENDING)),
+        oldest_open=Min("created_at", filter=Q(status__in=OPEN_STATUSES)))
+    return Backlog(pending=row["pending"], claimed=row["claimed"], oldest_pending_at=row["oldest_pending"],
+                   oldest_open_at=row["oldest_open"])
+
+
 # --- topic snapshots ------------------------------------------------------------------------
-def model_list() -> list[dict]:
-    """Every configured model: one query."""
-    return [model_row(m) for m in LLMModel.objects.select_related("provider").order_by("alias")]
+def model_list(teams=None) -> list[dict]:
+    """Every configured model (one query), or those `teams` may call."""
+    models = LLMModel.objects.select_related("provider").order_by("alias")
+    targets = callable_targets(teams)
+    if targets is not None:
+        models = models.filter(alias__in=targets)
+    return [model_row(m) for m in models]
 
 
-def active_keys() -> list[dict]:
-    """Every API key not revoked, with its spending: one query."""
-    return [key_row(k) for k in APIKey.objects.filter(revoked_at__isnull=True).order_by("name")]
+def active_keys(teams=None) -> list[dict]:
+    """Every API key not revoked (of `teams`), with its spending: one query."""
+    return [key_row(k) for k in of_teams(APIKey.objects.filter(revoked_at__isnull=True), "team_id", teams)
+            .order_by("name")]
 
 
-def overview_snapshot() -> dict:
-    """What the overview starts from: five queries whatever the traffic."""
-    calls = Step.objects.filter(node_type="call", finished_at__isnull=False).order_by("-finished_at")[:RECENT_CALLS]
+def overview_snapshot(teams=None) -> dict:
+    """What the overview starts from: five queries whatever the traffic (three more for a team scope's models)."""
+    steps = of_teams(Step.objects.filter(node_type="call"), "run__team_id", teams)
+    calls = steps.filter(finished_at__isnull=False).order_by("-finished_at")[:RECENT_CALLS]
     totals = {
         row["model_alias"]: {"calls": row["calls"], "failures": row["failures"],
                              "tokens": (row["tin"] or 0) + (row["tout"] or 0), "cost_usd": float(row["cost"] or 0)}
-        for row in Step.objects.filter(node_type="call").exclude(status="running").values("model_alias")
+        for row in steps.exclude(status="running").values("model_alias")
         .annotate(calls=Count("id"), failures=Count("id", filter=Q(status="failed")), tin=Sum("tokens_in"),
                   tout=Sum("tokens_out"), cost=Sum("cost_usd"))
     }
-    return {"recent": [call_row(s) for s in calls], "totals": totals, "keys": active_keys(),
-            "backlog": review_backlog().live(), "models": model_list()}
+    return {"recent": [call_row(s) for s in calls], "totals": totals, "keys": active_keys(teams),
+            "backlog": backlog(teams).live(), "models": model_list(teams)}
 
 
-def runs_snapshot(limit: int = RECENT_RUNS) -> dict:
-    """The newest runs: one query."""
-    return {"runs": [run_row(r) for r in Run.objects.select_related("api_key").order_by("-created_at")[:limit]]}
+def runs_snapshot(limit: int = RECENT_RUNS, teams=None) -> dict:
+    """The newest runs (of `teams`): one query."""
+    runs = of_teams(Run.objects.select_related("api_key"), "team_id", teams).order_by("-created_at")[:limit]
+    return {"runs": [run_row(r) for r in runs]}
+
+
+def run_team(run_id: str) -> tuple[bool, int | None]:
+    """(recorded, team id) of a run: one query."""
+    row = Run.objects.filter(pk=run_id).values_list("team_id", flat=True)[:1]
+    found = list(row)
+    return (True, found[0]) if found else (False, None)
 
 
 def run_snapshot(run_id: str) -> dict:
@@ -152,18 +184,34 @@ def run_snapshot(run_id: str) -> dict:
     return {"run": run_row(run) if run else None, "steps": steps}
 
 
-def open_reviews(limit: int = 200) -> list[dict]:
-    items = (ReviewItem.objects.filter(status__in=OPEN_STATUSES).select_related("assignee")
-             .order_by("created_at")[:limit])
-    return [review_row(item) for item in items]
+def team_review_row(item: ReviewItem) -> dict:
+    """A review row with its run's team (the queue offers decisions only on the teams one reviews for)."""
+    return {**review_row(item), "team": item.run.team_id}
 
 
-def reviews_snapshot() -> dict:
-    """Pending and claimed review items with their counts: two queries."""
-    return {"items": open_reviews(), "counts": review_backlog().live()}
+def open_reviews(limit: int = 200, teams=None) -> list[dict]:
+    items = (of_teams(ReviewItem.objects.filter(status__in=OPEN_STATUSES), "run__team_id", teams)
+             .select_related("assignee", "run").order_by("created_at")[:limit])
+    return [team_review_row(item) for item in items]
+
+
+def reviews_snapshot(teams=None) -> dict:
+    """Pending and claimed review items (of `teams`) with their counts: two queries."""
+    return {"items": open_reviews(teams=teams), "counts": backlog(teams).live()}
 
 
 def review_state(review_id: str) -> dict | None:
     """One review item as the reviews topic shows it, or None once it is no longer open: one query."""
-    item = ReviewItem.objects.select_related("assignee").filter(pk=review_id).first()
-    return review_row(item) if item and item.status in OPEN_STATUSES else None
+    return review_states([review_id])[str(review_id)][0]
+
+
+def review_states(review_ids) -> dict[str, tuple[dict | None, int | None]]:
+    """Review id -> (its row as the reviews topic shows it or None once no longer open, its run's team): one query."""
+    items = {str(item.pk): item for item in ReviewItem.objects.select_related("assignee", "run")
+             .filter(pk__in=list(review_ids))}
+    states = {}
+    for review_id in review_ids:
+        item = items.get(str(review_id))
+        states[str(review_id)] = ((team_review_row(item) if item.status in OPEN_STATUSES else None, item.run.team_id)
+                                  if item else (None, None))
+    return states

@@ -19,10 +19,13 @@ def percentile(sorted_values: list[float], fraction: float) -> float | None:
     return round(sorted_values[index], 1)
 
 
-def model_stats(window: str) -> dict[str, dict]:
-    """alias -> calls, success_rate, latency_p50_ms, latency_p95_ms, tokens, cost_usd, approval_rate."""
+def model_stats(window: str, teams=None) -> dict[str, dict]:
+    """alias -> calls, success_rate, latency_p50_ms, latency_p95_ms, tokens, cost_usd, approval_rate; of the runs
+    of `teams` (team ids) only, or of every run when teams is None."""
     since = timezone.now() - WINDOWS[window]
     calls = Step.objects.filter(node_type="call", finished_at__gte=since)
+    if teams is not None:
+        calls = calls.filter(run__team_id__in=list(teams))
     stats: dict[str, dict] = {}
     for row in calls.values("model_alias").annotate(
             n=Count("id"), ok=Count("id", filter=Q(status="succeeded")), tin=Sum("tokens_in"),
@@ -40,8 +43,10 @@ def model_stats(window: str) -> dict[str, dict]:
         if alias in stats:
             stats[alias]["latency_p50_ms"] = percentile(values, 0.5)
             stats[alias]["latency_p95_ms"] = percentile(values, 0.95)
-    decided = (ReviewItem.objects.filter(decided_at__gte=since, step__isnull=False)
-               .values("step__model_alias")
+    decided = ReviewItem.objects.filter(decided_at__gte=since, step__isnull=False)
+    if teams is not None:
+        decided = decided.filter(run__team_id__in=list(teams))
+    decided = (decided.values("step__model_alias")
                .annotate(n=Count("id"), approved=Count("id", filter=Q(status=ReviewItem.Status.APPROVED))))
     for row in decided:
         entry = stats.get(row["step__model_alias"])

@@ -96,10 +96,11 @@ class RetryPolicy:
         return rng.uniform(ceiling / 2, ceiling) if self.jitter else ceiling
 
 
-def _websocket_url(base_url: str) -> str:
+def _websocket_url(base_url: str, team: str | None = None) -> str:
     parts = urlsplit(base_url)
     scheme = "wss" if parts.scheme == "https" else "ws"
-    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/ws/dashboard/"
+    query = f"?team={quote(team, safe='')}" if team else ""  # one team of those the key may watch
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/ws/dashboard/{query}"
 
 
 def _origin(base_url: str) -> str:
@@ -452,13 +453,13 @@ class AsyncPodiumClient(_Base):
                                                   json_body=body))
 
     async def events(self, topics: tuple[str, ...] | list[str] = ("overview",), *,
-                     open_timeout: float = 10.0) -> AsyncIterator[dict]:
-        """As PodiumClient.events, for asyncio."""
+                     open_timeout: float = 10.0, team: str | None = None) -> AsyncIterator[dict]:
+        """As PodiumClient.events, for asyncio; `team` (a slug) watches that team only."""
         from websockets.asyncio.client import connect
         from websockets.exceptions import InvalidStatus
 
         try:
-            socket = await connect(_websocket_url(self.base_url), additional_headers=self._ws_headers(),
+            socket = await connect(_websocket_url(self.base_url, team), additional_headers=self._ws_headers(),
                                    origin=_origin(self.base_url), open_timeout=open_timeout)
         except InvalidStatus as exc:
             raise _refused(self.base_url, exc) from None

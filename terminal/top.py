@@ -8,6 +8,12 @@ Two sources of the same events:
   `events` — also how to watch an embedded-mode server, whose in-memory channel layer never
   leaves its process.
 
+Teams: what it shows is what its identity may watch (dashboard/viewers.py). Over the websocket the server
+scopes the frames to the key's team (`events`), or every team (`events:all`, or `events` on a key with no
+team); `--team <slug>` narrows an operator's view to one team. On the channel layer it runs with the
+database's credentials (an operator on the box sees every team) unless `--user` or `--key` names whose
+view to show; it then drops the events and rows of other teams itself.
+
 Two screens: `LiveScreen` redraws in place (rich Live on the alternate screen) at most `fps`
 times a second and at least once a second (rates slide with time); `PlainScreen` prints a
 block every `interval` seconds when stdout is a pipe or a log.
@@ -28,6 +34,7 @@ from rich.console import Console
 from rich.live import Live
 from websockets.exceptions import WebSocketException
 
+from orchestration.access.watching import callable_targets, of_teams
 from orchestration.live import EVENTS_GROUP
 from orchestration.models import LLMModel, ReviewItem, Run, Step
 from orchestration.reviews.selectors import OPEN_STATUSES
@@ -42,19 +49,22 @@ JOIN_WAIT_S = 5.0
 # --- sources ------------------------------------------------------------------------------------------
 
 class ChannelLayerSource:
-    """This installation's channel layer, starting from its database."""
+    """This installation's channel layer, starting from its database; `teams` (ids) keeps only their runs'
+    events and rows (None = every team)."""
 
-    def __init__(self) -> None:
+    def __init__(self, teams: frozenset[int] | None = None) -> None:
         from django.conf import settings
 
         backend = settings.CHANNEL_LAYERS["default"]["BACKEND"]
         self.name = "local (" + backend.rsplit(".", 1)[-1] + ")"
+        self.teams = teams
         self.joined = asyncio.Event()  # set once the group is joined: events from then on arrive
+        self._run_teams: dict[str, int | None] = {}  # run id -> team, for events that do not say
 
     async def load(self, state: TopState) -> None:
         from asgiref.sync import sync_to_async
 
-        await sync_to_async(load_from_database)(state)
+        await sync_to_async(load_from_database)(state, self.teams)
 
     async def events(self) -> AsyncIterator[dict]:
         from channels.layers import get_channel_layer
@@ -67,36 +77,56 @@ class ChannelLayerSource:
             while True:
                 message = await layer.receive(channel)
                 event = message.get("event")
-                if isinstance(event, dict):
+                if isinstance(event, dict) and await self.shows(event):
                     yield event
         finally:
             with contextlib.suppress(Exception):
                 await layer.group_discard(EVENTS_GROUP, channel)
 
+    async def shows(self, event: dict) -> bool:
+        """Whether the event is about a run of the watched teams (model.health is about a model: always)."""
+        if self.teams is None or event.get("type") == "model.health":
+            return True
+        run_id = str(event.get("run_id") or "")
+        if "team" in event:
+            self._run_teams[run_id] = event["team"]
+        elif run_id not in self._run_teams:  # a review event: its run's team, read once
+            from asgiref.sync import sync_to_async
 
-def load_from_database(state: TopState) -> None:
-    """The registry, the window's recent calls, the latest runs and the open reviews: five queries."""
+            self._run_teams[run_id] = await sync_to_async(
+                lambda: Run.objects.filter(pk=run_id).values_list("team_id", flat=True).first())()
+        return self._run_teams.get(run_id) in self.teams
+
+
+def load_from_database(state: TopState, teams: frozenset[int] | None = None) -> None:
+    """The registry, the window's recent calls, the latest runs and the open reviews: five queries (three more
+    for the models `teams` may call). Only `teams`' rows when given."""
     from django.utils import timezone
 
+    models = LLMModel.objects.all()
+    targets = callable_targets(teams)
+    if targets is not None:
+        models = models.filter(alias__in=targets)
     state.load_models([
         {"alias": row["alias"], "provider": row["provider__name"], "tier": row["tier"],
          "enabled": row["enabled"] and row["provider__enabled"]}
-        for row in LLMModel.objects.values("alias", "provider__name", "tier", "enabled", "provider__enabled")])
+        for row in models.values("alias", "provider__name", "tier", "enabled", "provider__enabled")])
     since = timezone.now() - timedelta(seconds=state.window_s + 1)
     state.load_calls([
         {"model": row["model_alias"], "ts": row["finished_at"].timestamp() * 1000, "status": row["status"],
          "tokens_in": row["tokens_in"], "tokens_out": row["tokens_out"], "cost_usd": float(row["cost_usd"]),
          "latency_ms": row["latency_ms"], "confidence": row["confidence"],
          "confidence_method": row["confidence_method"]}
-        for row in Step.objects.filter(node_type="call", finished_at__gte=since).exclude(model_alias="")
+        for row in of_teams(Step.objects.filter(node_type="call", finished_at__gte=since), "run__team_id", teams)
+        .exclude(model_alias="")
         .values("model_alias", "finished_at", "status", "tokens_in", "tokens_out", "cost_usd", "latency_ms",
                 "confidence", "confidence_method")[:20_000]])
     state.load_runs([
         {"run_id": str(row["id"]), "target": row["target"], "kind": row["kind"], "status": row["status"],
          "cost_usd": row["cost_usd"], "latency_ms": row["latency_ms"]}
-        for row in Run.objects.order_by("-created_at")
+        for row in of_teams(Run.objects, "team_id", teams).order_by("-created_at")
         .values("id", "target", "kind", "status", "cost_usd", "latency_ms")[:state.max_runs]])
-    open_items = ReviewItem.objects.filter(status__in=OPEN_STATUSES)
+    open_items = of_teams(ReviewItem.objects.filter(status__in=OPEN_STATUSES), "run__team_id", teams)
     state.load_reviews([
         {"review_id": str(row["id"]), "run_id": str(row["run_id"]), "status": row["status"],
          "reason": row["reason"], "created_at": row["created_at"]}
@@ -117,9 +147,10 @@ class WebSocketSource:
 
     TOPICS = ("overview", "runs", "reviews")
 
-    def __init__(self, client: AsyncPodiumClient) -> None:
+    def __init__(self, client: AsyncPodiumClient, team: str | None = None) -> None:
         self.client = client
-        self.name = client.base_url
+        self.team = team  # a slug: watch this team only (the key must be allowed to)
+        self.name = client.base_url + (f" (team {team})" if team else "")
         self.joined = asyncio.Event()
 
     async def load(self, state: TopState) -> None:
@@ -149,7 +180,7 @@ class WebSocketSource:
         """One connection's frames in sequence; raises SequenceGap when one went missing."""
         seqs: dict[str, int] = {}
         snapshots: set[str] = set()
-        async with contextlib.aclosing(self.client.events(self.TOPICS)) as frames:
+        async with contextlib.aclosing(self.client.events(self.TOPICS, team=self.team)) as frames:
             async for frame in frames:
                 topic, seq, snapshot = frame.get("topic"), frame.get("seq"), frame.get("type") == "snapshot"
                 if topic and isinstance(seq, int):

@@ -315,7 +315,7 @@ def test_a_model_is_degraded_by_errors_open_by_its_circuit_and_disabled_by_an_ad
 
 # --- snapshots: fixed query counts whatever the data ---------------------------------------------------
 @pytest.fixture
-def recorded_runs(db, demo_registry, staff_user):
+def recorded_runs(db, demo_registry, admin_user):
     key, _ = APIKey.issue("snap")
     APIKey.issue("other", budget_usd=5)
     now = timezone.now()
@@ -330,7 +330,7 @@ def recorded_runs(db, demo_registry, staff_user):
                                 latency_ms=10 + child, tokens_in=1, tokens_out=2, cost_usd="0.001",
                                 attributes={"cached": True})
         item = ReviewItem.objects.create(run=run, step=run.steps.get(key="c2"), candidates=[{"model": "swift-mini", "output": "x" * 500}],
-                                         status="claimed" if n % 2 else "pending", assignee=staff_user if n % 2 else None)
+                                         status="claimed" if n % 2 else "pending", assignee=admin_user if n % 2 else None)
         if n == 5:
             item.status, item.decided_at = "approved", now
             item.save()
@@ -352,7 +352,7 @@ def test_snapshot_builders_make_a_fixed_number_of_queries(recorded_runs, django_
     assert {s["markers"].get("cached") for s in run["steps"] if s["model"]} == {True}
     with django_assert_num_queries(2):
         reviews = snapshots.reviews_snapshot()
-    assert len(reviews["items"]) == 5 and {i["assignee"] for i in reviews["items"]} == {None, "operator"}
+    assert len(reviews["items"]) == 5 and {i["assignee"] for i in reviews["items"]} == {None, "admin"}
     assert len(reviews["items"][0]["candidates"][0]["preview"]) == 120
     decided = str(ReviewItem.objects.filter(status="approved").get().id)
     with django_assert_num_queries(1):
@@ -369,22 +369,23 @@ def test_model_statistics_make_three_queries_per_window(recorded_runs, django_as
     assert "swift-mini" not in model_stats.model_stats("1h") and model_stats.model_stats("24h")["swift-mini"]
 
 
-def test_the_pages_render_for_staff_and_send_others_to_log_in(client, recorded_runs, staff_user, outsider):
+def test_the_pages_render_for_a_superuser_and_send_others_to_log_in(client, recorded_runs, admin_user, outsider):
     run_id = recorded_runs[0].id
     paths = ["/", "/runs/", f"/runs/{run_id}/", "/models/", "/runs/?status=failed&range=1h&model=swift-mini"]
-    client.force_login(outsider)
-    assert all(client.get(path).status_code == 302 for path in paths)
-    client.force_login(staff_user)
+    assert all(client.get(path)["Location"].startswith("/login/") for path in paths)
+    client.force_login(outsider)  # signed in, but in no team
+    assert all(client.get(path).status_code == 403 for path in paths)
+    client.force_login(admin_user)
     for path in paths:
         assert client.get(path).status_code == 200, path
     assert b"No runs match" in client.get("/runs/?status=failed").content
 
 
-def test_runs_pages_are_stable_cursors_newest_first(client, db, staff_user):
+def test_runs_pages_are_stable_cursors_newest_first(client, db, admin_user):
     now = timezone.now()
     ids = [Run.objects.create(target="m", status="succeeded", created_at=now - timedelta(seconds=n)).id
            for n in range(60)]
-    client.force_login(staff_user)
+    client.force_login(admin_user)
     first = client.get("/runs/")
     assert [r["run_id"] for r in first.context["runs"]] == [str(i) for i in ids[:50]]
     Run.objects.create(target="m", status="running", created_at=now + timedelta(seconds=1))  # arrives meanwhile
@@ -394,8 +395,8 @@ def test_runs_pages_are_stable_cursors_newest_first(client, db, staff_user):
 
 
 # --- over a real websocket -------------------------------------------------------------------------------
-def test_bad_messages_get_error_frames_and_the_connection_stays_open(podium_server, staff_user):
-    cookie = session_cookie(staff_user)
+def test_bad_messages_get_error_frames_and_the_connection_stays_open(podium_server, admin_user):
+    cookie = session_cookie(admin_user)
 
     async def scenario():
         async with connect_dashboard(podium_server, cookie) as socket:
@@ -412,8 +413,8 @@ def test_bad_messages_get_error_frames_and_the_connection_stays_open(podium_serv
     assert pong == {"type": "pong"}
 
 
-def test_a_burst_of_calls_arrives_coalesced_with_no_state_lost(podium_server, staff_user, api_key, demo_registry):
-    cookie = session_cookie(staff_user)
+def test_a_burst_of_calls_arrives_coalesced_with_no_state_lost(podium_server, admin_user, api_key, demo_registry):
+    cookie = session_cookie(admin_user)
     calls = 150
 
     async def scenario():
@@ -439,8 +440,8 @@ def test_a_burst_of_calls_arrives_coalesced_with_no_state_lost(podium_server, st
     assert len(mirror.streams["calls"]) == 25
 
 
-def test_runs_topic_shows_a_run_change_status_in_place(podium_server, staff_user, api_key, demo_registry):
-    cookie = session_cookie(staff_user)
+def test_runs_topic_shows_a_run_change_status_in_place(podium_server, admin_user, api_key, demo_registry):
+    cookie = session_cookie(admin_user)
 
     async def scenario():
         async with connect_dashboard(podium_server, cookie) as socket:
@@ -455,9 +456,9 @@ def test_runs_topic_shows_a_run_change_status_in_place(podium_server, staff_user
     assert row["created_ts"] <= row["finished_ts"]
 
 
-def test_a_run_topic_starts_from_the_recorded_steps_and_follows_live_ones(podium_server, staff_user, api_key,
+def test_a_run_topic_starts_from_the_recorded_steps_and_follows_live_ones(podium_server, admin_user, api_key,
                                                                             demo_registry):
-    cookie = session_cookie(staff_user)
+    cookie = session_cookie(admin_user)
     run_id = httpx.post(f"{podium_server.url}/v1/chat/completions", headers={"authorization": f"Bearer {api_key}"},
                         json={"model": "swift-mini", "messages": [{"role": "user", "content": "tree"}]}
                         ).headers["x-podium-run-id"]
@@ -482,9 +483,9 @@ def test_a_run_topic_starts_from_the_recorded_steps_and_follows_live_ones(podium
     assert live_values[f"step.{extra}"]["status"] == "running"
 
 
-def test_events_lost_upstream_make_subscribers_see_a_gap_and_resync(podium_server, staff_user, api_key,
+def test_events_lost_upstream_make_subscribers_see_a_gap_and_resync(podium_server, admin_user, api_key,
                                                                      demo_registry):
-    cookie = session_cookie(staff_user)
+    cookie = session_cookie(admin_user)
 
     async def scenario():
         async with connect_dashboard(podium_server, cookie) as socket:
@@ -505,8 +506,8 @@ def test_events_lost_upstream_make_subscribers_see_a_gap_and_resync(podium_serve
     assert TopicMirror(fresh).values["totals.swift-mini"]["calls"] >= 1
 
 
-def test_the_reviews_topic_lists_open_items_and_follows_review_events(podium_server, staff_user, db):
-    cookie = session_cookie(staff_user)
+def test_the_reviews_topic_lists_open_items_and_follows_review_events(podium_server, admin_user, db):
+    cookie = session_cookie(admin_user)
     run = Run.objects.create(target="workflow/triage", status="awaiting_review", created_at=timezone.now())
     waiting = ReviewItem.objects.create(run=run, candidates=[{"model": "atlas-pro", "output": "maybe",
                                                               "confidence": 0.4}], due_at=timezone.now())
@@ -516,7 +517,7 @@ def test_the_reviews_topic_lists_open_items_and_follows_review_events(podium_ser
             mirror = TopicMirror(await subscribe(socket, "reviews"))
             before = dict(mirror.values)
             await asyncio.to_thread(ReviewItem.objects.filter(pk=waiting.pk).update, status="claimed",
-                                    assignee=staff_user)
+                                    assignee=admin_user)
             fresh = await asyncio.to_thread(ReviewItem.objects.create, run=run, reason="policy")
             claimed, created = await asyncio.to_thread(
                 lambda: [review_summary(ReviewItem.objects.get(pk=pk)) for pk in (waiting.pk, fresh.pk)])
@@ -529,13 +530,13 @@ def test_the_reviews_topic_lists_open_items_and_follows_review_events(podium_ser
     item = before[f"item.{waiting.id}"]
     assert item["status"] == "pending" and item["candidates"][0]["model"] == "atlas-pro" and item["due_ts"]
     assert before["counts"]["pending"] == 1 and before["counts"]["oldest_pending_ts"] == item["created_ts"]
-    assert after[f"item.{waiting.id}"]["assignee"] == "operator"
+    assert after[f"item.{waiting.id}"]["assignee"] == "admin"
     assert after[f"item.{fresh.id}"]["reason"] == "policy"
     assert after["counts"] == {"pending": 1, "claimed": 1, "oldest_pending_ts": after[f"item.{fresh.id}"]["created_ts"]}
 
 
-def test_keys_and_models_an_admin_adds_later_reach_the_overview(podium_server, staff_user, demo_registry):
-    cookie = session_cookie(staff_user)
+def test_keys_and_models_an_admin_adds_later_reach_the_overview(podium_server, admin_user, demo_registry):
+    cookie = session_cookie(admin_user)
 
     async def scenario():
         async with connect_dashboard(podium_server, cookie) as socket:

@@ -10,8 +10,8 @@ from tests.dashboardhelpers import TopicMirror, chat, frames_until, subscribe
 from tests.livehelpers import connect_dashboard, next_event, session_cookie
 
 
-def test_a_v1_call_arrives_live_on_the_overview(podium_server, staff_user, api_key, demo_registry):
-    cookie = session_cookie(staff_user)
+def test_a_v1_call_arrives_live_on_the_overview(podium_server, admin_user, api_key, demo_registry):
+    cookie = session_cookie(admin_user)
 
     async def scenario():
         async with connect_dashboard(podium_server, cookie) as socket:
@@ -32,11 +32,11 @@ def test_a_v1_call_arrives_live_on_the_overview(podium_server, staff_user, api_k
     assert frame["changes"]["totals.atlas-pro"]["calls"] == 1
 
 
-def test_the_snapshot_holds_earlier_calls(podium_server, staff_user, api_key, demo_registry):
+def test_the_snapshot_holds_earlier_calls(podium_server, admin_user, api_key, demo_registry):
     httpx.post(f"{podium_server.url}/v1/chat/completions", headers={"authorization": f"Bearer {api_key}"},
                json={"model": "swift-mini", "messages": [{"role": "user", "content": "earlier"}]})
     writer.flush()
-    cookie = session_cookie(staff_user)
+    cookie = session_cookie(admin_user)
 
     async def scenario():
         async with connect_dashboard(podium_server, cookie) as socket:
@@ -60,8 +60,8 @@ def test_a_socket_without_a_staff_session_is_refused(podium_server, outsider, wh
         asyncio.run(scenario())
 
 
-def test_a_socket_from_a_foreign_origin_is_refused(podium_server, staff_user):
-    cookie = session_cookie(staff_user)
+def test_a_socket_from_a_foreign_origin_is_refused(podium_server, admin_user):
+    cookie = session_cookie(admin_user)
 
     async def scenario():
         async with connect_dashboard(podium_server, cookie, origin="http://evil.example") as socket:
@@ -71,9 +71,9 @@ def test_a_socket_from_a_foreign_origin_is_refused(podium_server, staff_user):
         asyncio.run(scenario())
 
 
-def test_two_watchers_of_a_burst_get_the_same_paced_frames_and_the_exact_totals(podium_server, staff_user, api_key,
+def test_two_watchers_of_a_burst_get_the_same_paced_frames_and_the_exact_totals(podium_server, admin_user, api_key,
                                                                                demo_registry):
-    cookie = session_cookie(staff_user)
+    cookie = session_cookie(admin_user)
     counts = {"swift-mini": 40, "atlas-pro": 20}
 
     async def watch(socket, mirror):

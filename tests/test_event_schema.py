@@ -4,7 +4,7 @@ import typing
 from orchestration import live
 from orchestration.engine import events
 from orchestration.engine.events import (EVENT_TYPES, model_health, review_created, review_decided, review_updated,
-                                         run_updated, step_finished, step_started)
+                                         run_updated, step_finished, step_started, with_team)
 from orchestration.models import ReviewItem
 from orchestration.models.runs import RunStatus, StepStatus
 from tests.eventschema import event_problems
@@ -28,8 +28,10 @@ def test_every_builder_makes_an_event_that_matches_its_type():
         step_started(step=STEP, ts=1, prompt=[{"role": "user", "content": "hi"}], attributes={"cached": True},
                      fallback_from="swift-mini"),
         finished(prompt=[], tokens_estimated=True, fallback_from="swift-mini"),
-        run_updated(run_id="r1", status=RunStatus.RUNNING, target="atlas-pro", kind="chat", api_key="pdm_ab"),
-        run_updated(run_id="r1", status="succeeded", target="atlas-pro", kind="chat", api_key="", cost_usd=0.1,
+        with_team(finished(), 7), with_team(step_started(step=STEP, ts=1, prompt=[]), None),
+        run_updated(run_id="r1", status=RunStatus.RUNNING, target="atlas-pro", kind="chat", api_key="pdm_ab",
+                    team=7),
+        run_updated(run_id="r1", status="succeeded", target="atlas-pro", kind="chat", api_key="", team=None, cost_usd=0.1,
                     tokens_in=3, tokens_out=1, latency_ms=12.0, confidence=0.8),
         review_created(review=REVIEW),
         review_updated(review=REVIEW, change="claim_lapsed", previous_assignee="rita"),
@@ -41,7 +43,8 @@ def test_every_builder_makes_an_event_that_matches_its_type():
 
 
 def test_an_optional_field_left_at_none_is_left_out():
-    event = run_updated(run_id="r1", status="running", target="atlas-pro", kind="chat", api_key="", latency_ms=None)
+    event = run_updated(run_id="r1", status="running", target="atlas-pro", kind="chat", api_key="", team=None,
+                        latency_ms=None)
     assert "latency_ms" not in event and "cost_usd" not in event
     assert "prompt" not in finished() and "expired" not in review_decided(review=REVIEW, action="reject", output="")
 

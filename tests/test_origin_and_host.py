@@ -37,9 +37,9 @@ def refusal_status(server, **kwargs) -> int:
     return refused.value.response.status_code
 
 
-def test_a_staff_socket_from_its_own_origin_is_accepted(podium_server, staff_user):
+def test_a_staff_socket_from_its_own_origin_is_accepted(podium_server, admin_user):
     with open_socket(podium_server, origin=f"http://127.0.0.1:{podium_server.port}",
-                     cookie=session_cookie(staff_user)) as ws:
+                     cookie=session_cookie(admin_user)) as ws:
         assert overview_snapshot(ws)["topic"] == "overview"
 
 
@@ -50,9 +50,9 @@ def test_a_staff_socket_from_its_own_origin_is_accepted(podium_server, staff_use
     "http://localhost:{port}",
     "null",  # sandboxed frames and file:// pages
 ], ids=["other-port", "other-scheme", "default-port", "other-host", "null"])
-def test_a_staff_socket_from_another_origin_is_refused(podium_server, staff_user, origin):
+def test_a_staff_socket_from_another_origin_is_refused(podium_server, admin_user, origin):
     origin = origin.format(port=podium_server.port, other_port=podium_server.port + 1)
-    assert refusal_status(podium_server, origin=origin, cookie=session_cookie(staff_user)) == 403
+    assert refusal_status(podium_server, origin=origin, cookie=session_cookie(admin_user)) == 403
 
 
 @pytest.mark.parametrize("trusted, origin", [
@@ -60,20 +60,20 @@ def test_a_staff_socket_from_another_origin_is_refused(podium_server, staff_user
     ("https://podium.example:8443", "https://podium.example:8443"),
     ("https://*.example.org", "https://ops.example.org"),
 ])
-def test_a_staff_socket_from_a_trusted_origin_is_accepted(podium_server, staff_user, settings, trusted, origin):
+def test_a_staff_socket_from_a_trusted_origin_is_accepted(podium_server, admin_user, settings, trusted, origin):
     settings.CSRF_TRUSTED_ORIGINS = [trusted]
-    with open_socket(podium_server, origin=origin, cookie=session_cookie(staff_user)) as ws:
+    with open_socket(podium_server, origin=origin, cookie=session_cookie(admin_user)) as ws:
         assert overview_snapshot(ws)["topic"] == "overview"
 
 
-def test_a_trusted_origin_is_trusted_only_on_its_own_port(podium_server, staff_user, settings):
+def test_a_trusted_origin_is_trusted_only_on_its_own_port(podium_server, admin_user, settings):
     settings.CSRF_TRUSTED_ORIGINS = ["https://podium.example"]
-    assert refusal_status(podium_server, origin="https://podium.example:8443", cookie=session_cookie(staff_user)) == 403
+    assert refusal_status(podium_server, origin="https://podium.example:8443", cookie=session_cookie(admin_user)) == 403
 
 
-def test_a_handshake_without_origin_is_not_taken_for_a_browser_session(podium_server, staff_user):
+def test_a_handshake_without_origin_is_not_taken_for_a_browser_session(podium_server, admin_user):
     # Browsers always send Origin; without one the cookie is ignored and only an API key counts.
-    assert refusal_status(podium_server, origin=None, cookie=session_cookie(staff_user)) == 403
+    assert refusal_status(podium_server, origin=None, cookie=session_cookie(admin_user)) == 403
 
 
 def test_a_program_without_origin_watches_with_an_events_key(podium_server, watcher_key):
@@ -92,10 +92,10 @@ def test_a_handshake_for_a_host_outside_allowed_hosts_is_refused_even_from_its_o
 
 
 @pytest.mark.parametrize("behind_tls_proxy", [True, False])
-def test_the_proxy_scheme_header_counts_only_when_configured(podium_server, staff_user, settings, behind_tls_proxy):
+def test_the_proxy_scheme_header_counts_only_when_configured(podium_server, admin_user, settings, behind_tls_proxy):
     # Not X-Forwarded-Proto: uvicorn itself applies that one from loopback peers (its forwarded_allow_ips).
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_TLS_TERMINATED", "yes") if behind_tls_proxy else None
-    kwargs = {"origin": f"https://127.0.0.1:{podium_server.port}", "cookie": session_cookie(staff_user),
+    kwargs = {"origin": f"https://127.0.0.1:{podium_server.port}", "cookie": session_cookie(admin_user),
               "headers": {"X-TLS-Terminated": "yes"}}
     if behind_tls_proxy:
         with open_socket(podium_server, **kwargs) as ws:
@@ -104,10 +104,10 @@ def test_the_proxy_scheme_header_counts_only_when_configured(podium_server, staf
         assert refusal_status(podium_server, **kwargs) == 403
 
 
-def test_behind_a_tls_proxy_a_plain_http_origin_is_refused(podium_server, staff_user, settings):
+def test_behind_a_tls_proxy_a_plain_http_origin_is_refused(podium_server, admin_user, settings):
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_TLS_TERMINATED", "yes")
     assert refusal_status(podium_server, origin=f"http://127.0.0.1:{podium_server.port}",
-                          cookie=session_cookie(staff_user), headers={"X-TLS-Terminated": "yes"}) == 403
+                          cookie=session_cookie(admin_user), headers={"X-TLS-Terminated": "yes"}) == 403
 
 
 def test_v1_answers_a_host_outside_allowed_hosts_with_a_400_in_openai_format(podium_server, api_key, demo_registry):

@@ -282,7 +282,7 @@ class ScriptedClient:
         self.connections = list(connections)
         self.opened = 0
 
-    async def events(self, topics):
+    async def events(self, topics, team=None):
         self.opened += 1
         for frame in self.connections.pop(0) if self.connections else []:
             yield frame

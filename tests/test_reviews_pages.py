@@ -2,9 +2,12 @@
 import json
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.test import Client
 
+from orchestration.models import Team, TeamMembership
 from orchestration.reviews.actions import Reviewer, approve_review, edit_review
+from tests import reviewhelpers
 from tests.reviewhelpers import open_item
 
 HOSTILE = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
@@ -16,13 +19,34 @@ def logged_in(user) -> Client:
     return client
 
 
-def test_the_queue_page_is_for_staff_and_reviewers(db, reviewer, staff_user, outsider):
+@pytest.fixture
+def ops(db):
+    return Team.objects.create(slug="ops", name="Ops")
+
+
+@pytest.fixture
+def reviewer(reviewer, ops):
+    """The reviewer persona, a reviewer of the team whose runs these pages show."""
+    TeamMembership.objects.create(team=ops, user=reviewer, role=TeamMembership.Role.REVIEWER)
+    return reviewer
+
+
+@pytest.fixture(autouse=True)
+def items_of_ops(monkeypatch, ops):
+    """The items these tests open belong to runs of `ops` (pages show the reviews of one's teams only)."""
+    paused_run = reviewhelpers.paused_run
+    monkeypatch.setattr(reviewhelpers, "paused_run", lambda **fields: paused_run(team=ops, **fields))
+
+
+def test_the_queue_page_is_for_members_and_only_reviewers_may_decide(db, reviewer, ops, outsider):
     assert logged_in(reviewer).get("/reviews/").status_code == 200
-    page = logged_in(staff_user).get("/reviews/")
+    viewer = get_user_model().objects.create_user("vera", password="viewer-password-1")  # not staff
+    TeamMembership.objects.create(team=ops, user=viewer, role=TeamMembership.Role.VIEWER)
+    page = logged_in(viewer).get("/reviews/")
     assert page.status_code == 200 and b"You can see the queue but not decide" in page.content
     assert logged_in(outsider).get("/reviews/").status_code == 403
     anonymous = Client().get("/reviews/")
-    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/admin/login/")
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/login/")
 
 
 def test_the_item_page_shows_request_and_candidates_side_by_side(db, reviewer):

@@ -49,7 +49,7 @@ def test_no_secret_appears_in_api_responses_admin_pages_logs_or_websocket_frames
     caplog.set_level(logging.DEBUG)
     headers = {"authorization": f"Bearer {raw_key}"}
     texts: list[str] = []
-    cookie = session_cookie(staff_user)
+    cookie = session_cookie(admin_user)  # the control room shows a superuser every team
 
     async def live_session():
         async with connect_dashboard(podium_server, cookie) as socket:
@@ -193,9 +193,9 @@ def csp_directives(header: str) -> dict[str, list[str]]:
 def test_every_html_page_carries_the_security_headers_from_the_server(podium_server, staff_user, admin_user):
     review_page = "/reviews/"
     pages = {
-        "/": staff_user, "/runs/": staff_user, f"/runs/{uuid.uuid4()}/": staff_user, "/models/": staff_user,
+        "/": admin_user, "/runs/": admin_user, f"/runs/{uuid.uuid4()}/": admin_user, "/models/": admin_user,
         review_page: admin_user, "/admin/": admin_user, "/admin/orchestration/apikey/": admin_user,
-        "/admin/login/": None, "/api/docs/": None,
+        "/admin/login/": None, "/login/": None, "/api/docs/": None,
     }
     for path, user in pages.items():
         headers = {"Cookie": session_cookie(user)} if user else {}

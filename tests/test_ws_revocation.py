@@ -95,14 +95,14 @@ def test_a_subscribe_after_revocation_is_refused_before_the_periodic_check(podiu
 
 
 @pytest.mark.parametrize("change, code", [
-    (lambda user: setattr(user, "is_staff", False) or user.save(), 4403),
+    (lambda user: setattr(user, "is_superuser", False) or user.save(), 4403),  # and in no team
     (lambda user: setattr(user, "is_active", False) or user.save(), 4401),
     (lambda user: user.delete(), 4401),
-], ids=["staff-removed", "deactivated", "deleted"])
-def test_a_staff_socket_closes_when_the_user_loses_staff(podium_server, staff_user, change, code):
-    with open_socket(podium_server, cookie=session_cookie(staff_user)) as socket:
+], ids=["superuser-removed", "deactivated", "deleted"])
+def test_a_user_socket_closes_when_the_user_loses_access(podium_server, admin_user, change, code):
+    with open_socket(podium_server, cookie=session_cookie(admin_user)) as socket:
         subscribe(socket)
-        assert close_code_after(socket, lambda: change(staff_user)) == code
+        assert close_code_after(socket, lambda: change(admin_user)) == code
 
 
 def test_a_revoked_key_cannot_open_a_new_socket(podium_server, watcher_key):

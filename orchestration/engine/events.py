@@ -51,6 +51,7 @@ class StepIdentity(TypedDict):
 class StepStarted(StepIdentity, Stamped):
     type: Literal["step.started"]
     ts: float
+    team: NotRequired[int | None]  # the run's team id (None: no team), added by the publishing sink (with_team)
     prompt: list[dict[str, Any]]  # as sent, after redaction; [] for a span
     attributes: NotRequired[dict[str, Any]]
     fallback_from: NotRequired[str]
@@ -59,6 +60,7 @@ class StepStarted(StepIdentity, Stamped):
 class StepFinished(StepIdentity, Stamped):
     type: Literal["step.finished"]
     ts: float
+    team: NotRequired[int | None]  # as StepStarted's
     started_ts: float
     status: FinishedStepStatus
     output: str  # model output: untrusted text
@@ -84,6 +86,7 @@ class RunUpdated(Stamped):
     target: str
     kind: str  # chat, workflow, embeddings
     api_key: str  # the key's prefix, never the key
+    team: int | None  # the run's team id; None = a run with no team (seen only by all-teams watchers)
     cost_usd: NotRequired[float]
     tokens_in: NotRequired[int]
     tokens_out: NotRequired[int]
@@ -180,12 +183,19 @@ def step_finished(*, step: StepIdentity, ts: float, started_ts: float, status: F
     return event
 
 
-def run_updated(*, run_id: str, status: RunStatus, target: str, kind: str, api_key: str, ts: float | None = None,
+def with_team(event: StepStarted | StepFinished, team: int | None) -> StepStarted | StepFinished:
+    """A step event as published: stamped with its run's team, so the dashboard hub shows it only to watchers
+    of that team. The engine does not know teams; the sink publishing a run's events does."""
+    return {**event, "team": team}
+
+
+def run_updated(*, run_id: str, status: RunStatus, target: str, kind: str, api_key: str, team: int | None,
+                ts: float | None = None,
                 cost_usd: float | None = None, tokens_in: int | None = None, tokens_out: int | None = None,
                 latency_ms: float | None = None, confidence: float | None = None) -> RunUpdated:
     """Where a run stands; the totals once they are known (a /v1 call's at its end, a workflow run's as it goes)."""
     event = {"type": "run.updated", "ts": now_ms() if ts is None else ts, "run_id": run_id, "status": status,
-             "target": target, "kind": kind, "api_key": api_key}
+             "target": target, "kind": kind, "api_key": api_key, "team": team}
     if cost_usd is not None:
         event["cost_usd"] = cost_usd
     if tokens_in is not None:

@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from orchestration import live
 from orchestration.access.apikeys import KeyInfo
 from orchestration.calibration.store import current_calibrations
-from orchestration.engine.events import Event, StepFinished, now_ms
+from orchestration.engine.events import Event, StepFinished, now_ms, with_team
 from orchestration.engine.executor import NodeResult, RunContext, StepFailed
 from orchestration.engine.registry import Registry
 from orchestration.engine.routing import resolve_route
@@ -36,15 +36,17 @@ class ChatOutcome:
 
 
 class PublishingSink:
-    """Publishes every event live and keeps finished steps for the run's record."""
+    """Publishes every event live (step events stamped with the key's team) and keeps finished steps for the
+    run's record."""
 
-    def __init__(self) -> None:
+    def __init__(self, team: int | None = None) -> None:
         self.finished: list[StepFinished] = []
+        self.team = team
 
     def emit(self, event: Event) -> None:
         if event["type"] == "step.finished":
             self.finished.append(event)
-        live.publish(event)
+        live.publish(with_team(event, self.team) if event["type"] in ("step.started", "step.finished") else event)
 
 
 async def current_registry() -> Registry:
@@ -66,7 +68,7 @@ async def open_chat_run(model_name: str, messages: list[dict], data_class: str |
     model = registry.models.get(model_name)
     if (model is None and model_name not in registry.routes) or (key is not None and not key.may_call(model_name)):
         raise model_not_found(model_name)
-    sink = PublishingSink()
+    sink = PublishingSink(key.team_id if key else None)
     ctx = RunContext(run_id=new_id(), registry=registry, sink=sink, data_class=data_class,
                      calibrations=await current_calibrations(),
                      meta={"cache_scope": cache_scope(key.team_id if key else None)})

@@ -37,7 +37,7 @@ async def create_embeddings(*, key: KeyInfo, model_name: str, params: dict, meta
     if not serves_embeddings(engine, model):
         raise GatewayError(f"The model '{model_name}' does not serve embeddings.", code="unsupported_model",
                            param="model")
-    sink = PublishingSink()
+    sink = PublishingSink(key.team_id)
     ctx = RunContext(run_id=new_id(), registry=registry, sink=sink, data_class=data_class)
     run_id = ctx.run_id
     started_ms = now_ms()

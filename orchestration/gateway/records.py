@@ -21,7 +21,7 @@ from orchestration.recording import Row, money, ms_to_datetime, step_row
 
 def publish_call_started(*, run_id: str, started_ms: float, model_name: str, kind: str, key: KeyInfo) -> None:
     live.publish(run_updated(ts=started_ms, run_id=run_id, status=RunStatus.RUNNING, target=model_name, kind=kind,
-                             api_key=key.prefix))
+                             api_key=key.prefix, team=key.team_id))
 
 
 def record_call(*, run_id: str, kind: str, model_name: str, key: KeyInfo, status: str, input: dict, output: str,
@@ -37,7 +37,7 @@ def record_call(*, run_id: str, kind: str, model_name: str, key: KeyInfo, status
               created_at=started_at, started_at=started_at, finished_at=ms_to_datetime(finished_ms))
     writer.add(run, [step_row(event) for event in steps])
     live.publish(run_updated(ts=finished_ms, run_id=run_id, status=status, target=model_name, kind=kind,
-                             api_key=key.prefix, cost_usd=spent_usd, latency_ms=latency_ms, tokens_in=tokens_in,
+                             api_key=key.prefix, team=key.team_id, cost_usd=spent_usd, latency_ms=latency_ms, tokens_in=tokens_in,
                              tokens_out=tokens_out))
 
 

@@ -6,8 +6,9 @@ from django.db import models
 from django.utils import timezone
 
 KEY_PREFIX = "pdm_"
-SCOPES = ("chat", "runs", "runs:read", "reviews:decide", "events")
-# `events` (watching all live traffic over the websocket) is an operator power: opt-in only.
+SCOPES = ("chat", "runs", "runs:read", "reviews:decide", "events", "events:all")
+# `events` (watching live traffic over the websocket) is opt-in: a team's key watches its own team, a key with no
+# team (an operator's) watches every team. `events:all` watches every team whatever the key's team: operators only.
 DEFAULT_SCOPES = ["chat", "runs", "runs:read"]
 
 

@@ -27,7 +27,7 @@ from orchestration.access.apikeys import KeyInfo
 from orchestration.access.teams import scope_for_user
 from orchestration.calibration.labels import label_review
 from orchestration.engine.events import (StepFinished, StepIdentity, now_ms, review_created, review_decided,
-                                         review_updated, step_finished)
+                                         review_updated, step_finished, with_team)
 from orchestration.errors import ReviewConflict, ReviewError, ReviewForbidden, ReviewNotFound
 from orchestration.models import ReviewItem, Step, TeamMembership
 from orchestration.models.runs import StepStatus
@@ -265,7 +265,8 @@ def _decide(item_id, reviewer: Reviewer, status: str, *, candidate: int | None =
         step = _record_human_step(item, reviewer, action, output, model, now)
         label_review(item)  # the decision teaches calibration whether the held-back answer was right
         _publish_on_commit(review_decided, item.pk, action=action, output=output, comment=item.comment)
-        transaction.on_commit(lambda: live.publish(_step_event(step)))
+        team = item.run.team_id
+        transaction.on_commit(lambda: live.publish(with_team(_step_event(step), team)))
         _resume_on_commit(item.run_id)
     return item
 

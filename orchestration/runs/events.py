@@ -10,7 +10,7 @@ from orchestration.models import Run
 
 def run_event(run: Run) -> RunUpdated:
     return run_updated(run_id=str(run.pk), status=run.status, target=run.target, kind=run.kind,
-                       api_key=run.api_key.prefix if run.api_key_id else "", cost_usd=float(run.cost_usd),
+                       api_key=run.api_key.prefix if run.api_key_id else "", team=run.team_id, cost_usd=float(run.cost_usd),
                        tokens_in=run.tokens_in, tokens_out=run.tokens_out, latency_ms=run.latency_ms,
                        confidence=run.confidence)
 

@@ -19,7 +19,7 @@ from django.db.models import F
 
 from orchestration import live
 from orchestration.access import limits
-from orchestration.engine.events import Event
+from orchestration.engine.events import Event, with_team
 from orchestration.models import APIKey, Run, Step
 from orchestration.models.runs import RunStatus, StepStatus
 from orchestration.recording import money, ms_to_datetime, step_from_event
@@ -36,6 +36,7 @@ class DurableSink:
         self.meta = meta  # the RunContext's meta: a cancel seen here reaches the engine at the next node
         self.loop = loop
         self.failed_writes = 0
+        self._team: list[int | None] = []  # the run's team, read once by the writer thread
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._work, name=f"podium-run-{run_id[:8]}", daemon=True)
         self._thread.start()
@@ -67,6 +68,9 @@ class DurableSink:
             close_old_connections()
 
     def _publish(self, event: Event) -> None:
+        if not self._team:  # live step events carry the run's team (the dashboard routes them by it)
+            self._team.append(Run.objects.filter(pk=self.run_id).values_list("team_id", flat=True).first())
+        event = with_team(event, self._team[0])
         loop = self.loop
         if loop is not None and loop.is_running():
             loop.call_soon_threadsafe(live.publish, event)

@@ -42,7 +42,10 @@ function onMessage(message) {
 
 function open() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  socket = new WebSocket(`${scheme}://${location.host}/ws/dashboard/`);
+  // The page's team filter (?team=<slug>) narrows the socket to that team too (dashboard/viewers.py).
+  const team = new URLSearchParams(location.search).get("team");
+  const query = team ? `?team=${encodeURIComponent(team)}` : "";
+  socket = new WebSocket(`${scheme}://${location.host}/ws/dashboard/${query}`);
   socket.onopen = () => {
     delay = 500; lastMessageAt = Date.now(); badge("open", "live");
     for (const [topic, entry] of topics) { entry.synced = false; send({ type: "subscribe", topic }); }
@@ -50,8 +53,8 @@ function open() {
   socket.onmessage = onMessage;
   socket.onclose = (event) => {
     socket = null;
-    // The server closed us because our key or staff access was taken away (dashboard/protocol.py): retrying
-    // cannot help, signing in again can.
+    // The server closed us because our key or our access was taken away (dashboard/protocol.py): retrying
+    // cannot help, signing in again can. 4409 (our teams changed) reconnects like any other close.
     if (event.code === 4401 || event.code === 4403) { badge("closed", "access revoked — sign in again"); return; }
     badge("closed", "disconnected — reconnecting");
     stats.reconnects += 1;

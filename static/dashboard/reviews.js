@@ -6,6 +6,10 @@ import { age, num, statusCell, usd } from "./format.js";
 const root = document.getElementById("review-page");
 const csrf = root.dataset.csrf;
 const mayDecide = root.dataset.mayDecide === "true";
+// On the queue, decisions are offered only on items of the teams one reviews for (null: every team).
+const decideTeamsData = document.getElementById("decide-teams");
+const decideTeams = decideTeamsData ? JSON.parse(decideTeamsData.textContent) : null;
+const mayDecideOn = (row) => mayDecide && (decideTeams === null || decideTeams.includes(row.team));
 
 async function post(path, body = {}) {
   const response = await fetch(path, {
@@ -69,6 +73,7 @@ function queuePage() {
     box.type = "checkbox";
     box.className = "select";
     box.checked = checked.has(row.review_id);
+    box.disabled = !mayDecideOn(row);
     box.setAttribute("aria-label", "Select for bulk approve");
     box.addEventListener("change", () => { toggle(row.review_id, box.checked); });
     tr.appendChild(document.createElement("td")).appendChild(box);
@@ -154,7 +159,7 @@ function queuePage() {
   }
 
   selectAll.addEventListener("change", () => {
-    for (const row of items()) toggle(row.review_id, selectAll.checked);
+    for (const row of items()) if (mayDecideOn(row)) toggle(row.review_id, selectAll.checked);
   });
 
   bulk.addEventListener("click", async () => {
@@ -174,9 +179,11 @@ function queuePage() {
     if (typing(event) || event.ctrlKey || event.metaKey || event.altKey) return;
     if (event.key === "j") move(1);
     else if (event.key === "k") move(-1);
-    else if (event.key === "x" && current) toggle(current, !checked.has(current));
+    else if (event.key === "x" && current && mayDecideOn(mirror.values.get(`item.${current}`) || {})) {
+      toggle(current, !checked.has(current));
+    }
     else if (event.key === "Enter" && current) location.href = `/reviews/${current}/`;
-    else if (event.key === "a" && current && mayDecide) approve(current);
+    else if (event.key === "a" && current && mayDecideOn(mirror.values.get(`item.${current}`) || {})) approve(current);
     else if (event.key === "e" && current) location.href = `/reviews/${current}/#edit`;
     else if (event.key === "r" && current) location.href = `/reviews/${current}/#reject`;
     else return;

@@ -35,8 +35,8 @@ def card(page, alias):
 
 @pytest.mark.browser
 def test_the_models_page_draws_a_reliability_diagram_for_a_calibrated_model(
-        browser_server, browser_context, staff_user, calibrated, dialogs):
-    page = log_in(browser_context, browser_server, "operator", "operator-password-1")
+        browser_server, browser_context, admin_user, calibrated, dialogs):
+    page = log_in(browser_context, browser_server, "admin", "admin-password-1")
     page.goto(f"{browser_server.url}/models/")
 
     swift = card(page, "swift-mini")
@@ -66,7 +66,7 @@ def test_the_models_page_draws_a_reliability_diagram_for_a_calibrated_model(
 
 
 @pytest.mark.browser
-def test_the_review_page_says_how_sure_and_the_gates_rule(browser_server, browser_context, reviewer, demo_registry,
+def test_the_review_page_says_how_sure_and_the_gates_rule(browser_server, browser_context, admin_user, demo_registry,
                                                          dialogs):
     candidates = [
         {"model": "swift-mini", "output": "Paris.", "confidence": 0.93, "cost_usd": 0.0001,
@@ -78,7 +78,7 @@ def test_the_review_page_says_how_sure_and_the_gates_rule(browser_server, browse
     item = open_item(candidates=candidates, request={
         "input": "capital of France?", "max_error_rate": 0.02, "threshold": None, "confidence": 0.93,
         "why": f"calibrated P(wrong) 0.070 > target 0.02 {HOSTILE_LABEL}"})
-    page = log_in(browser_context, browser_server, "rita", "reviewer-password-1")
+    page = log_in(browser_context, browser_server, "admin", "admin-password-1")  # team-less items: a superuser
     page.goto(f"{browser_server.url}/reviews/{item.id}/")
 
     expect(page.locator('[data-field="gate-rule"]')).to_have_text("target: at most 2 % wrong")
@@ -93,8 +93,8 @@ def test_the_review_page_says_how_sure_and_the_gates_rule(browser_server, browse
 # --- what the views hand the templates, without a browser ----------------------------------------------------
 
 def test_the_models_view_passes_each_models_calibration_and_only_calibrated_bins_to_the_script(
-        client, staff_user, calibrated):
-    client.force_login(staff_user)
+        client, admin_user, calibrated):
+    client.force_login(admin_user)
     response = client.get("/models/")
     assert response.status_code == 200
     cards = {row["alias"]: row["calibration"] for row in response.context["models"]}
@@ -105,11 +105,11 @@ def test_the_models_view_passes_each_models_calibration_and_only_calibrated_bins
     assert b'id="reliability-data"' in response.content  # the bins travel as JSON, not as an inline script
 
 
-def test_a_gate_with_a_threshold_shows_it_and_old_candidates_get_a_sentence(client, reviewer, demo_registry):
+def test_a_gate_with_a_threshold_shows_it_and_old_candidates_get_a_sentence(client, admin_user, demo_registry):
     item = open_item(request={"input": "x", "threshold": 0.8, "why": "confidence 0.55 < threshold 0.8"},
                      candidates=[{"model": "swift-mini", "output": "y", "confidence": 0.55, "cost_usd": 0,
                                   "confidence_method": "self_consistency", "confidence_raw": 0.55}])
-    client.force_login(reviewer)
+    client.force_login(admin_user)
     response = client.get(f"/reviews/{item.id}/")
     assert response.context["gate_rule"] == "threshold 0.80"
     assert response.context["candidates"][0]["how_sure"] == (

@@ -21,8 +21,8 @@ def chat(server, api_key, model, content):
 
 
 def test_a_v1_call_appears_on_the_overview_and_runs_pages_within_a_second(
-        browser_server, browser_context, staff_user, api_key, demo_registry):
-    overview = log_in(browser_context, browser_server, "operator", "operator-password-1")
+        browser_server, browser_context, admin_user, api_key, demo_registry):
+    overview = log_in(browser_context, browser_server, "admin", "admin-password-1")
     runs = browser_context.new_page()
     runs.goto(f"{browser_server.url}/runs/")
     for page in (overview, runs):
@@ -40,8 +40,8 @@ def test_a_v1_call_appears_on_the_overview_and_runs_pages_within_a_second(
     assert runs.locator("#runs tbody tr[data-run-id]").first.get_attribute("data-run-id") == run_id
 
 
-def test_a_run_detail_page_shows_steps_arriving_live(browser_server, browser_context, staff_user, db):
-    page = log_in(browser_context, browser_server, "operator", "operator-password-1")
+def test_a_run_detail_page_shows_steps_arriving_live(browser_server, browser_context, admin_user, db):
+    page = log_in(browser_context, browser_server, "admin", "admin-password-1")
     run_id, root, child, later = (str(uuid.uuid4()) for _ in range(4))
     page.goto(f"{browser_server.url}/runs/{run_id}/")
     expect(page.locator("#connection")).to_have_text("live")
@@ -52,7 +52,8 @@ def test_a_run_detail_page_shows_steps_arriving_live(browser_server, browser_con
     draft_step = {**base, "step_id": child, "parent_id": root, "key": "plan/draft", "node_id": "draft",
                   "model": "swift-mini"}
     browser_server.publish(
-        run_updated(ts=now, run_id=run_id, status="running", target="workflow/triage", kind="workflow", api_key=""),
+        run_updated(ts=now, run_id=run_id, status="running", target="workflow/triage", kind="workflow", api_key="",
+                    team=None),
         step_started(ts=now, step={**base, "step_id": root, "parent_id": None, "key": "plan", "node_id": "plan",
                                    "node_type": "sequence", "model": ""}, prompt=[]),
         step_started(ts=now + 5, step=draft_step, prompt=[{"role": "user", "content": "draft it"}]))
@@ -82,8 +83,8 @@ def test_a_run_detail_page_shows_steps_arriving_live(browser_server, browser_con
 
 
 def test_model_output_with_markup_is_shown_as_text_and_nothing_runs(
-        browser_server, browser_context, dialogs, staff_user, api_key, demo_registry):
-    overview = log_in(browser_context, browser_server, "operator", "operator-password-1")
+        browser_server, browser_context, dialogs, admin_user, api_key, demo_registry):
+    overview = log_in(browser_context, browser_server, "admin", "admin-password-1")
     expect(overview.locator("#connection")).to_have_text("live")
     run_id = chat(browser_server, api_key, "swift-mini", XSS).headers["x-podium-run-id"]
 
@@ -105,8 +106,8 @@ def test_model_output_with_markup_is_shown_as_text_and_nothing_runs(
 
 
 def test_losing_the_server_shows_disconnected_and_a_restart_recovers(
-        browser_server, browser_context, staff_user, api_key, demo_registry):
-    overview = log_in(browser_context, browser_server, "operator", "operator-password-1")
+        browser_server, browser_context, admin_user, api_key, demo_registry):
+    overview = log_in(browser_context, browser_server, "admin", "admin-password-1")
     badge = overview.locator("#connection")
     expect(badge).to_have_text("live")
     # "live" shows when the socket opens; the first snapshot follows. Stopping before it arrived made the count

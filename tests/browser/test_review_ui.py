@@ -3,13 +3,13 @@ paused run completing on the runs page."""
 import pytest
 from playwright.sync_api import expect
 
-from orchestration.models import ReviewItem, Run
+from orchestration.models import ReviewItem, Run, Team, TeamMembership
 from orchestration.reviews.actions import Reviewer, claim_review
 from orchestration.runs.actions import start_run
 from orchestration.workflows import save_workflow
 from tests.browser.conftest import log_in
 from tests.conftest import wait_for
-from tests.reviewhelpers import another_reviewer
+from tests import reviewhelpers
 
 pytestmark = pytest.mark.browser
 HOSTILE = "<img src=x onerror=alert(1)> capital of France?"
@@ -22,8 +22,26 @@ def gated(demo_registry):
         "node": {"type": "call", "id": "draft", "model": "swift-mini", "prompt": "{{input}}"}}})
 
 
+@pytest.fixture(autouse=True)
+def ops(db):
+    """The team whose runs these reviewers review (the control room shows a person their teams only)."""
+    return Team.objects.create(slug="ops", name="Ops")
+
+
+@pytest.fixture
+def reviewer(reviewer, ops):
+    TeamMembership.objects.create(team=ops, user=reviewer, role=TeamMembership.Role.REVIEWER)
+    return reviewer
+
+
+def another_reviewer(username: str):
+    user = reviewhelpers.another_reviewer(username)
+    TeamMembership.objects.create(team=Team.objects.get(slug="ops"), user=user, role=TeamMembership.Role.REVIEWER)
+    return user
+
+
 def paused_run(text=HOSTILE) -> ReviewItem:
-    run = start_run(workflow_slug="gated", input=text)
+    run = start_run(workflow_slug="gated", input=text, team_id=Team.objects.get(slug="ops").id)
     wait_for(lambda: Run.objects.get(pk=run.pk).status == "awaiting_review", timeout=20)
     return ReviewItem.objects.get(run=run)
 
