@@ -70,6 +70,15 @@ class RunCreateSerializer(RejectUnknownFields, serializers.Serializer):
     deadline_s = serializers.FloatField(min_value=0.001, max_value=MAX_DEADLINE_S, required=False, allow_null=True)
 
 
+def run_metadata(fields: dict, auth) -> dict:
+    """The run's metadata; its `data_class` (what its steps are held to) is the request's, else the key's or the
+    key's team's default."""
+    metadata = dict(fields.get("metadata") or {})
+    if not metadata.get("data_class") and isinstance(auth, KeyInfo) and auth.default_data_class:
+        metadata["data_class"] = auth.default_data_class
+    return metadata
+
+
 @extend_schema_view(list=extend_schema(parameters=[
     OpenApiParameter("status", str, description="Comma-separated run statuses: " + ", ".join(RunStatus.values)),
     OpenApiParameter("kind", str, description="Comma-separated run kinds: " + ", ".join(Run.Kind.values))]))
@@ -102,7 +111,7 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         data.is_valid(raise_exception=True)
         fields = data.validated_data
         run_request = dict(
-            workflow_slug=fields["workflow"], input=fields["input"], metadata=fields.get("metadata") or {},
+            workflow_slug=fields["workflow"], input=fields["input"], metadata=run_metadata(fields, request.auth),
             api_key_id=request.auth.id if isinstance(request.auth, KeyInfo) else None,
             budget_usd=float(fields["budget_usd"]) if fields.get("budget_usd") is not None else None,
             deadline_s=fields.get("deadline_s"))
