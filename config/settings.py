@@ -55,6 +55,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "orchestration.access.login_throttle.LoginThrottleMiddleware",
+    "orchestration.config_audit.ConfigActorMiddleware",  # who made a configuration change (the audit trail)
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
