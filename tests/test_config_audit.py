@@ -174,3 +174,16 @@ def test_the_workflows_api_records_its_caller(client, admin_user, provider):
 ])
 def test_secrets_are_masked_by_name_and_by_look(name, value, expected):
     assert mask(name, value) == expected
+
+
+def test_the_actor_is_the_requests_key_else_its_user_else_anonymous(admin_user):
+    from types import SimpleNamespace
+
+    from django.contrib.auth.models import AnonymousUser
+
+    from orchestration.config_audit import request_actor
+
+    assert request_actor(SimpleNamespace(auth=SimpleNamespace(prefix="pdm_AbCdE"), user=AnonymousUser())) == \
+        "key:pdm_AbCdE"
+    assert request_actor(SimpleNamespace(auth=None, user=admin_user)) == "user:admin"
+    assert request_actor(SimpleNamespace(user=AnonymousUser())) == "anonymous"
