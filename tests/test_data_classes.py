@@ -188,3 +188,16 @@ def test_api_runs_post_with_a_key_takes_the_keys_class(podium_server, models, fa
                           headers={"authorization": f"Bearer {raw}"}, timeout=10)
     assert response.status_code == 202, response.text
     assert Run.objects.get(id=response.json()["id"]).metadata["data_class"] == "sensitive"
+
+
+def test_a_streamed_request_is_held_to_the_same_rule(podium_server, models, fake_upstream):
+    raw = key_of(team("legal", default_data_class="sensitive", routes=["cloud-only", "cheapest"]))
+    body = {"stream": True, "messages": [{"role": "user", "content": "the dossier"}]}
+    headers = {"authorization": f"Bearer {raw}"}
+    refused = httpx.post(f"{podium_server.url}/v1/chat/completions", json={**body, "model": "cloud-only"},
+                         headers=headers, timeout=10)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "data_class_not_allowed"
+    streamed = httpx.post(f"{podium_server.url}/v1/chat/completions", json={**body, "model": "cheapest"},
+                          headers=headers, timeout=10)
+    assert streamed.status_code == 200 and "data: [DONE]" in streamed.text
+    assert upstream_models(fake_upstream) == ["local-1"]

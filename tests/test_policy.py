@@ -226,3 +226,23 @@ def test_a_sensitive_call_whose_local_model_fails_does_not_fall_back_to_the_clou
     with pytest.raises(StepFailed):
         run(lambda: quick_engine(retries=0).call_model(ctx, local, user("dossier")))
     assert [request["body"]["model"] for request in fake_upstream.requests] == ["on-prem-upstream"]
+
+
+def test_a_classifier_route_keeps_sensitive_text_from_a_cloud_classifier(fake_upstream):
+    cloud_classifier = fake_model(fake_upstream, "cloud-classifier")
+    local_coder = fake_model(fake_upstream, "local-coder", is_local=True)
+    local_general = fake_model(fake_upstream, "local-general", is_local=True)
+    route = RouteSpec(name="desk", strategy="classifier", candidates=("local-general", "local-coder"),
+                      options={"classifier_model": "cloud-classifier", "categories": {"code": "local-coder"},
+                               "rules": {"code": ["python"]}, "general": "local-general"})
+    registry = Registry(models={m.alias: m for m in (cloud_classifier, local_coder, local_general)},
+                        routes={"desk": route})
+    asked = []
+
+    async def classify(alias, prompt):
+        asked.append(alias)
+        raise AssertionError("the classifier model must not be asked")
+
+    chosen, attributes = run(lambda: resolve_route(route, registry, text="fix my python loop", classify=classify,
+                                                   data_class="sensitive"))
+    assert chosen.alias == "local-coder" and asked == [] and "by rules" in attributes["reason"]

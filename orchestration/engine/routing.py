@@ -185,6 +185,8 @@ async def resolve_route(route: RouteSpec, registry: Registry, *, text: str, stat
     options = dict(route.options)
     if data_class is not None and options.get("general") and options["general"] not in models:
         options["general"] = candidates[0].alias if candidates else None
+    if data_class is not None and options.get("classifier_model") and options["classifier_model"] not in models:
+        options.pop("classifier_model")  # the text may not go to that classifier: its keyword rules decide
     request = RouteRequest(text=text, options=options, stats=stats or {}, models=models, classify=classify)
     choice = await choose(route.strategy, candidates, request)
     model = registry.model(choice.model)
