@@ -187,3 +187,15 @@ def test_the_actor_is_the_requests_key_else_its_user_else_anonymous(admin_user):
         "key:pdm_AbCdE"
     assert request_actor(SimpleNamespace(auth=None, user=admin_user)) == "user:admin"
     assert request_actor(SimpleNamespace(user=AnonymousUser())) == "anonymous"
+
+
+def test_a_key_issued_in_the_admin_is_recorded_without_its_hash_or_raw_value(client, admin_user):
+    client.force_login(admin_user)
+    response = client.post("/admin/orchestration/apikey/add/", {"name": "ci", "scopes": '["chat"]'}, follow=True)
+    assert response.status_code == 200
+    raw = re.search(r"<code>(pdm_[^<]+)</code>", response.content.decode()).group(1)
+    key = APIKey.objects.get(name="ci")
+    [created] = entries("config.api_key.created", f"api_key:{key.prefix}")
+    assert created.actor == "user:admin" and created.data["diff"]["name"] == [None, "ci"]
+    everything = json.dumps(list(AuditEvent.objects.values("actor", "subject", "data")))
+    assert key.key_hash not in everything and raw not in everything and raw[10:] not in everything
