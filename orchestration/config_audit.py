@@ -179,16 +179,16 @@ def _readable(row: models.Model, attname: str, value):
 
 def diff(row: models.Model, old: dict | None, new: dict | None) -> dict:
     """{field: [old, new]} of the fields that differ, masked and JSON-safe."""
-    names = list((new or old or {}).keys())
+    names = {field.attname: field.name for field in _fields(type(row))}
     changes = {}
-    for attname in names:
+    for attname in (new or old or {}):
         before = (old or {}).get(attname)
         after = (new or {}).get(attname)
         if old is not None and new is not None and before == after:
             continue
-        if old is None and after in (None, "", [], {}):
-            continue  # a new row's empty fields say nothing
-        name = attname.removesuffix("_id") if attname.endswith("_id") else attname
+        if (before if new is None else after) in (None, "", [], {}) and (old is None or new is None):
+            continue  # a created or deleted row's empty fields say nothing
+        name = names[attname]
         if secret_name(name):
             changes[name] = [HIDDEN if old is not None else None, HIDDEN if new is not None else None]
             continue

@@ -18,13 +18,6 @@ from orchestration.runs.execution import execute_run_async
 
 
 WORKFLOW_PREFIX = "workflow/"
-
-
-def data_class_metadata(data_class: str | None, key: KeyInfo) -> dict:
-    """The run's `data_class` metadata (what the run's steps are held to): the request's, else the key's or
-    its team's default (the /v1 handler already resolves it; callers without a request class get the key's)."""
-    resolved = data_class or key.default_data_class
-    return {"data_class": resolved} if resolved else {}
 REPLAY_WAIT_S = 600.0  # a retry waits this long for the first attempt's run to stop before answering 409
 REPLAY_POLL_S = 0.2
 WORKFLOW_STATUS_CODES = {  # how a workflow run that did not succeed answers /v1 callers
@@ -33,6 +26,13 @@ WORKFLOW_STATUS_CODES = {  # how a workflow run that did not succeed answers /v1
     RunStatus.DEADLINE_EXCEEDED: "deadline_exceeded",
     RunStatus.CANCELLED: "run_cancelled",
 }
+
+
+def data_class_metadata(data_class: str | None, key: KeyInfo) -> dict:
+    """The run's `data_class` metadata (what the run's steps are held to): the request's, else the key's or
+    its team's default (the /v1 handler already resolves it; callers without a request class get the key's)."""
+    resolved = data_class or key.default_data_class
+    return {"data_class": resolved} if resolved else {}
 
 
 async def run_workflow_sync(*, key: KeyInfo, model_name: str, messages: list[dict], params: dict,
