@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from orchestration.engine.events import STEP_MARKERS, StepFinished
-from orchestration.engine.policy import redact_text
+from orchestration.engine.policy import redact_json
 from orchestration.models import Provider, Step
 
 
@@ -70,17 +70,6 @@ def step_row(event: StepFinished) -> Row:
 
 
 # --- what a run stores of its input --------------------------------------------------------------------
-def redact_json(value, counts: dict[str, int]):
-    """Any JSON value with PII redacted in every string it holds (engine/policy.py's detectors)."""
-    if isinstance(value, str):
-        return redact_text(value, counts)
-    if isinstance(value, list):
-        return [redact_json(item, counts) for item in value]
-    if isinstance(value, dict):
-        return {name: redact_json(item, counts) for name, item in value.items()}
-    return value
-
-
 def stored_input(run_input, *, all_local: bool) -> tuple[object, dict[str, int]]:
     """A run's input as it is stored: as written when every model the run called is on a local provider (the
     policy redacts nothing for those), else redacted as the policy redacts what goes upstream, so the stored

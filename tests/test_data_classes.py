@@ -201,3 +201,21 @@ def test_a_streamed_request_is_held_to_the_same_rule(podium_server, models, fake
                           headers=headers, timeout=10)
     assert streamed.status_code == 200 and "data: [DONE]" in streamed.text
     assert upstream_models(fake_upstream) == ["local-1"]
+
+
+def test_a_review_opened_on_a_cloud_answer_keeps_the_redacted_prompt(podium_server, models, fake_upstream,
+                                                                     published):
+    from orchestration.models import ReviewItem
+
+    LLMModel.objects.filter(alias="cloud-gpt").update(confidence_method="prior")  # confidence 0.5: below the gate
+    bump_version()
+    save_workflow(slug="checked", spec={"root": {"type": "gate", "threshold": 0.9, "prompt": "answer {{input}}",
+                                                 "node": {"type": "call", "model": "cloud-gpt"}}})
+    response = chat(podium_server, key_of(team("sales")), "workflow/checked", content=PII)
+
+    assert response.status_code == 202, response.text
+    item = ReviewItem.objects.get(run_id=response.json()["id"])
+    assert "[EMAIL]" in json.dumps(item.request)
+    stored = json.dumps([item.request, item.candidates, published], default=str)
+    for value in PII_VALUES:
+        assert value not in stored

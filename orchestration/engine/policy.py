@@ -192,5 +192,16 @@ def redact_messages(messages: list[dict]) -> tuple[list[dict], dict[str, int]]:
     return (redacted, counts) if counts else (messages, counts)
 
 
+def redact_json(value, counts: dict[str, int]):
+    """Any JSON value with PII redacted in every string it holds (what Podium stores of a redacted prompt)."""
+    if isinstance(value, str):
+        return redact_text(value, counts)
+    if isinstance(value, list):
+        return [redact_json(item, counts) for item in value]
+    if isinstance(value, dict):
+        return {name: redact_json(item, counts) for name, item in value.items()}
+    return value
+
+
 def needs_redaction(provider: ProviderSpec) -> bool:
     return not provider.is_local
