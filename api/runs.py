@@ -105,6 +105,15 @@ def run_team(request, slug: str | None) -> int | None:
     return team_id
 
 
+def run_metadata(fields: dict, auth) -> dict:
+    """The run's metadata; its `data_class` (what its steps are held to) is the request's, else the key's or the
+    key's team's default."""
+    metadata = dict(fields.get("metadata") or {})
+    if not metadata.get("data_class") and isinstance(auth, KeyInfo) and auth.default_data_class:
+        metadata["data_class"] = auth.default_data_class
+    return metadata
+
+
 @extend_schema_view(list=extend_schema(parameters=[
     OpenApiParameter("status", str, description="Comma-separated run statuses: " + ", ".join(RunStatus.values)),
     OpenApiParameter("kind", str, description="Comma-separated run kinds: " + ", ".join(Run.Kind.values))]))
@@ -144,7 +153,7 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
             body = {"team": [exc.message]} if exc.status_code == 400 else {"detail": exc.message}
             return Response(body, status=exc.status_code)
         run_request = dict(
-            workflow_slug=fields["workflow"], input=fields["input"], metadata=fields.get("metadata") or {},
+            workflow_slug=fields["workflow"], input=fields["input"], metadata=run_metadata(fields, request.auth),
             api_key_id=request.auth.id if isinstance(request.auth, KeyInfo) else None, team_id=team_id,
             budget_usd=float(fields["budget_usd"]) if fields.get("budget_usd") is not None else None,
             deadline_s=fields.get("deadline_s"))

@@ -55,6 +55,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "orchestration.access.login_throttle.LoginThrottleMiddleware",
+    "orchestration.config_audit.ConfigActorMiddleware",  # who made a configuration change (the audit trail)
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -266,6 +267,9 @@ PODIUM = {
     "CIRCUIT_COOLDOWN_S": env_float("PODIUM_CIRCUIT_COOLDOWN_S", 30.0),
     # /metrics without the token: only from these networks ("none" = token only)
     "METRICS_ALLOWED_NETWORKS": env_networks("PODIUM_METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128"),
+    # data classes that go only to models on local providers, unless a model lists the class itself
+    # (orchestration/engine/policy.py; docs/configuration.md, "Data classes")
+    "LOCAL_ONLY_DATA_CLASSES": env_list("PODIUM_LOCAL_ONLY_DATA_CLASSES", ["sensitive", "restricted"]),
 }
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = PODIUM["MAX_BODY_BYTES"]  # one body limit for /v1, /api and forms

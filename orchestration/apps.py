@@ -8,3 +8,6 @@ class OrchestrationConfig(AppConfig):
     def ready(self) -> None:
         from orchestration import signals  # noqa: F401  (registry cache invalidation)
         from orchestration.access import login_throttle  # noqa: F401  (signal receivers)
+        from orchestration.config_audit import connect as audit_configuration
+
+        audit_configuration()  # every configuration change becomes an audit entry

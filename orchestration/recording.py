@@ -6,7 +6,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from orchestration.engine.events import STEP_MARKERS, StepFinished
-from orchestration.models import Step
+from orchestration.engine.policy import redact_json
+from orchestration.models import Provider, Step
 
 
 def ms_to_datetime(ms: float) -> datetime:
@@ -66,3 +67,28 @@ def step_from_event(event: StepFinished) -> Step:
 def step_row(event: StepFinished) -> Row:
     """A `step.finished` event as a Row for the batched writer (the hot path's `step_from_event`)."""
     return Row(Step, step_values(event))
+
+
+# --- what a run stores of its input --------------------------------------------------------------------
+def stored_input(run_input, *, all_local: bool) -> tuple[object, dict[str, int]]:
+    """A run's input as it is stored: as written when every model the run called is on a local provider (the
+    policy redacts nothing for those), else redacted as the policy redacts what goes upstream, so the stored
+    prompt is the text a cloud provider saw. A run refused before any call counts as not local. Returns the
+    input and the counts per kind (empty: nothing to redact)."""
+    if all_local:
+        return run_input, {}
+    counts: dict[str, int] = {}
+    redacted = redact_json(run_input, counts)
+    return (redacted, counts) if counts else (run_input, counts)
+
+
+def steps_all_local(steps: list[dict], registry) -> bool:
+    """Whether a call's finished steps (`step.finished` events) all went to models on local providers."""
+    models = [registry.models.get(step.get("model") or "") for step in steps]
+    return bool(models) and all(model is not None and model.provider.is_local for model in models)
+
+
+def workflow_steps_all_local(run_id) -> bool:
+    """Whether every model call of a stored run went to a local provider (False for a run that made none)."""
+    names = set(Step.objects.filter(run_id=run_id).exclude(provider="").values_list("provider", flat=True))
+    return bool(names) and Provider.objects.filter(name__in=names, is_local=True).count() == len(names)

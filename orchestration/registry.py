@@ -67,7 +67,8 @@ def build_registry(version: str = "") -> Registry:
         r.name: RouteSpec(name=r.name, strategy=r.strategy, candidates=tuple(r.candidates), options=dict(r.options))
         for r in RouteAlias.objects.filter(enabled=True)
     }
-    return Registry(models=models, routes=routes, version=version)
+    return Registry(models=models, routes=routes, version=version,
+                    local_only_data_classes=frozenset(settings.PODIUM["LOCAL_ONLY_DATA_CLASSES"]))
 
 
 def get_registry() -> Registry:

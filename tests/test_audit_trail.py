@@ -45,3 +45,18 @@ def test_verify_audit_notices_a_deleted_event(trail):
         cursor.execute("DELETE FROM orchestration_auditevent WHERE id = %s", [trail[1].pk])
     with pytest.raises(CommandError, match=f"broken at event {trail[2].pk} "):
         call_command("verify_audit")
+
+
+def test_configuration_entries_share_the_chain_with_the_others(trail, capsys):
+    from orchestration.models import Provider
+
+    Provider.objects.create(name="acme", kind=Provider.Kind.MOCK)  # recorded by config_audit
+    after = audit.record(actor="user:admin", action="thing.after", subject="thing:after")
+    config_entry = AuditEvent.objects.get(action="config.provider.created", subject="provider:acme")
+    assert trail[-1].pk < config_entry.pk < after.pk and config_entry.prev_hash == trail[-1].hash
+    call_command("verify_audit")
+    assert f"audit chain intact: {len(trail) + 2} events" in capsys.readouterr().out
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM orchestration_auditevent WHERE id = %s", [config_entry.pk])
+    with pytest.raises(CommandError, match=f"broken at event {after.pk} "):
+        call_command("verify_audit")

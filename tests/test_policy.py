@@ -4,7 +4,11 @@ import json
 import httpx
 import pytest
 
-from orchestration.engine.policy import PolicyViolation, iban_valid, luhn_valid, redact_messages, redact_text
+from orchestration.engine.executor import StepFailed
+from orchestration.engine.policy import (PolicyViolation, RouteRefused, allows, check_data_class, iban_valid, luhn_valid,
+                                         redact_messages, redact_text)
+from orchestration.engine.registry import Registry, RouteSpec
+from orchestration.engine.routing import resolve_route
 from orchestration.gateway.writer import writer
 from orchestration.models import LLMModel, Provider, Run
 from orchestration.registry import bump_version
@@ -157,3 +161,88 @@ def test_v1_rejects_a_malformed_podium_object(podium_server, api_key, cloud_mode
     response = post(podium_server, api_key, {"model": "cloud-gpt", "podium": podium,
                                              "messages": [{"role": "user", "content": "x"}]})
     assert response.status_code == 400 and response.json()["error"]["param"] == param
+
+
+# --- local-only classes and routes ---------------------------------------------------------------------------
+def test_a_local_only_class_goes_to_a_local_model_or_one_that_lists_it(fake_upstream):
+    cloud = fake_model(fake_upstream, "cloud")
+    vetted_cloud = fake_model(fake_upstream, "vetted", allowed_data_classes=("restricted",))
+    local = fake_model(fake_upstream, "on-prem", is_local=True)
+    narrow_local = fake_model(fake_upstream, "narrow", is_local=True, allowed_data_classes=("public",))
+    for data_class in ("sensitive", "restricted"):
+        assert allows(local, data_class) and not allows(cloud, data_class) and not allows(narrow_local, data_class)
+    assert allows(vetted_cloud, "restricted") and not allows(vetted_cloud, "sensitive")
+    # Other classes keep the explicit rule, local or not; no class restricts nothing.
+    assert allows(cloud, "internal") and allows(local, "public") and not allows(narrow_local, "internal")
+    assert allows(cloud, None) and allows(narrow_local, None)
+    # With no local-only class configured, sensitive needs an explicit listing even on a local model.
+    assert not allows(local, "sensitive", frozenset())
+
+
+def test_the_refusal_names_the_rule_and_the_model(fake_upstream):
+    cloud = fake_model(fake_upstream, "cloud")
+    with pytest.raises(PolicyViolation) as refusal:
+        check_data_class(cloud, "sensitive")
+    assert str(refusal.value) == ("Data of class 'sensitive' goes only to local models or models that explicitly "
+                                  "allow it; the model 'cloud' may not receive it (not local, allows no 'sensitive' "
+                                  "explicitly).")
+
+
+def route_registry(fake_upstream, *candidates, local_only=frozenset({"sensitive", "restricted"})):
+    route = RouteSpec(name="chat", strategy="cost", candidates=tuple(model.alias for model in candidates))
+    return Registry(models={model.alias: model for model in candidates}, routes={"chat": route},
+                    local_only_data_classes=local_only)
+
+
+def test_a_route_chooses_among_the_candidates_that_may_receive_the_class(fake_upstream):
+    cheap_cloud = fake_model(fake_upstream, "cheap-cloud", price_in_per_m=0.1)
+    dear_local = fake_model(fake_upstream, "dear-local", is_local=True, price_in_per_m=9.0)
+    registry = route_registry(fake_upstream, cheap_cloud, dear_local)
+
+    chosen, _ = run(lambda: resolve_route(registry.routes["chat"], registry, text="x"))
+    assert chosen.alias == "cheap-cloud"
+    chosen, attributes = run(lambda: resolve_route(registry.routes["chat"], registry, text="x",
+                                                   data_class="sensitive"))
+    assert chosen.alias == "dear-local" and chosen.fallbacks == ()
+    assert attributes["data_class_excluded"] == ["cheap-cloud"]
+
+
+def test_a_route_with_no_candidate_for_the_class_is_refused_naming_the_rule(fake_upstream):
+    registry = route_registry(fake_upstream, fake_model(fake_upstream, "a"),
+                              fake_model(fake_upstream, "b", allowed_data_classes=("public",)))
+    with pytest.raises(RouteRefused) as refusal:
+        run(lambda: resolve_route(registry.routes["chat"], registry, text="x", data_class="restricted"))
+    assert refusal.value.code == "data_class_not_allowed"
+    assert str(refusal.value) == ("Data of class 'restricted' goes only to local models or models that explicitly "
+                                  "allow it; route 'chat' has none: a: not local, allows no 'restricted' explicitly; "
+                                  "b: not local, allows only public.")
+
+
+def test_a_sensitive_call_whose_local_model_fails_does_not_fall_back_to_the_cloud(fake_upstream):
+    local = fake_model(fake_upstream, "on-prem", is_local=True, fallbacks=("cloud",))
+    cloud = fake_model(fake_upstream, "cloud")
+    fake_upstream.inject("fail-500")
+    ctx = context(local, cloud, data_class="sensitive")
+    with pytest.raises(StepFailed):
+        run(lambda: quick_engine(retries=0).call_model(ctx, local, user("dossier")))
+    assert [request["body"]["model"] for request in fake_upstream.requests] == ["on-prem-upstream"]
+
+
+def test_a_classifier_route_keeps_sensitive_text_from_a_cloud_classifier(fake_upstream):
+    cloud_classifier = fake_model(fake_upstream, "cloud-classifier")
+    local_coder = fake_model(fake_upstream, "local-coder", is_local=True)
+    local_general = fake_model(fake_upstream, "local-general", is_local=True)
+    route = RouteSpec(name="desk", strategy="classifier", candidates=("local-general", "local-coder"),
+                      options={"classifier_model": "cloud-classifier", "categories": {"code": "local-coder"},
+                               "rules": {"code": ["python"]}, "general": "local-general"})
+    registry = Registry(models={m.alias: m for m in (cloud_classifier, local_coder, local_general)},
+                        routes={"desk": route})
+    asked = []
+
+    async def classify(alias, prompt):
+        asked.append(alias)
+        raise AssertionError("the classifier model must not be asked")
+
+    chosen, attributes = run(lambda: resolve_route(route, registry, text="fix my python loop", classify=classify,
+                                                   data_class="sensitive"))
+    assert chosen.alias == "local-coder" and asked == [] and "by rules" in attributes["reason"]

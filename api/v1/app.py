@@ -91,13 +91,13 @@ async def chat_completions(scope, receive, send) -> None:
         idempotency_key = request_header(scope, b"idempotency-key")
         if data.get("stream"):
             stream = await stream_workflow(key=key, model_name=model, messages=messages, params=params,
-                                           metadata=metadata, data_class=podium_options(data).get("data_class"),
+                                           metadata=metadata, data_class=podium_options(data, key).get("data_class"),
                                            idempotency_key=idempotency_key)
             await until_disconnect(receive, send_workflow_stream(send, stream, include_usage(data)))
             return
         outcome = await run_workflow_sync(key=key, model_name=model, messages=messages, params=params,
                                           metadata=metadata, stream=False,
-                                          data_class=podium_options(data).get("data_class"),
+                                          data_class=podium_options(data, key).get("data_class"),
                                           idempotency_key=idempotency_key)
         body = orjson.dumps(outcome.pending) if outcome.pending else completion_body(outcome)
         await send_json(send, 202 if outcome.pending else 200, body, [(b"x-podium-run-id", outcome.run_id.encode())])
@@ -105,11 +105,11 @@ async def chat_completions(scope, receive, send) -> None:
     if data.get("stream"):
         # Streams are never served from the response cache: of the podium options only data_class applies.
         stream = await stream_chat_completion(key=key, model_name=model, messages=messages, params=params,
-                                              metadata=metadata, data_class=podium_options(data).get("data_class"))
+                                              metadata=metadata, data_class=podium_options(data, key).get("data_class"))
         await until_disconnect(receive, send_stream(send, stream, include_usage(data)))
         return
     outcome = await chat_completion(key=key, model_name=model, messages=messages, params=params, metadata=metadata,
-                                    **podium_options(data))
+                                    **podium_options(data, key))
     await send_json(send, 200, completion_body(outcome), [(b"x-podium-run-id", outcome.run_id.encode())])
 
 
@@ -225,7 +225,7 @@ async def embeddings(scope, receive, send) -> None:
     data = parse_json(await read_body(receive, settings.PODIUM["MAX_BODY_BYTES"]))
     model, params, metadata = validate_embeddings_request(data)
     outcome = await create_embeddings(key=key, model_name=model, params=params, metadata=metadata,
-                                      data_class=podium_options(data).get("data_class"))
+                                      data_class=podium_options(data, key).get("data_class"))
     await send_json(send, 200, orjson.dumps(outcome.data), [(b"x-podium-run-id", outcome.run_id.encode())])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import orjson
 
 from api.json_limits import DEPTH_ERROR, NUL_ERROR, json_has_nul, json_too_deep
+from orchestration.access.apikeys import KeyInfo
 from orchestration.errors import GatewayError
 from orchestration.gateway.chat import ChatOutcome
 from orchestration.models.registry import DATA_CLASSES
@@ -360,12 +361,16 @@ def validate_embeddings_request(data: dict) -> tuple[str, dict, dict]:
     return model, params, metadata
 
 
-def podium_options(data: dict) -> dict:
+def podium_options(data: dict, key: KeyInfo | None = None) -> dict:
     """The request's `podium` object as keyword arguments of gateway.chat.chat_completion:
-    `{"data_class": "sensitive", "cache": false}` -> data_class="sensitive", use_cache=False."""
+    `{"data_class": "sensitive", "cache": false}` -> data_class="sensitive", use_cache=False.
+
+    The one place a /v1 request's data class is decided: the request's, else the key's, else its team's
+    default (`KeyInfo.default_data_class`); the policy (orchestration/engine/policy.py) applies it."""
+    default_class = key.default_data_class if key is not None else None
     options = data.get("podium")
     if options is None:
-        return {}
+        return {"data_class": default_class} if default_class else {}
     if not isinstance(options, dict):
         raise bad_request("'podium' must be an object.", param="podium")
     data_class = options.get("data_class")
@@ -374,4 +379,4 @@ def podium_options(data: dict) -> dict:
     cache = options.get("cache", True)
     if not isinstance(cache, bool):
         raise bad_request("podium.cache must be true or false.", param="podium.cache")
-    return {"data_class": data_class, "use_cache": cache}
+    return {"data_class": data_class or default_class, "use_cache": cache}

@@ -109,8 +109,9 @@ class Engine:
         Raises PolicyViolation when the model itself may not: a client that named a model learns why,
         rather than being quietly served by another one.
         """
-        check_data_class(model, ctx.data_class)
-        return [spec for spec in fallback_chain(model, ctx.registry) if allows(spec, ctx.data_class)]
+        local_only = ctx.registry.local_only_data_classes
+        check_data_class(model, ctx.data_class, local_only)
+        return [spec for spec in fallback_chain(model, ctx.registry) if allows(spec, ctx.data_class, local_only)]
 
     @staticmethod
     def prepare(model: ModelSpec, request: ChatRequest) -> tuple[ChatRequest, dict[str, int]]:

@@ -1,8 +1,15 @@
 """Data-class policy and PII redaction, applied before any provider call.
 
-Data classes: a request may carry one (`RunContext.data_class`, e.g. "sensitive"); it may only go to
-models whose `allowed_data_classes` include it, an empty list meaning public and internal. A request
-without a data class is not restricted.
+Data classes: a request may carry one (`RunContext.data_class`, e.g. "sensitive"; the gateway fills it
+from the request, else the key, else the key's team). A model receives a class when:
+
+  - the class is local-only (PODIUM_LOCAL_ONLY_DATA_CLASSES, default "sensitive,restricted", carried by the
+    registry snapshot): the model lists it in `allowed_data_classes`, or its provider is local and the model
+    lists no classes at all (an explicit list is the admin's word, also on a local model);
+  - any other class: the model lists it, an empty list meaning public and internal.
+
+A request without a data class is not restricted. A route alias keeps only the candidates the rule allows;
+with none left it is refused (`RouteRefused`, naming the rule and each candidate's reason).
 
 PII: before a call to a provider not marked local, message text is scanned for IBANs (mod-97
 checked), payment card numbers (13-19 digits, Luhn checked), e-mail addresses and phone numbers
@@ -16,6 +23,7 @@ import re
 from orchestration.engine.types import ModelSpec, ProviderSpec
 
 DEFAULT_DATA_CLASSES = frozenset({"public", "internal"})
+DEFAULT_LOCAL_ONLY = frozenset({"sensitive", "restricted"})
 
 
 class PolicyViolation(Exception):
@@ -23,23 +31,69 @@ class PolicyViolation(Exception):
 
     code = "data_class_not_allowed"
 
-    def __init__(self, model: str, data_class: str, allowed: frozenset[str]):
-        super().__init__(f"The model '{model}' may not receive data of class '{data_class}' "
-                         f"(it allows: {', '.join(sorted(allowed))}).")
+    def __init__(self, model: str, data_class: str, allowed: frozenset[str], *, message: str | None = None):
+        super().__init__(message or f"The model '{model}' may not receive data of class '{data_class}' "
+                         f"({rule_for(data_class, allowed)}).")
         self.model, self.data_class, self.allowed = model, data_class, allowed
+
+
+class RouteRefused(PolicyViolation):
+    """No candidate of a route alias may receive the request's data class."""
+
+    def __init__(self, route: str, data_class: str, reasons: dict[str, str], local_only: bool):
+        rule = (f"Data of class '{data_class}' goes only to local models or models that explicitly allow it"
+                if local_only else f"Data of class '{data_class}' goes only to models that explicitly allow it")
+        why = "; ".join(f"{alias}: {reason}" for alias, reason in reasons.items()) or "it has no enabled candidate"
+        super().__init__(route, data_class, frozenset(), message=f"{rule}; route '{route}' has none: {why}.")
+        self.route = route
+
+
+def rule_for(data_class: str, allowed: frozenset[str]) -> str:
+    return f"it allows: {', '.join(sorted(allowed))}" if allowed else f"class '{data_class}' is local-only"
 
 
 def allowed_data_classes(model: ModelSpec) -> frozenset[str]:
     return frozenset(model.allowed_data_classes) or DEFAULT_DATA_CLASSES
 
 
-def allows(model: ModelSpec, data_class: str | None) -> bool:
-    return data_class is None or data_class in allowed_data_classes(model)
+def allows(model: ModelSpec, data_class: str | None, local_only: frozenset[str] = DEFAULT_LOCAL_ONLY) -> bool:
+    if data_class is None or data_class in model.allowed_data_classes:
+        return True
+    if data_class in local_only:
+        return model.provider.is_local and not model.allowed_data_classes
+    return data_class in allowed_data_classes(model)
 
 
-def check_data_class(model: ModelSpec, data_class: str | None) -> None:
-    if not allows(model, data_class):
-        raise PolicyViolation(model.alias, data_class, allowed_data_classes(model))
+def refusal_reason(model: ModelSpec, data_class: str, local_only: frozenset[str] = DEFAULT_LOCAL_ONLY) -> str:
+    """Why `model` may not receive `data_class` (for error messages; never called when it may)."""
+    where = "local" if model.provider.is_local else "not local"
+    if model.allowed_data_classes:
+        return f"{where}, allows only {', '.join(sorted(model.allowed_data_classes))}"
+    if data_class in local_only:
+        return f"{where}, allows no '{data_class}' explicitly"
+    return f"{where}, allows public and internal"
+
+
+def check_data_class(model: ModelSpec, data_class: str | None,
+                     local_only: frozenset[str] = DEFAULT_LOCAL_ONLY) -> None:
+    if not allows(model, data_class, local_only):
+        message = (f"Data of class '{data_class}' goes only to "
+                   + ("local models or models that explicitly allow it" if data_class in local_only
+                      else "models that explicitly allow it")
+                   + f"; the model '{model.alias}' may not receive it ({refusal_reason(model, data_class, local_only)}).")
+        raise PolicyViolation(model.alias, data_class, allowed_data_classes(model), message=message)
+
+
+def filter_candidates(route: str, candidates: list[ModelSpec], data_class: str | None,
+                      local_only: frozenset[str] = DEFAULT_LOCAL_ONLY) -> list[ModelSpec]:
+    """The route's candidates that may receive the data class, in order; RouteRefused when none may."""
+    if data_class is None:
+        return candidates
+    kept = [model for model in candidates if allows(model, data_class, local_only)]
+    if not kept:
+        raise RouteRefused(route, data_class, {m.alias: refusal_reason(m, data_class, local_only) for m in candidates},
+                           data_class in local_only)
+    return kept
 
 
 # --- PII ------------------------------------------------------------------------------------------
@@ -136,6 +190,17 @@ def redact_messages(messages: list[dict]) -> tuple[list[dict], dict[str, int]]:
             message = {**message, "content": parts}
         redacted.append(message)
     return (redacted, counts) if counts else (messages, counts)
+
+
+def redact_json(value, counts: dict[str, int]):
+    """Any JSON value with PII redacted in every string it holds (what Podium stores of a redacted prompt)."""
+    if isinstance(value, str):
+        return redact_text(value, counts)
+    if isinstance(value, list):
+        return [redact_json(item, counts) for item in value]
+    if isinstance(value, dict):
+        return {name: redact_json(item, counts) for name, item in value.items()}
+    return value
 
 
 def needs_redaction(provider: ProviderSpec) -> bool:

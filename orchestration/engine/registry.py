@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from orchestration.engine.policy import DEFAULT_LOCAL_ONLY
 from orchestration.engine.types import ModelSpec
 
 
@@ -19,6 +20,8 @@ class Registry:
     models: dict[str, ModelSpec] = field(default_factory=dict)  # enabled models by alias
     routes: dict[str, RouteSpec] = field(default_factory=dict)
     version: str = ""
+    # data classes that go only to local models or models that list them (PODIUM_LOCAL_ONLY_DATA_CLASSES)
+    local_only_data_classes: frozenset[str] = DEFAULT_LOCAL_ONLY
 
     def model(self, alias: str) -> ModelSpec:
         try:

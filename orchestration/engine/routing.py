@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from orchestration.engine import bandit
+from orchestration.engine.policy import allows, filter_candidates
 from orchestration.engine.registry import Registry, RouteSpec, UnknownModel
 from orchestration.engine.replies import parse_json_object, parse_score
 from orchestration.engine.route_choice import RouteChoice, RouteRequest, blended_price, classify_by_rules
@@ -168,16 +169,32 @@ async def choose(strategy: str, candidates: list[ModelSpec], request: RouteReque
 
 
 async def resolve_route(route: RouteSpec, registry: Registry, *, text: str, stats: Mapping | None = None,
-                        classify=None) -> tuple[ModelSpec, dict]:
+                        classify=None, data_class: str | None = None) -> tuple[ModelSpec, dict]:
     """The model a route alias picks, with the route's other candidates as its fallbacks, and attributes
-    for the step (strategy, chosen, reason, scores, fallback order)."""
-    candidates = [registry.models[alias] for alias in route.candidates if alias in registry.models]
-    request = RouteRequest(text=text, options=dict(route.options), stats=stats or {}, models=registry.models,
-                           classify=classify)
+    for the step (strategy, chosen, reason, scores, fallback order).
+
+    With a `data_class`, only the candidates the policy lets receive it take part (engine/policy.py): sensitive
+    work goes to a local candidate when the route has one; RouteRefused when it has none."""
+    local_only = registry.local_only_data_classes
+    enabled = [registry.models[alias] for alias in route.candidates if alias in registry.models]
+    candidates = filter_candidates(route.name, enabled, data_class, local_only) if enabled else enabled
+    allowed = {m.alias for m in candidates}
+    # A strategy naming models beyond the candidates (the classifier's categories) sees only allowed ones.
+    models = registry.models if data_class is None else {
+        alias: spec for alias, spec in registry.models.items() if allows(spec, data_class, local_only)}
+    options = dict(route.options)
+    if data_class is not None and options.get("general") and options["general"] not in models:
+        options["general"] = candidates[0].alias if candidates else None
+    if data_class is not None and options.get("classifier_model") and options["classifier_model"] not in models:
+        options.pop("classifier_model")  # the text may not go to that classifier: its keyword rules decide
+    request = RouteRequest(text=text, options=options, stats=stats or {}, models=models, classify=classify)
     choice = await choose(route.strategy, candidates, request)
     model = registry.model(choice.model)
-    fallbacks = tuple(alias for alias in route.candidates if alias != model.alias and alias in registry.models)
+    fallbacks = tuple(alias for alias in route.candidates
+                      if alias != model.alias and alias in registry.models and (data_class is None or alias in allowed))
     attributes = {"route": route.name, "strategy": route.strategy, **choice.attributes(),
                   "fallback_order": list(fallbacks)}
+    if data_class is not None and len(candidates) < len(enabled):
+        attributes["data_class_excluded"] = [m.alias for m in enabled if m.alias not in allowed]
     # The route's own order is the fallback chain for this call.
     return replace(model, fallbacks=fallbacks or model.fallbacks), attributes

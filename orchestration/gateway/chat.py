@@ -11,6 +11,7 @@ from orchestration.access.apikeys import KeyInfo
 from orchestration.calibration.store import current_calibrations
 from orchestration.engine.events import Event, StepFinished, now_ms, with_team
 from orchestration.engine.executor import NodeResult, RunContext, StepFailed
+from orchestration.engine.policy import PolicyViolation
 from orchestration.engine.registry import Registry
 from orchestration.engine.routing import resolve_route
 from orchestration.engine.types import ChatRequest, ModelSpec
@@ -104,7 +105,8 @@ async def chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict]
                 input={"messages": messages}, output=result.output if result else "",
                 confidence=result.confidence if result else None, tokens_in=result.tokens_in if result else 0,
                 tokens_out=result.tokens_out if result else 0, spent_usd=ctx.spent_usd, latency_ms=latency_ms,
-                error=error, metadata=metadata or {}, started_ms=started_ms, steps=sink.finished)
+                error=error, metadata=metadata or {}, started_ms=started_ms, steps=sink.finished,
+                registry=ctx.registry)
     if result is None:
         raise failed_call_error(error=error, refused=refused, run_id=run_id)
     return ChatOutcome(run_id=run_id, created=int(started_ms / 1000), model=model_name, result=result)
@@ -119,7 +121,10 @@ async def resolve_chat_route(ctx: RunContext, route_name: str, messages: list[di
 
     try:
         return await resolve_route(ctx.registry.routes[route_name], ctx.registry, text=input_text({"messages": messages}),
-                                   stats=await sync_to_async(routing_stats)(), classify=classify)
+                                   stats=await sync_to_async(routing_stats)(), classify=classify,
+                                   data_class=ctx.data_class)
+    except PolicyViolation as exc:  # no candidate may receive the data class: refused, the rule named (403)
+        raise GatewayError(str(exc), code=exc.code, type="permission_error", param="podium.data_class") from None
     except (LookupError, StepFailed) as exc:
         raise GatewayError(f"The route '{route_name}' has no model to send this request to: {exc}",
                            code="route_unavailable", type="api_error") from None

@@ -50,7 +50,7 @@ async def create_embeddings(*, key: KeyInfo, model_name: str, params: dict, meta
                 input={"input": text if isinstance(text, str) else f"{len(text)} inputs"},
                 output=result.output if result else "", confidence=None, tokens_in=result.tokens_in if result else 0,
                 tokens_out=0, spent_usd=ctx.spent_usd, latency_ms=latency_ms, error=error, metadata=metadata or {},
-                started_ms=started_ms, steps=sink.finished)
+                started_ms=started_ms, steps=sink.finished, registry=registry)
     if result is None:
         raise failed_call_error(error=error, refused=refused, run_id=run_id)
     # The answer's `model` is the alias asked for: a fallback serves the same upstream model (engine/embeddings.py).

@@ -16,7 +16,7 @@ from orchestration.errors import GatewayError
 from orchestration.gateway.writer import writer
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
-from orchestration.recording import Row, money, ms_to_datetime, step_row
+from orchestration.recording import Row, money, ms_to_datetime, step_row, steps_all_local, stored_input
 
 
 def publish_call_started(*, run_id: str, started_ms: float, model_name: str, kind: str, key: KeyInfo) -> None:
@@ -26,9 +26,14 @@ def publish_call_started(*, run_id: str, started_ms: float, model_name: str, kin
 
 def record_call(*, run_id: str, kind: str, model_name: str, key: KeyInfo, status: str, input: dict, output: str,
                 confidence: float | None, tokens_in: int, tokens_out: int, spent_usd: float, latency_ms: float,
-                error: str, metadata: dict, started_ms: float, steps: list[dict]) -> None:
+                error: str, metadata: dict, started_ms: float, steps: list[dict], registry=None) -> None:
     """Hand a finished call's run and its finished steps (`step.finished` events) to the batched writer, then
-    publish where the run ended."""
+    publish where the run ended. The input is stored redacted when the policy redacted what went upstream
+    (recording.stored_input; metadata `input_redacted` has the counts per kind). Without the call's `registry`
+    nothing says its models were local: the input is stored redacted."""
+    input, redacted = stored_input(input, all_local=registry is not None and steps_all_local(steps, registry))
+    if redacted:
+        metadata = {**metadata, "input_redacted": redacted}
     finished_ms = now_ms()
     started_at = ms_to_datetime(started_ms)
     run = Row(Run, id=run_id, kind=kind, target=model_name, api_key_id=key.id, team_id=key.team_id, status=status, input=input,

@@ -63,7 +63,7 @@ class ChatStream:
                     input={"messages": self.messages}, output=output, confidence=result.confidence if result else None,
                     tokens_in=tokens_in, tokens_out=tokens_out, spent_usd=ctx.spent_usd, latency_ms=latency_ms,
                     error=error, metadata={**self.metadata, "stream": True}, started_ms=self.started_ms,
-                    steps=finished)
+                    steps=finished, registry=ctx.registry)
 
 
 async def stream_chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict], params: dict,

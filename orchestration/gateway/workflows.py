@@ -28,6 +28,13 @@ WORKFLOW_STATUS_CODES = {  # how a workflow run that did not succeed answers /v1
 }
 
 
+def data_class_metadata(data_class: str | None, key: KeyInfo) -> dict:
+    """The run's `data_class` metadata (what the run's steps are held to): the request's, else the key's or
+    its team's default (the /v1 handler already resolves it; callers without a request class get the key's)."""
+    resolved = data_class or key.default_data_class
+    return {"data_class": resolved} if resolved else {}
+
+
 async def run_workflow_sync(*, key: KeyInfo, model_name: str, messages: list[dict], params: dict,
                             metadata: dict | None = None, stream: bool = False, data_class: str | None = None,
                             idempotency_key: str | None = None) -> ChatOutcome:
@@ -40,7 +47,7 @@ async def run_workflow_sync(*, key: KeyInfo, model_name: str, messages: list[dic
     if stream:  # a streamed workflow is `stream_workflow`'s
         raise GatewayError("run_workflow_sync does not stream; use stream_workflow.",
                            code="unsupported_parameter", param="stream")
-    meta = {**(metadata or {}), **({"data_class": data_class} if data_class else {})}
+    meta = {**(metadata or {}), **data_class_metadata(data_class, key)}
     run, replayed = await _workflow_run(key, model_name, messages, meta, idempotency_key)
     run_id = str(run.pk)
     if replayed:
@@ -144,7 +151,7 @@ async def stream_workflow(*, key: KeyInfo, model_name: str, messages: list[dict]
     """`model: "workflow/<slug>"` with stream=true: the run is created now (an unknown workflow is a plain
     404) and executes while the caller reads its final call's deltas (see WorkflowStream). A retry under the
     first attempt's Idempotency-Key gets that run's answer, streamed whole once it stopped."""
-    meta = {**(metadata or {}), **({"data_class": data_class} if data_class else {}), "stream": True}
+    meta = {**(metadata or {}), **data_class_metadata(data_class, key), "stream": True}
     run, replayed = await _workflow_run(key, model_name, messages, meta, idempotency_key)
     stream_class = ReplayedWorkflowStream if replayed else WorkflowStream
     return stream_class(run_id=str(run.pk), model_name=model_name, created=int(run.created_at.timestamp()))

@@ -29,6 +29,7 @@ from orchestration.learning import routing_stats as learned_routing_stats
 from orchestration.models import Run, Step
 from orchestration.models.runs import FINAL_RUN_STATUSES, RunStatus, StepStatus
 from orchestration.providers.pool import close_clients
+from orchestration.recording import stored_input, workflow_steps_all_local
 from orchestration.registry import cached_registry, get_registry
 from orchestration.response_cache import cache_scope
 from orchestration.reviews.actions import open_review
@@ -209,6 +210,11 @@ def finish_run(run_id: str, *, status: str, result: NodeResult | None, error: st
         if result is not None:
             run.output, run.confidence = result.output, result.confidence
         if status in FINAL_RUN_STATUSES:
+            # The input stays as written while later steps may need it; once ended it is stored as the policy
+            # redacted it for the upstream (in clear only when every call went to a local provider).
+            run.input, redacted = stored_input(run.input, all_local=workflow_steps_all_local(run_id))
+            if redacted:
+                run.metadata = {**(run.metadata or {}), "input_redacted": redacted}
             run.finished_at = now
             run.latency_ms = (now - (run.started_at or run.created_at)).total_seconds() * 1000
             # Steps cut off by the deadline, the budget or a cancel never finished.

@@ -171,8 +171,12 @@ class Execution:
         route = registry.routes.get(target)
         if route is None:
             raise StepFailed(f"unknown model or route alias '{target}'")
-        return await resolve_route(route, registry, text=text, stats=self.ctx.meta.get("model_stats") or {},
-                                   classify=self.classifier(key=key, node_id=node_id, parent_id=parent_id))
+        try:
+            return await resolve_route(route, registry, text=text, stats=self.ctx.meta.get("model_stats") or {},
+                                       classify=self.classifier(key=key, node_id=node_id, parent_id=parent_id),
+                                       data_class=self.ctx.data_class)
+        except PolicyViolation as exc:  # no candidate may receive the run's data class: the step fails, saying so
+            raise StepFailed(str(exc)) from exc
 
     def classifier(self, *, key: str, node_id: str, parent_id: str | None):
         async def classify(alias: str, prompt: str) -> NodeResult:

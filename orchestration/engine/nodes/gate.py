@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from orchestration.engine.confidence import describe
 from orchestration.engine.executor import AwaitingReview, NodeResult, StepFailed
+from orchestration.engine.policy import needs_redaction, redact_json
 from orchestration.engine.nodes.execution import Execution, Scope, messages_for, total
 
 HUMAN_CONFIDENCE = 1.0  # a person approved or wrote the output
@@ -103,9 +104,13 @@ async def run_gate(ex: Execution, node: dict, scope: Scope) -> NodeResult:
                 span.attributes["passed"] = why
                 span.result = total(result.output, result.confidence, parts, model=result.model, measured=result)
                 return span.result
+            shown = {"prompt": scope.render(node["prompt"]), "input": scope.input}
+            if not all(ex.ctx.registry.models.get(c["model"]) is not None
+                       and not needs_redaction(ex.ctx.registry.models[c["model"]].provider) for c in candidates):
+                shown = redact_json(shown, {})  # the review keeps the prompt as the (non-local) models saw it
             raise AwaitingReview(
                 gate_key, node_id, "low_confidence", candidates,
-                {"prompt": scope.render(node["prompt"]), "input": scope.input, "node_id": node_id,
+                {**shown, "node_id": node_id,
                  "threshold": node.get("threshold"), "max_error_rate": node.get("max_error_rate"),
                  "confidence": result.confidence, "why": why, **measurement_fields(result),
                  "metadata": ex.ctx.meta.get("run_metadata") or {}},
