@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 from decimal import Decimal
 
 import orjson
+from asgiref.sync import sync_to_async
 from django.db import connection, transaction
 from django.db.models import Q, Sum
 
@@ -37,7 +38,7 @@ from orchestration.engine.executor import BudgetExceeded
 from orchestration.engine.resilience import fallback_chain
 from orchestration.ids import new_id
 from orchestration.instruments import RATE_LIMITED
-from orchestration.models import APIKey, BudgetReservation, Run
+from orchestration.models import APIKey, BudgetReservation, Run, Team
 
 logger = logging.getLogger(__name__)
 UNIT = Decimal("0.00000001")  # the records' money unit (8 decimals): Redis counts whole units, exactly
@@ -481,8 +482,6 @@ def _reserve_db(hold: Hold, budgets: list[Budget], token_limits: list, now: floa
     moment = datetime.fromtimestamp(now, dt_timezone.utc)
     with _db_lock, transaction.atomic():
         if connection.vendor != "sqlite":  # SQLite's transactions are IMMEDIATE: the write lock is already ours
-            from orchestration.models import Team
-
             if payer.team_id:  # the team first, then the key: one order, no deadlock
                 list(Team.objects.select_for_update().filter(pk=payer.team_id).values_list("pk", flat=True))
             list(APIKey.objects.select_for_update().filter(pk=payer.key_id).values_list("pk", flat=True))
@@ -531,8 +530,6 @@ async def holding(key, registry, model_name: str, messages: list, params: dict, 
         yield None
         return
     amount, tokens = call_bound(models, messages, params, output=output)
-    from asgiref.sync import sync_to_async
-
     hold = await sync_to_async(reserve)(payer, amount, tokens)
     token = _current.set(hold)
     try:
@@ -582,8 +579,6 @@ class RunBudgets:
     async def reserve(self, model, request, step_id: str) -> None:
         """Before a step's model call: hold its bound, or stop the run with budget_exceeded."""
         amount, tokens = call_bound([model], request.messages, request.params)
-        from asgiref.sync import sync_to_async
-
         try:
             hold = await sync_to_async(reserve)(self.payer, amount, tokens, hold_id=step_id)
         except LimitExceeded as exc:

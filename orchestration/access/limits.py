@@ -7,7 +7,7 @@ a Redis blip degrades limits to per-process, it never fails a request.
 
 Windows are fixed minutes (`floor(now / 60)`); a refusal says how long until the window ends.
 USD budgets and tokens per minute are reserved before each model call and settled after it
-(orchestration/access/budgets.py); `admit(spending=True)` refuses a key whose budget is used up.
+(orchestration/access/budgets.py).
 """
 from __future__ import annotations
 
@@ -124,8 +124,7 @@ def _fallback(exc: Exception) -> None:
 def admit(key, *, spending: bool = True) -> None:
     """Count one request for `key` (APIKey or KeyInfo), or raise LimitExceeded (429). Sync; may read the DB.
 
-    `spending=False` (reading runs, listing models) counts against requests/min only: a key over its
-    budget may still read what it already paid for."""
+    `spending` is kept for callers: budgets are budgets.py's (`check_open` refuses a used-up one)."""
     limits = KeyLimits.of(key)
     if not limits.unlimited:
         now = time.time()
@@ -140,10 +139,6 @@ def admit(key, *, spending: bool = True) -> None:
             code, retry_after = local.admit(limits, now)
         if code:
             raise _refusal(float(retry_after), limits)
-    if spending:
-        from orchestration.access import budgets
-
-        budgets.check_open(key)
 
 
 def _admit_redis(client, limits: KeyLimits, now: float) -> tuple[int, int]:
