@@ -115,6 +115,16 @@ def test_each_call_settles_to_its_recorded_cost_and_its_tokens(podium_server, up
     assert spent_by(api_key=key) == 3 * CALL_COST
 
 
+def test_a_finished_call_holds_its_actual_cost_not_its_bound_until_it_is_committed(podium_server, upstream_model):
+    key, raw = APIKey.issue("shrinks", budget_usd="1")
+    assert concurrently(podium_server, [raw], 1)[0].status_code == 200
+    hold = BudgetReservation.objects.get(api_key=key)  # answered: committed by now, or not yet (0.25 s flushes)
+    assert hold.amount_usd == (0 if hold.settled else CALL_COST)
+    writer.flush()
+    hold.refresh_from_db()
+    assert hold.settled and hold.amount_usd == 0
+
+
 def test_twenty_concurrent_workflow_runs_stop_at_the_budget(podium_server, upstream_model, fake_upstream):
     save_workflow(slug="budgeted", spec={"root": {"type": "call", "model": "fake-gpt", "params": {"max_tokens": 4}}})
     key, raw = APIKey.issue("runs", budget_usd=BUDGET)

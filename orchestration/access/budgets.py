@@ -243,6 +243,7 @@ class Hold:
     token_counters: list[str]
     backend: str  # "redis" or "db"
     bound_to: str | None = None  # the run (or step) whose committed record settles it
+    actual_units: int | None = None  # the call's cost as recorded, known before it is committed
     released: bool = field(default=False)
 
 
@@ -335,6 +336,25 @@ def release(hold: Hold, cost_usd=0, tokens: int | None = None) -> None:
         logger.exception("releasing budget hold %s failed (it expires on its own)", hold.id)
 
 
+def shrink(hold: Hold) -> None:
+    """The call finished and its cost is known, but its record is not committed yet: hold that cost instead of the
+    bound, so the budget is not kept from the next calls for a flush interval. Never raises."""
+    units = hold.actual_units
+    if hold.released or units is None or units >= hold.units:
+        return
+    try:
+        if hold.backend == "redis":
+            client = _redis()
+            try:
+                client.eval(SHRINK_SCRIPT, 2, *_redis_keys(hold.payer), hold.id, units, _prefix(hold.payer))
+            except Exception as exc:  # Redis away: the bound stays held, which is only cautious
+                _fallback(exc)
+            return
+        BudgetReservation.objects.filter(pk=hold.id, settled=False).update(amount_usd=Decimal(units) * UNIT)
+    except Exception:
+        logger.exception("shrinking budget hold %s failed (it stays at its bound)", hold.id)
+
+
 # --- Redis -------------------------------------------------------------------------------------------------------
 
 # KEYS: reservations hash, expiry zset. ARGV: now, id, expires at, units, tokens, prefix, n budgets,
@@ -422,6 +442,19 @@ for k = 1, m do
   i = i + 1
   if correction ~= 0 and redis.call('EXISTS', p .. counter) == 1 then redis.call('INCRBY', p .. counter, correction) end
 end
+return 1
+"""
+# KEYS: reservations hash, expiry zset. ARGV: id, the call's actual cost in units, prefix. A finished call's hold
+# shrinks to its actual cost until its record is committed (then RELEASE_SCRIPT drops it).
+SHRINK_SCRIPT = """
+local data = redis.call('HGET', KEYS[1], ARGV[1])
+if not data then return 0 end
+local r = cjson.decode(data)
+local actual = tonumber(ARGV[2])
+if actual >= r.a then return 0 end
+for _, s in ipairs(r.s) do redis.call('DECRBY', ARGV[3] .. s .. ':held', r.a - actual) end
+r.a = actual
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(r))
 return 1
 """
 # KEYS: spent, epoch. ARGV: units read from the database, the epoch seen before reading, ttl.
@@ -538,6 +571,8 @@ async def holding(key, registry, model_name: str, messages: list, params: dict, 
         _current.reset(token)
         if hold.bound_to is None:  # no record will settle it (the call never ran, or failed unrecorded)
             await sync_to_async(release)(hold, 0, 0)
+        elif hold.actual_units is not None and hold.actual_units < hold.units and not hold.released:
+            await sync_to_async(shrink)(hold)  # before the client has its answer and sends the next call
 
 
 def bind_run(run) -> None:
@@ -545,6 +580,10 @@ def bind_run(run) -> None:
     hold = _current.get()
     if hold is not None and hold.bound_to is None:
         hold.bound_to = str(run.id)
+        try:
+            hold.actual_units = max(0, to_units(run.cost_usd or 0, up=True))
+        except Exception:  # not a sound amount: the bound stays held until the writer settles it
+            hold.actual_units = None
         with _holds_lock:
             _holds[hold.bound_to] = hold
 
