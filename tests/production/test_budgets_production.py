@@ -17,6 +17,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from orchestration.access import budgets
 from podium.fake_upstream import FakeUpstream
 from tests.conftest import wait_for
 from tests.production.stack import Stack, require_services
@@ -28,6 +29,8 @@ RESERVATION_TTL_S = 4  # a killed process's holds are released this long after t
 CALL_COST = Decimal("0.000018")
 BUDGET = Decimal("0.0001")
 HELLO = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
+# A team's tokens per minute: three calls' bounds (each call's actual tokens are 3: 1 prompt + 2 answer).
+TPM = 3 * (budgets.prompt_token_bound(HELLO["messages"]) + 4)
 SEED = """
 import json
 from orchestration.models import APIKey, LLMModel, Provider, Team
@@ -43,6 +46,9 @@ keys = {name: APIKey.issue(name, team=team if name.startswith("team") else None,
                            budget_usd=None if name.startswith("team") else BUDGET)
         for name in ("key", "team1", "team2", "runs", "crash", "big")}
 APIKey.objects.filter(pk=keys["big"][0].pk).update(budget_usd="0.0010")
+busy = Team.objects.create(slug="busy", name="Busy", tokens_per_minute=TPM)
+for name in ("busy1", "busy2"):
+    keys[name] = APIKey.issue(name, team=busy)
 bump_version()
 print(json.dumps({name: {"id": key.id, "raw": raw} for name, (key, raw) in keys.items()}))
 """
@@ -62,7 +68,8 @@ def stack(upstream):
     try:
         stack.base_env["PODIUM_BUDGET_RESERVATION_TTL_S"] = str(RESERVATION_TTL_S)
         stack.prepare()
-        code = SEED.replace("BASE_URL", repr(upstream.base_url)).replace("BUDGET", repr(str(BUDGET)))
+        code = (SEED.replace("BASE_URL", repr(upstream.base_url)).replace("BUDGET", repr(str(BUDGET)))
+                .replace("TPM", str(TPM)))
         stack.keys = json.loads(stack.manage("shell", "-c", code).strip().splitlines()[-1])
         stack.start_web(2)
         yield stack
@@ -208,3 +215,18 @@ def test_the_holds_of_a_killed_process_are_released_at_their_expiry(stack, upstr
     assert answer.json()["choices"][0]["message"]["content"] == "echo: hello"
     # That call's own hold, settled when its run is committed, is the last: nothing of the dead process is left.
     wait_for(lambda: stack.redis.client.zcard(f"podium:budget:{{k{key_id(stack, 'crash')}}}:exp") == 0, timeout=10)
+
+
+def test_a_team_tokens_per_minute_hold_across_its_keys_and_both_processes(stack, upstream):
+    if time.time() % 60 > 50:  # one minute's window for the whole test
+        time.sleep(61 - time.time() % 60)
+    before = upstream.model_counts["fake-gpt-1"]
+    answers = calls(stack, [raw(stack, "busy1"), raw(stack, "busy2")], 40)
+    succeeded = sum(answer.status_code == 200 for answer in answers)
+    print(f"\nteam tokens per minute {TPM}: {succeeded} of 40 calls succeeded")
+    assert 1 <= succeeded and succeeded * 3 <= TPM
+    for answer in answers:
+        if answer.status_code != 200:
+            assert answer.status_code == 429 and answer.json()["error"]["type"] == "tokens", answer.text
+            assert "the team 'busy's" in answer.json()["error"]["message"] and "retry-after" in answer.headers
+    assert upstream.model_counts["fake-gpt-1"] - before == succeeded
