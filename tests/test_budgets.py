@@ -16,7 +16,8 @@ from orchestration.access import budgets
 from orchestration.engine.registry import Registry, RouteSpec
 from orchestration.engine.types import ModelSpec, ProviderSpec
 from orchestration.gateway.writer import writer
-from orchestration.models import APIKey, BudgetReservation, Run, Team
+from orchestration.models import APIKey, BudgetReservation, LLMModel, Run, Team
+from orchestration.registry import bump_version
 from orchestration.runner.inprocess import runner
 from orchestration.workflows import save_workflow
 from tests.conftest import wait_for
@@ -184,3 +185,33 @@ def test_the_bound_covers_the_prompt_bytes_the_output_limit_and_the_dearest_cand
     assert usd == pytest.approx(dear.cost_usd(prompt, 500))
     usd, _ = budgets.call_bound([dear], messages, {"max_tokens": 7, "n": 3})
     assert usd == pytest.approx(dear.cost_usd(prompt, 21))
+
+
+def test_a_streamed_call_holds_its_bound_and_settles_to_its_cost(podium_server, upstream_model, fake_upstream):
+    key, raw = APIKey.issue("streams", budget_usd=BUDGET)
+    with httpx.stream("POST", f"{podium_server.url}/v1/chat/completions", json={"model": "fake-gpt", "stream": True,
+                                                                                **HELLO},
+                      headers={"authorization": f"Bearer {raw}"}, timeout=30) as answer:
+        assert answer.status_code == 200
+        assert "data: [DONE]" in answer.read().decode()
+    writer.flush()
+    hold = BudgetReservation.objects.get(api_key=key)
+    assert hold.settled and hold.amount_usd == 0
+    run = Run.objects.get(api_key=key)
+    assert 0 < run.cost_usd <= Decimal(BUDGET) and hold.tokens == run.tokens_in + run.tokens_out
+
+
+def test_embeddings_reserve_their_input_before_the_upstream_sees_it(podium_server, upstream_model, fake_upstream):
+    LLMModel.objects.create(provider=upstream_model.provider, alias="embed", upstream_name="text-embed-1",
+                            price_in_per_m="10.0")
+    bump_version()
+    _, raw = APIKey.issue("embeds", budget_usd="0.0010")
+    headers = {"authorization": f"Bearer {raw}"}
+    small = httpx.post(f"{podium_server.url}/v1/embeddings", json={"model": "embed", "input": "hello"},
+                       headers=headers, timeout=30)
+    assert small.status_code == 200, small.text
+    big = httpx.post(f"{podium_server.url}/v1/embeddings", json={"model": "embed", "input": ["lorem ipsum " * 1000] * 10},
+                     headers=headers, timeout=30)  # 120 KB at $10 per million tokens: up to $0.0012
+    assert big.status_code == 429 and big.json()["error"]["code"] == "insufficient_quota"
+    assert [request["body"]["input"] for request in fake_upstream.requests
+            if request.get("path") == "/v1/embeddings"] == ["hello"]  # the big one never reached it

@@ -105,7 +105,7 @@ async def chat_completions(scope, receive, send) -> None:
         await send_json(send, 202 if outcome.pending else 200, body, [(b"x-podium-run-id", outcome.run_id.encode())])
         return
     # The call's upper bound is held against the key's and team's budgets before the upstream sees anything.
-    async with budgets.holding(key, await current_registry(), model, messages, params):
+    async with budgets.holding(key, model, messages, params):
         if data.get("stream"):
             # Streams are never served from the response cache: of the podium options only data_class applies.
             stream = await stream_chat_completion(key=key, model_name=model, messages=messages, params=params,
@@ -229,9 +229,8 @@ async def embeddings(scope, receive, send) -> None:
     data = parse_json(await read_body(receive, settings.PODIUM["MAX_BODY_BYTES"]))
     model, params, metadata = validate_embeddings_request(data)
     inputs = params.get("input")
-    async with budgets.holding(key, await current_registry(), model,
-                               [{"content": text} for text in (inputs if isinstance(inputs, list) else [inputs])],
-                               {}, output=False):
+    async with budgets.holding(key, model, [{"content": text} for text in
+                                            (inputs if isinstance(inputs, list) else [inputs])], {}, output=False):
         outcome = await create_embeddings(key=key, model_name=model, params=params, metadata=metadata,
                                           data_class=podium_options(data).get("data_class"))
     await send_json(send, 200, orjson.dumps(outcome.data), [(b"x-podium-run-id", outcome.run_id.encode())])

@@ -39,6 +39,7 @@ from orchestration.engine.resilience import fallback_chain
 from orchestration.ids import new_id
 from orchestration.instruments import RATE_LIMITED
 from orchestration.models import APIKey, BudgetReservation, Run, Team
+from orchestration.registry import cached_registry, get_registry
 
 logger = logging.getLogger(__name__)
 UNIT = Decimal("0.00000001")  # the records' money unit (8 decimals): Redis counts whole units, exactly
@@ -97,6 +98,12 @@ class Payer:
     def of(cls, key) -> "Payer | None":
         """From a KeyInfo; None when neither the key nor its team has a budget or a tokens/min limit."""
         team = getattr(key, "team", None)
+        if (key.budget_usd is None and key.tokens_per_minute is None
+                and getattr(key, "budget_usd_per_day", None) is None
+                and getattr(key, "budget_usd_per_month", None) is None
+                and (team is None or (team.budget_usd_per_day is None and team.budget_usd_per_month is None
+                                      and team.tokens_per_minute is None))):
+            return None  # the hot path of a key without budgets: nothing built, nothing called
         payer = cls(key_id=key.id, team_id=team.id if team else None, team_slug=team.slug if team else "",
                     key_budget_usd=key.budget_usd, key_per_day=getattr(key, "budget_usd_per_day", None),
                     key_per_month=getattr(key, "budget_usd_per_month", None),
@@ -553,12 +560,14 @@ def check_open(key) -> None:
 
 
 @asynccontextmanager
-async def holding(key, registry, model_name: str, messages: list, params: dict, *, output: bool = True):
+async def holding(key, model_name: str, messages: list, params: dict, *, output: bool = True):
     """Around a /v1 call: hold its upper bound first (a refusal is a 429 before the upstream sees anything); the
     batched writer settles the hold when it commits the call's run (`bind_run`, `settle_runs`). Free for a key
     and team without budgets."""
     payer = Payer.of(key)
-    models = candidates(registry, model_name) if payer is not None else ()
+    models = ()
+    if payer is not None:
+        models = candidates(cached_registry() or await sync_to_async(get_registry)(), model_name)
     if not models:  # no budget, or an unknown model (a 404 follows, no call)
         yield None
         return

@@ -167,7 +167,11 @@ class Engine:
                 skipped.append(candidate.alias)
                 continue
             if ctx.budgets is not None:  # raises BudgetExceeded before the upstream sees anything
-                await ctx.budgets.reserve(candidate, sent, step.step["step_id"])
+                try:
+                    await ctx.budgets.reserve(candidate, sent, step.step["step_id"])
+                except BaseException:
+                    breaker.release(admission, failed=None, sink=ctx.sink)  # no call: no verdict on the model
+                    raise
             step.start(sent.messages)
             adapter = self._adapters(candidate.provider.kind)
             try:
