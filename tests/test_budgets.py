@@ -73,7 +73,7 @@ def test_fifty_concurrent_calls_never_spend_past_the_key_budget(podium_server, u
     answers += until_refused(podium_server, [raw])
     succeeded = [answer for answer in answers if answer.status_code == 200]
     assert 1 <= len(succeeded) <= 5
-    assert_refusals_are_insufficient_quota(answers, "this API key's budget")
+    assert_refusals_are_insufficient_quota(answers, "this API key's lifetime budget")
     assert answers[-1].status_code == 429  # the budget ran out: the calls were refused by it, not by luck
     assert spent_by(api_key=key) == len(succeeded) * CALL_COST <= Decimal(BUDGET)
     key.refresh_from_db()
@@ -101,7 +101,7 @@ def test_a_40_kb_prompt_on_a_tiny_budget_is_refused_before_the_upstream_sees_it(
     answer = concurrently(podium_server, [raw], 1, body=big)[0]
     assert answer.status_code == 429
     error = answer.json()["error"]
-    assert error["code"] == "insufficient_quota" and "this API key's budget of $0.001" in error["message"]
+    assert error["code"] == "insufficient_quota" and "this API key's lifetime budget of $0.001" in error["message"]
     assert fake_upstream.model_counts["fake-gpt-1"] == 0
     assert spent_by(api_key=key) == 0 and not BudgetReservation.objects.filter(amount_usd__gt=0).exists()
 

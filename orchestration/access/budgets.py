@@ -150,7 +150,7 @@ class Payer:
         team = f"the team '{self.team_slug}'s"
         found = []
         for value, scope, label, owner, since in (
-                (self.key_budget_usd, f"k{self.key_id}:life", "this API key's budget", "key", None),
+                (self.key_budget_usd, f"k{self.key_id}:life", "this API key's lifetime budget", "key", None),
                 (self.key_per_day, f"k{self.key_id}:d{day:%Y%m%d}", "this API key's daily budget", "key", day),
                 (self.key_per_month, f"k{self.key_id}:m{month:%Y%m}", "this API key's monthly budget", "key", month),
                 (self.team_per_day, f"t{self.team_id}:d{day:%Y%m%d}", f"{team} daily budget", "team", day),

@@ -134,7 +134,7 @@ def test_fifty_concurrent_calls_on_two_processes_spend_at_most_the_key_budget(st
     succeeded = sum(answer.status_code == 200 for answer in answers)
     print(f"\nkey budget: {succeeded} of {len(answers)} calls succeeded")
     assert 1 <= succeeded <= 5 and answers[-1].status_code == 429
-    assert_refused_by(answers, "this API key's budget")
+    assert_refused_by(answers, "this API key's lifetime budget")
     spent = recorded_spend(stack, "api_key_id", key_id(stack, "key"), succeeded)
     assert spent == succeeded * CALL_COST <= BUDGET
     assert Decimal(stack.db.value("SELECT spent_usd FROM orchestration_apikey WHERE id = %s",
@@ -161,7 +161,7 @@ def test_a_40_kb_prompt_on_a_tiny_budget_never_reaches_the_upstream(stack, upstr
     big = {"messages": [{"role": "user", "content": "lorem ipsum " * 3400}], "max_tokens": 10}
     answer = calls(stack, [raw(stack, "big")], 1, body=big)[0]
     assert answer.status_code == 429
-    assert "this API key's budget of $0.001" in answer.json()["error"]["message"]
+    assert "this API key's lifetime budget of $0.001" in answer.json()["error"]["message"]
     assert sum(upstream.model_counts.values()) == before
     assert recorded_spend(stack, "api_key_id", key_id(stack, "big"), 0) == 0
 
