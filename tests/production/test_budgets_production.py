@@ -44,7 +44,7 @@ save_workflow(slug="budgeted", spec={"root": {"type": "call", "model": "fake-gpt
 team = Team.objects.create(slug="thrifty", name="Thrifty", budget_usd_per_day=BUDGET)
 keys = {name: APIKey.issue(name, team=team if name.startswith("team") else None,
                            budget_usd=None if name.startswith("team") else BUDGET)
-        for name in ("key", "team1", "team2", "runs", "crash", "big")}
+        for name in ("key", "team1", "team2", "runs", "crash", "big", "outage")}
 APIKey.objects.filter(pk=keys["big"][0].pk).update(budget_usd="0.0010")
 busy = Team.objects.create(slug="busy", name="Busy", tokens_per_minute=TPM)
 for name in ("busy1", "busy2"):
@@ -230,3 +230,22 @@ def test_a_team_tokens_per_minute_hold_across_its_keys_and_both_processes(stack,
             assert answer.status_code == 429 and answer.json()["error"]["type"] == "tokens", answer.text
             assert "the team 'busy's" in answer.json()["error"]["message"] and "retry-after" in answer.headers
     assert upstream.model_counts["fake-gpt-1"] - before == succeeded
+
+
+def test_with_redis_unreachable_the_database_holds_the_budget_across_both_processes(stack, upstream):
+    before = upstream.model_counts["fake-gpt-1"]
+    stack.proxy.cut()  # the web processes reach Redis through this proxy: now they cannot
+    try:
+        answers = calls(stack, [raw(stack, "outage")], 50)
+        answers += until_refused(stack, [raw(stack, "outage")])
+    finally:
+        stack.proxy.restore()
+    succeeded = sum(answer.status_code == 200 for answer in answers)
+    print(f"\nRedis cut, PostgreSQL holds: {succeeded} of {len(answers)} calls succeeded")
+    assert 1 <= succeeded <= 5 and answers[-1].status_code == 429
+    assert_refused_by(answers, "this API key's lifetime budget")
+    assert recorded_spend(stack, "api_key_id", key_id(stack, "outage"), succeeded) == succeeded * CALL_COST <= BUDGET
+    assert upstream.model_counts["fake-gpt-1"] - before == succeeded
+    holds = stack.db.query("SELECT settled, amount_usd FROM orchestration_budgetreservation WHERE api_key_id = %s",
+                           [key_id(stack, "outage")])
+    assert holds and all(settled and amount == 0 for settled, amount in holds)  # the database held them, all settled
