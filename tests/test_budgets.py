@@ -215,3 +215,16 @@ def test_embeddings_reserve_their_input_before_the_upstream_sees_it(podium_serve
     assert big.status_code == 429 and big.json()["error"]["code"] == "insufficient_quota"
     assert [request["body"]["input"] for request in fake_upstream.requests
             if request.get("path") == "/v1/embeddings"] == ["hello"]  # the big one never reached it
+
+
+def test_a_used_up_budget_refuses_priced_calls_but_not_free_ones(podium_server, upstream_model, fake_upstream):
+    LLMModel.objects.create(provider=upstream_model.provider, alias="free-gpt", upstream_name="free-1",
+                            price_in_per_m="0", price_out_per_m="0")
+    bump_version()
+    key, raw = APIKey.issue("used-up", budget_usd=BUDGET)
+    APIKey.objects.filter(pk=key.pk).update(spent_usd=BUDGET)
+    refused = concurrently(podium_server, [raw], 1)[0]
+    assert refused.status_code == 429 and "is used up" not in refused.json()["error"]["message"]
+    assert "more than is left of this API key's lifetime budget" in refused.json()["error"]["message"]
+    assert concurrently(podium_server, [raw], 1, model="free-gpt")[0].status_code == 200
+    assert fake_upstream.model_counts == {"free-1": 1}

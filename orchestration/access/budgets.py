@@ -283,14 +283,17 @@ def _token_refusal(label: str, limit: int, tokens: int, retry_after: float) -> L
                          retry_after=retry_after)
 
 
-def reserve(payer: Payer, amount_usd: float, tokens: int, *, hold_id: str | None = None) -> Hold:
+def reserve(payer: Payer, amount_usd: float, tokens: int, *, hold_id: str | None = None,
+            probe: bool = False) -> Hold:
     """Hold `amount_usd` and `tokens` against every budget and limit of `payer`, or raise LimitExceeded naming the
-    one that refuses. Sync: a Redis round trip, or a database transaction."""
+    one that refuses. Sync: a Redis round trip, or a database transaction. `probe`: hold nothing, only refuse
+    when a budget is used up or this minute's tokens are."""
     now = time.time()
     window, retry_after = _window(now)
     hold = Hold(id=hold_id or new_id(), payer=payer, units=to_units(amount_usd, up=True), tokens=int(tokens),
                 window=window, scopes=[], token_counters=[], backend="db")
-    budgets = payer.budgets(now)
+    # A call that costs nothing (a free local model) is not kept from it by a used-up budget.
+    budgets = payer.budgets(now) if hold.units or probe else []
     token_limits = payer.token_limits(window)
     client = _redis()
     if client is not None:
@@ -556,7 +559,7 @@ def check_open(key) -> None:
     """Raise LimitExceeded when one of the key's budgets is used up or its minute's tokens are (/api writes)."""
     payer = Payer.of(key)
     if payer is not None:
-        reserve(payer, 0.0, 0)
+        reserve(payer, 0.0, 0, probe=True)
 
 
 @asynccontextmanager
