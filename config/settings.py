@@ -266,6 +266,8 @@ PODIUM = {
     "CIRCUIT_COOLDOWN_S": env_float("PODIUM_CIRCUIT_COOLDOWN_S", 30.0),
     # /metrics without the token: only from these networks ("none" = token only)
     "METRICS_ALLOWED_NETWORKS": env_networks("PODIUM_METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128"),
+    # seconds a budget hold lives unsettled: a killed process's holds are released after it (docs/budgets.md)
+    "BUDGET_RESERVATION_TTL_S": env_float("PODIUM_BUDGET_RESERVATION_TTL_S", 600.0),
 }
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = PODIUM["MAX_BODY_BYTES"]  # one body limit for /v1, /api and forms

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from django.conf import settings
 
 from orchestration.access import budgets
 from orchestration.engine.registry import Registry, RouteSpec
@@ -148,7 +149,7 @@ def test_twenty_concurrent_workflow_runs_stop_at_the_budget(podium_server, upstr
 
 def test_a_hold_of_a_process_that_died_is_released_at_its_expiry(podium_server, upstream_model, fake_upstream,
                                                                   monkeypatch):
-    monkeypatch.setenv("PODIUM_BUDGET_RESERVATION_TTL_S", "1")
+    monkeypatch.setitem(settings.PODIUM, "BUDGET_RESERVATION_TTL_S", 1.0)  # PODIUM_BUDGET_RESERVATION_TTL_S
     key, raw = APIKey.issue("crashed", budget_usd=BUDGET)
     payer = budgets.Payer.for_key_id(key.id)
     budgets.reserve(payer, float(BUDGET), 0)  # held and never settled: its process is gone

@@ -8,7 +8,7 @@ the output limit (`max_tokens`, else the model's whole context window), priced w
 the call may reach (its fallbacks, a route's candidates). The hold is released when the call's cost is
 committed to the database with its run (the batched writer for /v1, the run's sink for workflow steps), so a
 budget's spend is always `settled in the database + held`, never less. A hold lost to a crashed process
-expires after PODIUM_BUDGET_RESERVATION_TTL_S.
+expires after PODIUM_BUDGET_RESERVATION_TTL_S (settings.PODIUM).
 
 With REDIS_URL one Lua script checks and holds (and another releases) in Redis; the settled spend is read from
 the database into Redis and re-read every SPENT_RESYNC_S. Without Redis (or while it is unreachable) a database
@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
-import os
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -30,6 +29,7 @@ from decimal import Decimal
 
 import orjson
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q, Sum
 
@@ -53,10 +53,7 @@ stats = {"reserved": 0, "refused": 0, "released": 0}
 
 def reservation_ttl_s() -> float:
     """How long a hold lives without being settled (a crashed process's holds are released after it)."""
-    try:
-        return float(os.environ.get("PODIUM_BUDGET_RESERVATION_TTL_S") or DEFAULT_RESERVATION_TTL_S)
-    except ValueError:
-        return DEFAULT_RESERVATION_TTL_S
+    return float(settings.PODIUM.get("BUDGET_RESERVATION_TTL_S", DEFAULT_RESERVATION_TTL_S))
 
 
 def to_units(usd, *, up: bool = False) -> int:
