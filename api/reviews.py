@@ -4,6 +4,10 @@ Who may do what: staff and reviewers may read; members of the `reviewers` group 
 `orchestration.decide_reviewitem` permission) may claim and decide; an API key may read and
 decide only with the `reviews:decide` scope. The rules live in `orchestration.reviews`; these
 views translate them to HTTP (403 forbidden, 404 unknown item, 409 someone else holds or decided it).
+
+Teams: an item belongs to its run's team. Callers see the items of their teams (api/scoping.py); another
+team's item is a 404. Deciding a team's item needs the reviewer or admin role in that team (superusers
+always); viewers read.
 """
 import uuid
 
@@ -15,6 +19,7 @@ from rest_framework.views import APIView
 
 from api.errors import STATUS_BY_CODE, http_status
 from api.input import RejectUnknownFields, query_choices
+from api.scoping import team_filter, visibility
 from orchestration.access.apikeys import KeyInfo
 from orchestration.errors import ReviewError
 from orchestration.models import ReviewItem
@@ -30,12 +35,12 @@ def reviewer_for(request) -> Reviewer:
 
 
 class CanSeeReviews(permissions.BasePermission):
-    message = "Only staff, reviewers and API keys with the 'reviews:decide' scope may see review items."
+    message = "Only staff, reviewers, team members and API keys with the 'reviews:decide' scope may see review items."
 
     def has_permission(self, request, view):
         if isinstance(request.auth, KeyInfo):
             return request.auth.allows(DECIDE_SCOPE)
-        return may_view(request.user)
+        return may_view(request.user) or visibility(request).any_access
 
 
 class ReviewItemSerializer(serializers.ModelSerializer):
@@ -43,10 +48,11 @@ class ReviewItemSerializer(serializers.ModelSerializer):
     run_target = serializers.CharField(source="run.target", read_only=True)
     assignee = serializers.SerializerMethodField()
     decided_by = serializers.SerializerMethodField()
+    team = serializers.SerializerMethodField(help_text="The run's team; null = no team")
 
     class Meta:
         model = ReviewItem
-        fields = ["id", "run", "run_status", "run_target", "step_key", "node_id", "reason", "category", "status",
+        fields = ["id", "run", "run_status", "run_target", "team", "step_key", "node_id", "reason", "category", "status",
                   "request", "candidates", "default_action", "assignee", "claimed_at", "decided_by", "decided_at",
                   "chosen_index", "edited_output", "comment", "due_at", "created_at"]
 
@@ -56,13 +62,18 @@ class ReviewItemSerializer(serializers.ModelSerializer):
     def get_decided_by(self, item) -> str | None:
         return decider_label(item)
 
+    def get_team(self, item) -> str | None:
+        return item.run.team.slug if item.run.team_id else None
+
 
 class ReviewQuerysetMixin:
     permission_classes = [CanSeeReviews]
     serializer_class = ReviewItemSerializer
 
     def get_queryset(self):
-        return ReviewItem.objects.select_related("run", "assignee", "decided_by", "decided_by_key")
+        items = ReviewItem.objects.select_related("run__team", "assignee", "decided_by", "decided_by_key")
+        return team_filter(self.request, visibility(self.request).filter(items, "run__team", reviews=True),
+                           "run__team")
 
 
 @extend_schema(parameters=[

@@ -1,7 +1,9 @@
 """/api/runs/: start a workflow run (202), read runs with their step tree, cancel.
 
 API keys need the `runs` scope to start or cancel (`runs` or `runs:read` to read) and see only
-the runs they started; staff sessions see and may act on every run. A start with an `Idempotency-Key`
+the runs they started (and, for a team's key, only in its team). Sessions see the runs of their teams
+(api/scoping.py: superusers all, staff also the runs with no team); viewers read, reviewers and admins of
+the run's team may also start and cancel. Another team's run is a 404. A start with an `Idempotency-Key`
 header is done once per key and body (orchestration/runs/actions.py `start_run_once`).
 """
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -10,9 +12,10 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from api.input import RejectUnknownFields, query_choices
+from api.scoping import Role, team_filter, visibility
 from api.serializers import RunDetailSerializer, RunSerializer
 from orchestration.access.apikeys import KeyInfo
-from orchestration.models import Run
+from orchestration.models import Run, Team
 from orchestration.models.runs import RunStatus
 from orchestration.runs.actions import (IdempotencyConflict, WorkflowNotFound, cancel_run, start_run, start_run_once,
                                         valid_idempotency_key)
@@ -20,14 +23,14 @@ from orchestration.runs.selectors import step_tree
 
 
 class RunsAccess(permissions.BasePermission):
-    message = "API keys need the 'runs' scope (or 'runs:read' to read); sessions must be staff."
+    message = "API keys need the 'runs' scope (or 'runs:read' to read); sessions must be staff or team members."
 
     def has_permission(self, request, view):
         if isinstance(request.auth, KeyInfo):
             if request.method in permissions.SAFE_METHODS:
                 return request.auth.allows("runs") or request.auth.allows("runs:read")
             return request.auth.allows("runs")
-        return bool(request.user and request.user.is_authenticated and request.user.is_staff)
+        return bool(request.user and request.user.is_authenticated and visibility(request).any_access)
 
 
 class WorkflowRunFields(serializers.Serializer):
@@ -68,6 +71,38 @@ class RunCreateSerializer(RejectUnknownFields, serializers.Serializer):
     budget_usd = serializers.DecimalField(max_digits=12, decimal_places=6, min_value=0, required=False,
                                           allow_null=True)
     deadline_s = serializers.FloatField(min_value=0.001, max_value=MAX_DEADLINE_S, required=False, allow_null=True)
+    team = serializers.SlugField(required=False, help_text=(
+        "Sessions: the team the run belongs to (one you are a reviewer or admin of; default: your only team). "
+        "An API key's runs belong to its team."))
+
+
+class TeamChoiceError(Exception):
+    def __init__(self, status_code: int, message: str):
+        super().__init__(message)
+        self.status_code, self.message = status_code, message
+
+
+def run_team(request, slug: str | None) -> int | None:
+    """The team a run started by this caller belongs to: the key's, else the one named (or the person's only
+    team); None = the operator space (team-less keys, superusers and staff naming none)."""
+    view = visibility(request)
+    if isinstance(request.auth, KeyInfo):
+        if slug and (request.auth.team is None or slug != request.auth.team.slug):
+            raise TeamChoiceError(400, "An API key starts runs in its own team; leave out 'team'.")
+        return request.auth.team_id
+    if slug:
+        team_id = Team.objects.filter(slug=slug).values_list("id", flat=True).first()
+        if team_id is None or not view.sees(team_id):  # one answer for missing and foreign teams
+            raise TeamChoiceError(400, f"You are not a member of a team '{slug}'.")
+    elif view.everything or (view.operator_space and not view.teams.roles):
+        return None
+    elif len(view.teams.roles) == 1:
+        team_id = next(iter(view.teams.roles))
+    else:
+        raise TeamChoiceError(400, "You are a member of several teams: name the run's team in 'team'.")
+    if not view.has_role(team_id, Role.REVIEWER):
+        raise TeamChoiceError(403, "Viewers may read the team's runs; starting one needs the reviewer or admin role.")
+    return team_id
 
 
 @extend_schema_view(list=extend_schema(parameters=[
@@ -77,9 +112,11 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     permission_classes = [RunsAccess]
 
     def get_queryset(self):
-        queryset = Run.objects.select_related("workflow_version__workflow")
+        queryset = Run.objects.select_related("workflow_version__workflow", "team")
         if isinstance(self.request.auth, KeyInfo):
             queryset = queryset.filter(api_key_id=self.request.auth.id)
+        # A key's own runs, in its (current) team: a key moved to another team leaves its old runs behind.
+        queryset = team_filter(self.request, visibility(self.request).filter(queryset, "team"))
         if self.action == "retrieve":
             queryset = queryset.prefetch_related("steps")
         statuses = query_choices(self.request, "status", RunStatus.values)
@@ -101,9 +138,14 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         data = RunCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = data.validated_data
+        try:
+            team_id = run_team(request, fields.get("team"))
+        except TeamChoiceError as exc:
+            body = {"team": [exc.message]} if exc.status_code == 400 else {"detail": exc.message}
+            return Response(body, status=exc.status_code)
         run_request = dict(
             workflow_slug=fields["workflow"], input=fields["input"], metadata=fields.get("metadata") or {},
-            api_key_id=request.auth.id if isinstance(request.auth, KeyInfo) else None,
+            api_key_id=request.auth.id if isinstance(request.auth, KeyInfo) else None, team_id=team_id,
             budget_usd=float(fields["budget_usd"]) if fields.get("budget_usd") is not None else None,
             deadline_s=fields.get("deadline_s"))
         key = request.headers.get("Idempotency-Key")
@@ -130,7 +172,10 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     @extend_schema(request=None, responses={200: RunListSerializer})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
-        run = self.get_object()
+        run = self.get_object()  # another team's run: 404
+        if not isinstance(request.auth, KeyInfo) and not visibility(request).has_role(run.team_id, Role.REVIEWER):
+            return Response({"detail": "Viewers may read the team's runs; cancelling needs the reviewer or admin role."},
+                            status=status.HTTP_403_FORBIDDEN)
         if not cancel_run(run.pk):
             return Response({"detail": f"The run already ended ({run.status})."}, status=status.HTTP_409_CONFLICT)
         run.refresh_from_db()

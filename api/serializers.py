@@ -30,10 +30,13 @@ class StepSerializer(serializers.ModelSerializer):
 
 
 class RunSerializer(serializers.ModelSerializer):
+    team = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True,
+                                        help_text="null = no team (an operator's run)")
+
     class Meta:
         model = Run
-        fields = ["id", "kind", "target", "status", "output", "confidence", "tokens_in", "tokens_out", "cost_usd",
-                  "latency_ms", "error", "metadata", "created_at", "started_at", "finished_at"]
+        fields = ["id", "kind", "target", "status", "team", "output", "confidence", "tokens_in", "tokens_out",
+                  "cost_usd", "latency_ms", "error", "metadata", "created_at", "started_at", "finished_at"]
 
 
 class RunDetailSerializer(RunSerializer):

@@ -1,13 +1,14 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from api import reviews, runs, views, workflows
+from api import reviews, runs, teams, views, workflows
 
 router = DefaultRouter()
 router.register("providers", views.ProviderViewSet)
 router.register("models", views.ModelViewSet)
 router.register("runs", runs.RunViewSet, basename="run")
 router.register("workflows", workflows.WorkflowViewSet, basename="workflow")
+router.register("teams", teams.TeamViewSet, basename="team")
 
 urlpatterns = [
     path("models/<str:alias>/calibration/", views.ModelCalibration.as_view(), name="model-calibration"),

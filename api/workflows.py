@@ -2,6 +2,10 @@
 
 A spec is validated on submit: 400 with `{"spec": ["root.steps[2].combine.strategy: must be one of …"]}`.
 Changing the spec adds a version (versions are immutable; runs keep theirs).
+
+Teams: a workflow belongs to a team or, with no team, is shared with every team. Callers see their teams'
+workflows and the shared ones (api/scoping.py); another team's workflow is a 404. Admins of a team create
+and change its workflows; shared ones are changed by staff, as before teams.
 """
 from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
@@ -9,20 +13,29 @@ from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.response import Response
 
 from api.input import RejectUnknownFields
+from api.scoping import Role, team_filter, visibility
 from orchestration.access.apikeys import KeyInfo
 from orchestration.engine.spec import SpecInvalid
-from orchestration.models import Workflow, WorkflowVersion
+from orchestration.models import Team, Workflow, WorkflowVersion
 from orchestration.workflows import save_workflow
 
 
 class WorkflowAccess(permissions.BasePermission):
-    message = "Reading workflows needs the 'runs' or 'runs:read' scope; changing them, a staff session."
+    message = ("Reading workflows needs the 'runs' or 'runs:read' scope; changing them, a staff session or the "
+               "admin role in the workflow's team.")
 
     def has_permission(self, request, view):
         if isinstance(request.auth, KeyInfo):
             return request.method in permissions.SAFE_METHODS and (
                 request.auth.allows("runs") or request.auth.allows("runs:read"))
-        return bool(request.user and request.user.is_authenticated and request.user.is_staff)
+        return bool(request.user and request.user.is_authenticated and visibility(request).any_access)
+
+
+def may_change(request, team_id: int | None) -> bool:
+    """A team's workflow: the team's admins (and superusers); a shared one: staff, as before teams."""
+    if team_id is None:
+        return bool(request.user.is_superuser or request.user.is_staff)
+    return visibility(request).has_role(team_id, Role.ADMIN)
 
 
 def current(workflow: Workflow) -> WorkflowVersion | None:
@@ -34,10 +47,12 @@ class WorkflowSerializer(serializers.ModelSerializer):
     version = serializers.SerializerMethodField()
     spec = serializers.SerializerMethodField()
     versions = serializers.SerializerMethodField()
+    team = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True,
+                                        help_text="null = shared with every team")
 
     class Meta:
         model = Workflow
-        fields = ["slug", "description", "enabled", "version", "spec", "versions", "created_at"]
+        fields = ["slug", "team", "description", "enabled", "version", "spec", "versions", "created_at"]
 
     def get_version(self, workflow) -> int | None:
         version = current(workflow)
@@ -56,6 +71,8 @@ class WorkflowWriteSerializer(RejectUnknownFields, serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True)
     enabled = serializers.BooleanField(required=False)
     spec = serializers.JSONField(required=False)
+    team = serializers.SlugField(required=False, allow_null=True,
+                                 help_text="The owning team's slug (you must be its admin); null = shared.")
 
 
 class WorkflowViewSet(viewsets.ModelViewSet):
@@ -65,21 +82,35 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     http_method_names = ["get", "post", "put", "patch", "head", "options"]
 
     def get_queryset(self):
-        return Workflow.objects.prefetch_related(
+        queryset = Workflow.objects.select_related("team").prefetch_related(
             Prefetch("versions", queryset=WorkflowVersion.objects.order_by("-number")))
+        return team_filter(self.request, visibility(self.request).filter(queryset, "team", shared=True))
 
-    def _save(self, request, *, slug: str, creating: bool):
+    def _save(self, request, *, slug: str, creating: bool, current_team: int | None = None):
         data = WorkflowWriteSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = data.validated_data
         if creating and "spec" not in fields:
             return Response({"spec": ["This field is required."]}, status=status.HTTP_400_BAD_REQUEST)
+        team_id = current_team
+        if "team" in fields:
+            team_id = None
+            if fields["team"]:
+                team_id = Team.objects.filter(slug=fields["team"]).values_list("id", flat=True).first()
+                if team_id is None or not visibility(request).sees(team_id):
+                    return Response({"team": [f"You are not a member of a team '{fields['team']}'."]},
+                                    status=status.HTTP_400_BAD_REQUEST)
+        if not all(may_change(request, team) for team in ({team_id} if creating else {current_team, team_id})):
+            return Response({"detail": "Changing a team's workflow needs the admin role in that team; a shared "
+                                       "workflow, a staff session."}, status=status.HTTP_403_FORBIDDEN)
         try:
             save_workflow(slug=slug, spec=fields.get("spec"), description=fields.get("description"),
-                          enabled=fields.get("enabled"), actor=f"user:{request.user.get_username()}")
+                          enabled=fields.get("enabled"), actor=f"user:{request.user.get_username()}",
+                          team_id=team_id)
         except SpecInvalid as exc:
             return Response({"spec": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
-        workflow = self.get_queryset().get(slug=slug)
+        workflow = Workflow.objects.prefetch_related(
+            Prefetch("versions", queryset=WorkflowVersion.objects.order_by("-number"))).get(slug=slug)
         return Response(WorkflowSerializer(workflow).data,
                         status=status.HTTP_201_CREATED if creating else status.HTTP_200_OK)
 
@@ -88,12 +119,20 @@ class WorkflowViewSet(viewsets.ModelViewSet):
         slug = request.data.get("slug") if isinstance(request.data, dict) else None
         if not slug:
             return Response({"slug": ["This field is required."]}, status=status.HTTP_400_BAD_REQUEST)
-        if Workflow.objects.filter(slug=slug).exists():
+        if Workflow.objects.filter(slug=slug).exists():  # slugs are global: this says a slug is taken, nothing more
             return Response({"slug": [f"A workflow '{slug}' already exists; update it instead."]},
                             status=status.HTTP_400_BAD_REQUEST)
-        return self._save(request, slug=slug, creating=True)
+        return self._save(request, slug=slug, creating=True, current_team=self._default_team(request))
+
+    @staticmethod
+    def _default_team(request) -> int | None:
+        """A new workflow's team when the body names none: the person's only team unless they are staff."""
+        view = visibility(request)
+        if view.operator_space or view.everything or len(view.teams.roles) != 1:
+            return None
+        return next(iter(view.teams.roles))
 
     @extend_schema(request=WorkflowWriteSerializer, responses={200: WorkflowSerializer})
     def update(self, request, *args, **kwargs):
-        workflow = self.get_object()
-        return self._save(request, slug=workflow.slug, creating=False)
+        workflow = self.get_object()  # another team's workflow: 404
+        return self._save(request, slug=workflow.slug, creating=False, current_team=workflow.team_id)

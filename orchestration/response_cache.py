@@ -1,5 +1,8 @@
 """The engine's response cache on Django's cache: Redis in production (shared by every process),
-local memory in the embedded mode."""
+local memory in the embedded mode.
+
+Entries are split by team (`cache_scope`, part of the key: engine/cache.py): one team's answer is never
+served to another. Keys with no team (operators') share one space, as before teams."""
 from __future__ import annotations
 
 from asgiref.sync import sync_to_async
@@ -7,6 +10,11 @@ from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 
 KEY_PREFIX = "podium:response:"
+
+
+def cache_scope(team_id: int | None) -> str:
+    """The cache space of a call made for this team ("" = the operator space: keys and runs with no team)."""
+    return f"team:{team_id}" if team_id is not None else ""
 
 
 class DjangoResponseCache:

@@ -19,7 +19,7 @@ class WorkflowForm(forms.ModelForm):
 
     class Meta:
         model = Workflow
-        fields = ["slug", "description", "enabled"]
+        fields = ["slug", "team", "description", "enabled"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -57,8 +57,8 @@ class WorkflowVersionInline(admin.TabularInline):
 @admin.register(Workflow)
 class WorkflowAdmin(admin.ModelAdmin):
     form = WorkflowForm
-    list_display = ["slug", "description", "enabled", "current_version_number", "created_at"]
-    list_filter = ["enabled"]
+    list_display = ["slug", "team", "description", "enabled", "current_version_number", "created_at"]
+    list_filter = ["enabled", "team"]
     search_fields = ["slug", "description"]
     inlines = [WorkflowVersionInline]
 
@@ -73,7 +73,7 @@ class WorkflowAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         workflow, version, added = save_workflow(
             slug=obj.slug, spec=form.cleaned_data["spec"], description=obj.description, enabled=obj.enabled,
-            actor=f"user:{request.user.get_username()}")
+            team_id=obj.team_id, actor=f"user:{request.user.get_username()}")
         obj.pk, obj.created_at = workflow.pk, workflow.created_at
         obj._state.adding = False
         if added:

@@ -19,20 +19,27 @@ def validate_workflow_spec(spec) -> dict:
     return compile_spec(spec, known_targets=known_targets())
 
 
+KEEP = object()  # save_workflow(team_id=KEEP): leave the workflow's team as it is
+
+
 def save_workflow(*, slug: str, spec=None, description: str | None = None, enabled: bool | None = None,
-                  actor: str = "system") -> tuple[Workflow, WorkflowVersion | None, bool]:
+                  actor: str = "system", team_id=KEEP) -> tuple[Workflow, WorkflowVersion | None, bool]:
     """Create or update a workflow; returns (workflow, its current version, whether a version was added).
 
     A spec equal to the current version's adds nothing; any other spec is validated first and stored
-    as the next version. Runs keep the version they started with.
+    as the next version. Runs keep the version they started with. `team_id` (None = shared with every
+    team) is set on creation, and changed on update unless KEEP.
     """
     if spec is not None:
         validate_workflow_spec(spec)
     with transaction.atomic():
         workflow, created = Workflow.objects.select_for_update().get_or_create(
-            slug=slug, defaults={"description": description or "", "enabled": True if enabled is None else enabled})
+            slug=slug, defaults={"description": description or "", "enabled": True if enabled is None else enabled,
+                                 "team_id": None if team_id is KEEP else team_id})
         changed = []
         if not created:
+            if team_id is not KEEP and team_id != workflow.team_id:
+                workflow.team_id, changed = team_id, changed + ["team"]
             if description is not None and description != workflow.description:
                 workflow.description, changed = description, changed + ["description"]
             if enabled is not None and enabled != workflow.enabled:

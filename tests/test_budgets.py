@@ -229,3 +229,17 @@ def test_a_used_up_budget_refuses_priced_calls_but_not_free_ones(podium_server, 
     assert "more than is left of this API key's lifetime budget" in refused.json()["error"]["message"]
     assert concurrently(podium_server, [raw], 1, model="free-gpt")[0].status_code == 200
     assert fake_upstream.model_counts == {"free-1": 1}
+
+
+def test_a_model_outside_the_team_is_a_404_even_when_its_bound_exceeds_the_budget(podium_server, upstream_model,
+                                                                                   fake_upstream):
+    team = Team.objects.create(slug="narrow", name="Narrow", budget_usd_per_month="0.0001")
+    other = LLMModel.objects.create(provider=upstream_model.provider, alias="elsewhere", upstream_name="x",
+                                    price_in_per_m="1000", price_out_per_m="1000")
+    team.allowed_models.add(upstream_model)
+    bump_version()
+    _, raw = APIKey.issue("narrow", team=team)
+    answer = concurrently(podium_server, [raw], 1, model=other.alias)[0]
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "model_not_found"
+    assert concurrently(podium_server, [raw], 1)[0].status_code == 200  # its own model: held and served
+    assert fake_upstream.model_counts == {"fake-gpt-1": 1}

@@ -128,11 +128,11 @@ def test_the_list_costs_the_same_queries_for_one_item_or_twenty(reviewer, django
 
     add_items(1)
     client.get("/api/reviews/")
-    # session, user, count, page (run, assignee and decider joined in)
-    with django_assert_num_queries(4):
+    # session, user, the user's teams, count, page (run, its team, assignee and decider joined in)
+    with django_assert_num_queries(5):
         assert client.get("/api/reviews/").json()["count"] == 1
     add_items(19)
-    with django_assert_num_queries(4):
+    with django_assert_num_queries(5):
         assert client.get("/api/reviews/").json()["count"] == 20
 
 

@@ -237,12 +237,13 @@ async def embeddings(scope, receive, send) -> None:
 
 
 async def list_models(scope, receive, send) -> None:
-    await authenticate(scope, "chat")
+    key = await authenticate(scope, "chat")
     registry = await current_registry()
+    # Only what the key's team may call (a key with no team: everything); the rest is not even named.
     data = [{"id": alias, "object": "model", "created": 0, "owned_by": spec.provider.name}
-            for alias, spec in sorted(registry.models.items())]
+            for alias, spec in sorted(registry.models.items()) if key.may_call(alias)]
     data += [{"id": name, "object": "model", "created": 0, "owned_by": "podium-route"}
-             for name in sorted(registry.routes)]
+             for name in sorted(registry.routes) if key.may_call(name)]
     await send_json(send, 200, orjson.dumps({"object": "list", "data": data}))
 
 

@@ -566,7 +566,7 @@ async def holding(key, model_name: str, messages: list, params: dict, *, output:
     and team without budgets."""
     payer = Payer.of(key)
     models = ()
-    if payer is not None:
+    if payer is not None and key.may_call(model_name):  # not the team's: the 404 follows, no hint of a budget
         models = candidates(cached_registry() or await sync_to_async(get_registry)(), model_name)
     if not models:  # no budget, or an unknown model (a 404 follows, no call)
         yield None

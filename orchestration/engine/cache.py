@@ -1,8 +1,9 @@
 """The exact-match response cache: the interface the engine uses and an in-memory LRU default.
 
 The key is the sha256 of the model (alias and upstream name), the messages as sent to the provider
-(after PII redaction) and the sampling parameters (every request parameter except the few that do
-not change the answer). A model caches only when its `cache_ttl_s` is above 0; a request opts out
+(after PII redaction), the sampling parameters (every request parameter except the few that do
+not change the answer) and the caller's cache space (`ctx.meta["cache_scope"]`: the team, so one
+team's answer is never served to another). A model caches only when its `cache_ttl_s` is above 0; a request opts out
 with `Engine.call_model(..., cache=False)` (on /v1: `"podium": {"cache": false}`). The Django side
 plugs Django's cache in (`orchestration/response_cache.py`; Redis in production).
 """
@@ -30,10 +31,12 @@ class ResponseCache(Protocol):
     async def set(self, key: str, value: dict, ttl_s: int) -> None: ...
 
 
-def cache_key(model: ModelSpec, request: ChatRequest) -> str:
+def cache_key(model: ModelSpec, request: ChatRequest, scope: str = "") -> str:
+    """`scope` splits the cache into spaces that never share an answer (a team's: "team:<id>"); "" is the
+    operator space, keyed as before spaces existed."""
     params = {name: value for name, value in request.params.items() if name not in IGNORED_PARAMS}
-    material = orjson.dumps([model.alias, model.upstream_name, request.messages, params],
-                            option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    parts = [model.alias, model.upstream_name, request.messages, params] + ([scope] if scope else [])
+    material = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
     return hashlib.sha256(material).hexdigest()
 
 

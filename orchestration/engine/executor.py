@@ -155,7 +155,7 @@ class Engine:
             if redacted:
                 step.attributes["redacted"] = redacted
             use_cache = cache and candidate.cache_ttl_s > 0
-            entry_key = cache_key(candidate, sent) if use_cache else ""
+            entry_key = cache_key(candidate, sent, ctx.meta.get("cache_scope", "")) if use_cache else ""
             if use_cache and (hit := await self._cache_get(entry_key)) is not None:
                 step.start(sent.messages)
                 step.attributes["cached"] = True

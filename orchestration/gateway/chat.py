@@ -22,6 +22,7 @@ from orchestration.ids import new_id
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
 from orchestration.registry import cached_registry, get_registry
+from orchestration.response_cache import cache_scope
 from orchestration.runs.execution import routing_stats
 
 
@@ -50,18 +51,25 @@ async def current_registry() -> Registry:
     return cached_registry() or await sync_to_async(get_registry)()
 
 
-async def open_chat_run(model_name: str, messages: list[dict],
-                        data_class: str | None) -> tuple[RunContext, PublishingSink, ModelSpec, dict | None]:
+def model_not_found(model_name: str) -> GatewayError:
+    """One answer for a model that does not exist and one the key's team may not call: never a hint."""
+    return GatewayError(f"The model '{model_name}' does not exist or you do not have access to it.",
+                        code="model_not_found", param="model")
+
+
+async def open_chat_run(model_name: str, messages: list[dict], data_class: str | None,
+                        key: KeyInfo | None = None) -> tuple[RunContext, PublishingSink, ModelSpec, dict | None]:
     """A chat run's context and the model to call: the named model, or the one a route alias's strategy picks
-    (its other candidates are the fallbacks; route attributes say why). An unknown name is a plain 404."""
+    (its other candidates are the fallbacks; route attributes say why). An unknown name, or one the key's team
+    may not call, is a plain 404."""
     registry = await current_registry()
     model = registry.models.get(model_name)
-    if model is None and model_name not in registry.routes:
-        raise GatewayError(f"The model '{model_name}' does not exist or you do not have access to it.",
-                           code="model_not_found", param="model")
+    if (model is None and model_name not in registry.routes) or (key is not None and not key.may_call(model_name)):
+        raise model_not_found(model_name)
     sink = PublishingSink()
     ctx = RunContext(run_id=new_id(), registry=registry, sink=sink, data_class=data_class,
-                     calibrations=await current_calibrations())
+                     calibrations=await current_calibrations(),
+                     meta={"cache_scope": cache_scope(key.team_id if key else None)})
     route_attributes = None
     if model is None:
         model, route_attributes = await resolve_chat_route(ctx, model_name, messages)
@@ -81,7 +89,7 @@ async def chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict]
     """A direct call to one model: no database write in the request path (the batched writer records it).
 
     `data_class` and `use_cache` come from the request's `podium` object (policy and response cache)."""
-    ctx, sink, model, route_attributes = await open_chat_run(model_name, messages, data_class)
+    ctx, sink, model, route_attributes = await open_chat_run(model_name, messages, data_class, key)
     run_id = ctx.run_id
     started_ms = now_ms()
     started = time.perf_counter()

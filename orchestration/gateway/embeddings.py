@@ -10,7 +10,7 @@ from orchestration.engine.events import now_ms
 from orchestration.engine.executor import RunContext
 from orchestration.engine_config import engine
 from orchestration.errors import GatewayError
-from orchestration.gateway.chat import PublishingSink, current_registry
+from orchestration.gateway.chat import PublishingSink, current_registry, model_not_found
 from orchestration.gateway.records import attempt_call, failed_call_error, record_call
 from orchestration.ids import new_id
 from orchestration.models import Run
@@ -32,9 +32,8 @@ async def create_embeddings(*, key: KeyInfo, model_name: str, params: dict, meta
     cache."""
     registry = await current_registry()
     model = registry.models.get(model_name)
-    if model is None:
-        raise GatewayError(f"The model '{model_name}' does not exist or you do not have access to it.",
-                           code="model_not_found", param="model")
+    if model is None or not key.may_call(model_name):  # one answer for both: never a hint
+        raise model_not_found(model_name)
     if not serves_embeddings(engine, model):
         raise GatewayError(f"The model '{model_name}' does not serve embeddings.", code="unsupported_model",
                            param="model")

@@ -70,7 +70,7 @@ async def stream_chat_completion(*, key: KeyInfo, model_name: str, messages: lis
                                  metadata: dict | None = None, data_class: str | None = None) -> ChatStream:
     """A streamed call to a model or route alias (with fallbacks): resolved now, so an unknown model is a
     plain 404. Streams are never served from the response cache."""
-    ctx, sink, model, route_attributes = await open_chat_run(model_name, messages, data_class)
+    ctx, sink, model, route_attributes = await open_chat_run(model_name, messages, data_class, key)
     stream = stream_model(engine, ctx, model, chat_request(model, messages, params),
                           attributes=route_attributes)
     return ChatStream(key=key, model_name=model_name, messages=messages, metadata=metadata, ctx=ctx, sink=sink,

@@ -15,6 +15,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from django.conf import settings
 from django.db import transaction
@@ -23,11 +24,12 @@ from django.utils import timezone
 
 from orchestration import audit, live
 from orchestration.access.apikeys import KeyInfo
+from orchestration.access.teams import scope_for_user
 from orchestration.calibration.labels import label_review
 from orchestration.engine.events import (StepFinished, StepIdentity, now_ms, review_created, review_decided,
                                          review_updated, step_finished)
 from orchestration.errors import ReviewConflict, ReviewError, ReviewForbidden, ReviewNotFound
-from orchestration.models import ReviewItem, Step
+from orchestration.models import ReviewItem, Step, TeamMembership
 from orchestration.models.runs import StepStatus
 from orchestration.reviews.selectors import (ACTION_BY_STATUS, DECIDE_PERMISSION, DECIDED_STATUSES, OPEN_STATUSES,
                                              Status, _decided_action, _float, _ms, best_candidate_index, decider_label,
@@ -57,11 +59,38 @@ class Reviewer:
 
     @property
     def may_decide(self) -> bool:
+        """May decide somewhere: the reviewers group (items with no team), or a reviewer role in some team."""
         if self.user is not None:
-            return self.user.is_active and self.user.has_perm(DECIDE_PERMISSION)
+            return self.user.is_active and (self.user.has_perm(DECIDE_PERMISSION) or any(
+                self._scope.has_role(team_id, TeamMembership.Role.REVIEWER) for team_id in self._scope.roles)
+                or self._scope.everything)
         if self.key is not None:
             return self.key.allows(DECIDE_SCOPE)
         return True
+
+    @cached_property
+    def _scope(self):
+        return scope_for_user(self.user)
+
+    def sees(self, team_id: int | None) -> bool:
+        """Whether an item of a run of this team exists for this reviewer (else it is "not found").
+
+        A team's key sees its team; a key with no team (an operator's) sees all. A person sees their teams
+        (superusers all); items with no team are the operator space: staff and the reviewers group see them."""
+        if self.key is not None:
+            return self.key.team is None or self.key.team_id == team_id
+        if self.user is None:
+            return True
+        if team_id is None:
+            return self._scope.everything or self.user.is_staff or self.user.has_perm(DECIDE_PERMISSION)
+        return self._scope.sees(team_id)
+
+    def may_decide_in(self, team_id: int | None) -> bool:
+        """Decide an item of this team: the reviewer role or above in it (superusers always); items with no
+        team, the reviewers group as before teams; keys, the `reviews:decide` scope."""
+        if self.user is not None and team_id is not None:
+            return self.user.is_active and self._scope.has_role(team_id, TeamMembership.Role.REVIEWER)
+        return self.may_decide
 
 
 SYSTEM = Reviewer()
@@ -118,6 +147,7 @@ def claim_review(*, item_id, reviewer: Reviewer) -> ReviewItem:
     _require_decider(reviewer)
     if reviewer.user is None:
         raise ReviewForbidden("Claims are held by people; an API key decides directly.")
+    _require_access(item_id, reviewer)
     now = timezone.now()
     may_claim = (Q(status=Status.PENDING) | Q(status=Status.CLAIMED, assignee=reviewer.user)
                  | Q(status=Status.CLAIMED, claimed_at__lt=_claim_cutoff(now)))
@@ -136,6 +166,7 @@ def claim_review(*, item_id, reviewer: Reviewer) -> ReviewItem:
 def release_claim(*, item_id, reviewer: Reviewer) -> ReviewItem:
     """Give a claimed item back to the queue."""
     _require_decider(reviewer)
+    _require_access(item_id, reviewer)
     with transaction.atomic():
         changed = ReviewItem.objects.filter(pk=_pk(item_id), status=Status.CLAIMED, assignee=reviewer.user).update(
             status=Status.PENDING, assignee=None, claimed_at=None)
@@ -203,6 +234,7 @@ def bulk_approve(*, item_ids, reviewer: Reviewer, comment: str = "") -> tuple[li
 def _decide(item_id, reviewer: Reviewer, status: str, *, candidate: int | None = None, comment: str = "",
             edited_output: str = "") -> ReviewItem:
     _require_decider(reviewer)
+    _require_access(item_id, reviewer)
     now = timezone.now()
     item = _load(item_id)
     chosen = None
@@ -273,7 +305,18 @@ def _require_decider(reviewer: Reviewer) -> None:
     if not reviewer.may_decide:
         if reviewer.key is not None:
             raise ReviewForbidden(f"This API key lacks the '{DECIDE_SCOPE}' scope.")
-        raise ReviewForbidden("Only members of the reviewers group may claim and decide review items.")
+        raise ReviewForbidden("Only reviewers (the reviewers group, or the reviewer role in a team) may claim and "
+                              "decide review items.")
+
+
+def _require_access(item_id, reviewer: Reviewer) -> None:
+    """Another team's item is not found (as one that does not exist); one the reviewer sees but may not decide
+    (a viewer of its team) is forbidden."""
+    row = ReviewItem.objects.filter(pk=_pk(item_id)).values("run__team_id").first()
+    if row is None or not reviewer.sees(row["run__team_id"]):
+        raise ReviewNotFound("No such review item.")
+    if not reviewer.may_decide_in(row["run__team_id"]):
+        raise ReviewForbidden("Deciding this team's reviews needs the reviewer or admin role in the team.")
 
 
 def _conflict(item: ReviewItem, reviewer: Reviewer) -> ReviewError:

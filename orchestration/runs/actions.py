@@ -32,9 +32,12 @@ class WorkflowNotFound(LookupError):
 def create_run(*, workflow_slug: str, input, metadata: dict | None = None, api_key_id: int | None = None,
                team_id: int | None = None, budget_usd: float | None = None, deadline_s: float | None = None,
                status: str = RunStatus.QUEUED) -> Run:
-    """A Run row for the workflow's current version (not yet handed to any runner)."""
+    """A Run row for the workflow's current version (not yet handed to any runner).
+
+    A workflow another team owns is "not found" for a run of `team_id`, as one that does not exist: no hint.
+    (A run with no team, an operator's, may run any workflow.)"""
     workflow = Workflow.objects.filter(slug=workflow_slug, enabled=True).first()
-    if workflow is None:
+    if workflow is None or (team_id is not None and workflow.team_id not in (None, team_id)):
         raise WorkflowNotFound(workflow_slug)
     version = workflow.current_version
     if version is None:

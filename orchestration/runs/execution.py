@@ -31,6 +31,7 @@ from orchestration.models import Run, Step
 from orchestration.models.runs import FINAL_RUN_STATUSES, RunStatus, StepStatus
 from orchestration.providers.pool import close_clients
 from orchestration.registry import cached_registry, get_registry
+from orchestration.response_cache import cache_scope
 from orchestration.reviews.actions import open_review
 from orchestration.reviews.selectors import decisions_for_run
 from orchestration.runs import executing
@@ -56,6 +57,7 @@ class Prepared:
     metadata: dict
     completed: dict[str, dict]
     decisions: dict[str, dict]
+    team_id: int | None = None  # the run's team: its response-cache space (orchestration/response_cache.py)
     payer: object | None = None  # access/budgets.Payer: the key's and team's budgets each step reserves against
 
 
@@ -126,7 +128,8 @@ def _prepare(run_id: str) -> Prepared | None:
         budget_usd=float(run.budget_usd) if run.budget_usd is not None else None,
         deadline_s=(run.deadline_at - now).total_seconds() if run.deadline_at else None,
         spent_usd=float(run.cost_usd), started_at=run.started_at, metadata=dict(run.metadata or {}),
-        completed=completed, decisions=decisions_for_run(run_id), payer=budgets.Payer.for_key_id(run.api_key_id))
+        completed=completed, decisions=decisions_for_run(run_id), team_id=run.team_id,
+        payer=budgets.Payer.for_key_id(run.api_key_id))
 
 
 def routing_stats() -> dict:
@@ -145,7 +148,7 @@ async def current_registry():
 async def _execute(prepared: Prepared, *, final_stream=None) -> str:
     meta = {"completed_steps": prepared.completed, "decisions": prepared.decisions,
             "run_metadata": prepared.metadata, "model_stats": await sync_to_async(routing_stats)(),
-            "workflow": prepared.workflow}
+            "workflow": prepared.workflow, "cache_scope": cache_scope(prepared.team_id)}
     sink = DurableSink(run_id=prepared.run_id, api_key_id=prepared.api_key_id, meta=meta,
                        loop=asyncio.get_running_loop())
     ctx = RunContext(run_id=prepared.run_id, registry=await current_registry(), sink=sink,

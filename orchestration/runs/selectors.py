@@ -38,13 +38,13 @@ def _json_value(value):
 
 def run_tree(run_id: str) -> dict:
     """The run, its steps (flat and as a tree) and its workflow, with the fields `/api/runs/<id>/` has."""
-    run = Run.objects.select_related("workflow_version__workflow").prefetch_related("steps").get(pk=run_id)
+    run = Run.objects.select_related("workflow_version__workflow", "team").prefetch_related("steps").get(pk=run_id)
     steps = list(run.steps.all())
     version = run.workflow_version
     data = {name: _json_value(getattr(run, name)) for name in RUN_FIELDS}
     data["steps"] = [{("parent" if name == "parent_id" else name): _json_value(getattr(step, name))
                       for name in STEP_FIELDS} for step in steps]
-    data.update(workflow=version.workflow.slug if version else None, workflow_version=version.number if version else None,
+    data.update(team=run.team.slug if run.team_id else None, workflow=version.workflow.slug if version else None, workflow_version=version.number if version else None,
                 budget_usd=_json_value(run.budget_usd), deadline_at=_json_value(run.deadline_at),
                 step_tree=step_tree(steps))
     return data
