@@ -81,7 +81,7 @@ async def spend(url: str, raw: str, callers: int) -> tuple[int, int, int]:
             counts["other"] += 1
             return
 
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=callers)) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=callers, max_keepalive_connections=callers)) as client:
         await asyncio.gather(*(caller(client) for _ in range(callers)))
     return counts["ok"], counts["refused"], counts["other"]
 

@@ -17,6 +17,7 @@ write lock. A key and team without any budget cost nothing here: `Payer.of` answ
 """
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import math
@@ -30,7 +31,7 @@ from decimal import Decimal
 import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import Q, Sum
 
 from orchestration.access.limits import LimitExceeded, _fallback, _redis, _window
@@ -301,6 +302,7 @@ def reserve(payer: Payer, amount_usd: float, tokens: int, *, hold_id: str | None
             raise
         except Exception as exc:
             _fallback(exc)
+            close_old_connections()  # a pool thread's connection may have gone stale since it last served
             code, index = _reserve_db(hold, budgets, token_limits, now)
     else:
         code, index = _reserve_db(hold, budgets, token_limits, now)
@@ -324,23 +326,30 @@ def release(hold: Hold, cost_usd=0, tokens: int | None = None) -> None:
     hold.released = True
     stats["released"] += 1
     try:
-        units = max(0, to_units(cost_usd))
         actual_tokens = hold.tokens if tokens is None else int(tokens)
         if hold.backend == "redis":
             client = _redis()
             try:
-                client.eval(RELEASE_SCRIPT, 2, *_redis_keys(hold.payer), hold.id, units, _prefix(hold.payer),
-                            actual_tokens - hold.tokens, len(hold.scopes), *hold.scopes, len(hold.token_counters),
-                            *hold.token_counters)
+                client.eval(RELEASE_SCRIPT, 2, *_release_args(hold, cost_usd, tokens))
                 return
             except Exception as exc:  # Redis away: the hold expires there; nothing else to do
                 _fallback(exc)
                 return
+        if _redis() is not None:  # a hold taken while Redis was away, released from a pool thread
+            close_old_connections()
         window_end = datetime.fromtimestamp((hold.window + 2) * WINDOW_S, dt_timezone.utc)
         BudgetReservation.objects.filter(pk=hold.id).update(settled=True, amount_usd=0, tokens=max(0, actual_tokens),
                                                             expires_at=window_end)
     except Exception:
         logger.exception("releasing budget hold %s failed (it expires on its own)", hold.id)
+
+
+def _release_args(hold: Hold, cost_usd, tokens: int | None) -> list:
+    """RELEASE_SCRIPT's keys and arguments for this hold, its actual cost and tokens."""
+    units = max(0, to_units(cost_usd))
+    actual_tokens = hold.tokens if tokens is None else int(tokens)
+    return [*_redis_keys(hold.payer), hold.id, units, _prefix(hold.payer), actual_tokens - hold.tokens,
+            len(hold.scopes), *hold.scopes, len(hold.token_counters), *hold.token_counters]
 
 
 def shrink(hold: Hold) -> None:
@@ -357,6 +366,8 @@ def shrink(hold: Hold) -> None:
             except Exception as exc:  # Redis away: the bound stays held, which is only cautious
                 _fallback(exc)
             return
+        if _redis() is not None:
+            close_old_connections()
         BudgetReservation.objects.filter(pk=hold.id, settled=False).update(amount_usd=Decimal(units) * UNIT)
     except Exception:
         logger.exception("shrinking budget hold %s failed (it stays at its bound)", hold.id)
@@ -498,6 +509,7 @@ def _reserve_redis(client, hold: Hold, budgets: list[Budget], token_limits: list
 
 
 def _load_spent(client, payer: Payer, budget: Budget) -> None:
+    close_old_connections()  # maybe a pool thread's connection, idle since the last reload
     prefix = _prefix(payer) + budget.scope
     epoch = client.get(prefix + ":epoch")
     units = to_units(spent_in_database(payer, budget))
@@ -559,6 +571,15 @@ def check_open(key) -> None:
         reserve(payer, 0.0, 0, probe=True)
 
 
+async def _off_loop(function, *args, **kwargs):
+    """Run a sync budget operation off the event loop. With Redis, in the default thread pool (redis-py's pool is
+    thread-safe, and concurrent calls need not queue behind each other or behind the ORM in Django's one
+    thread-sensitive thread); on the database, in that thread, as every ORM call from async code is."""
+    if _redis() is not None:
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: function(*args, **kwargs))
+    return await sync_to_async(function)(*args, **kwargs)
+
+
 @asynccontextmanager
 async def holding(key, model_name: str, messages: list, params: dict, *, output: bool = True):
     """Around a /v1 call: hold its upper bound first (a refusal is a 429 before the upstream sees anything); the
@@ -572,16 +593,16 @@ async def holding(key, model_name: str, messages: list, params: dict, *, output:
         yield None
         return
     amount, tokens = call_bound(models, messages, params, output=output)
-    hold = await sync_to_async(reserve)(payer, amount, tokens)
+    hold = await _off_loop(reserve, payer, amount, tokens)
     token = _current.set(hold)
     try:
         yield hold
     finally:
         _current.reset(token)
         if hold.bound_to is None:  # no record will settle it (the call never ran, or failed unrecorded)
-            await sync_to_async(release)(hold, 0, 0)
+            await _off_loop(release, hold, 0, 0)
         elif hold.actual_units is not None and hold.actual_units < hold.units and not hold.released:
-            await sync_to_async(shrink)(hold)  # before the client has its answer and sends the next call
+            await _off_loop(shrink, hold)  # before the client has its answer and sends the next call
 
 
 def bind_run(run) -> None:
@@ -601,11 +622,30 @@ def settle_runs(runs) -> None:
     """After the writer committed these runs: release their holds with their recorded cost and tokens."""
     if not _holds:
         return
-    for run in runs:
-        with _holds_lock:
+    settled = []
+    with _holds_lock:
+        for run in runs:
             hold = _holds.pop(str(run.id), None)
-        if hold is not None:
-            release(hold, run.cost_usd or 0, int(run.tokens_in or 0) + int(run.tokens_out or 0))
+            if hold is not None:
+                settled.append((hold, run.cost_usd or 0, int(run.tokens_in or 0) + int(run.tokens_out or 0)))
+    in_redis = [item for item in settled if item[0].backend == "redis" and not item[0].released]
+    if len(in_redis) > 1:  # a batch's holds in one round trip
+        try:
+            pipe = _redis().pipeline(transaction=False)
+            for hold, cost, tokens in in_redis:
+                pipe.eval(RELEASE_SCRIPT, 2, *_release_args(hold, cost, tokens))
+        except Exception:  # an unsound amount: each is released on its own below
+            logger.exception("budget holds could not be released in one round trip")
+        else:
+            for hold, _, _ in in_redis:
+                hold.released = True
+                stats["released"] += 1
+            try:
+                pipe.execute()
+            except Exception as exc:  # Redis away: the holds expire there
+                _fallback(exc)
+    for hold, cost, tokens in settled:
+        release(hold, cost, tokens)  # the others (a released hold is left alone)
 
 
 def settle_record(record_id: str, cost_usd, tokens: int) -> None:
@@ -628,7 +668,7 @@ class RunBudgets:
         """Before a step's model call: hold its bound, or stop the run with budget_exceeded."""
         amount, tokens = call_bound([model], request.messages, request.params)
         try:
-            hold = await sync_to_async(reserve)(self.payer, amount, tokens, hold_id=step_id)
+            hold = await _off_loop(reserve, self.payer, amount, tokens, hold_id=step_id)
         except LimitExceeded as exc:
             raise BudgetExceeded(exc.message) from None
         hold.bound_to = step_id
