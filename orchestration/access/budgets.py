@@ -34,7 +34,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.models import Q, Sum
 
-from orchestration.access.limits import LimitExceeded, _fallback, _redis, _window
+from orchestration.access.limits import LimitExceeded, _redis, _window
 from orchestration.engine.executor import BudgetExceeded
 from orchestration.engine.resilience import fallback_chain
 from orchestration.ids import new_id
@@ -49,7 +49,14 @@ DEFAULT_RESERVATION_TTL_S = 600.0
 WINDOW_S = 60
 MESSAGE_OVERHEAD_TOKENS = 8  # role, separators: more than any chat template adds per message
 NON_TEXT_PART_TOKENS = 2_000  # an image or audio part of a message: beyond any provider's per-image count
-stats = {"reserved": 0, "refused": 0, "released": 0}
+stats = {"reserved": 0, "refused": 0, "released": 0, "fallbacks": 0}
+
+
+def _fallback(exc: Exception) -> None:
+    stats["fallbacks"] += 1
+    if stats["fallbacks"] % 100 == 1:
+        logger.warning("budgets fall back to the database (%s so far): Redis unavailable (%s)",
+                       stats["fallbacks"], type(exc).__name__)
 
 
 def reservation_ttl_s() -> float:
