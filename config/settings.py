@@ -270,6 +270,8 @@ PODIUM = {
     # data classes that go only to models on local providers, unless a model lists the class itself
     # (orchestration/engine/policy.py; docs/configuration.md, "Data classes")
     "LOCAL_ONLY_DATA_CLASSES": env_list("PODIUM_LOCAL_ONLY_DATA_CLASSES", ["sensitive", "restricted"]),
+    # seconds a budget hold lives unsettled: a killed process's holds are released after it (docs/budgets.md)
+    "BUDGET_RESERVATION_TTL_S": env_float("PODIUM_BUDGET_RESERVATION_TTL_S", 600.0),
 }
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = PODIUM["MAX_BODY_BYTES"]  # one body limit for /v1, /api and forms

@@ -1,10 +1,11 @@
-"""Per-key rate limits and budgets (embedded mode: the in-process limiter) on /v1 and /api."""
+"""Per-key rate limits and budgets (embedded mode: the in-process limiter, the database's reservations) on /v1
+and /api. tests/test_budgets.py has the reservations themselves."""
 import time
 
 import httpx
 import pytest
 
-from orchestration.access import limits
+from orchestration.access import budgets, limits
 from orchestration.gateway.writer import writer
 from orchestration.models import APIKey
 
@@ -19,9 +20,10 @@ def inside_one_window():
     limits.local.reset()
 
 
-def chat(server, raw_key: str, model: str = "swift-mini") -> httpx.Response:
+def chat(server, raw_key: str, model: str = "swift-mini", **params) -> httpx.Response:
     return httpx.post(f"{server.url}/v1/chat/completions", headers={"authorization": f"Bearer {raw_key}"},
-                      json={"model": model, "messages": [{"role": "user", "content": "hello there"}]}, timeout=10)
+                      json={"model": model, "messages": [{"role": "user", "content": "hello there"}], **params},
+                      timeout=10)
 
 
 def test_a_key_over_its_requests_per_minute_gets_429_with_retry_after_in_openai_format(podium_server, demo_registry):
@@ -40,21 +42,32 @@ def test_a_key_without_limits_is_never_refused(podium_server, demo_registry, api
     assert {chat(podium_server, api_key).status_code for _ in range(5)} == {200}
 
 
-def test_the_tokens_of_finished_calls_count_against_tokens_per_minute(podium_server, demo_registry):
-    _, raw = APIKey.issue("tpm", tokens_per_minute=5)
-    assert chat(podium_server, raw).status_code == 200  # nothing used yet this minute
-    writer.flush()  # the batched writer settles the call's tokens as it records it
-    refused = chat(podium_server, raw)
+def test_tokens_per_minute_hold_each_calls_upper_bound_then_its_actual_tokens(podium_server, demo_registry):
+    # The limit fits one call's bound (its prompt's bound + max_tokens) and one token more: the call holds its bound,
+    # settles to its actual tokens (at least two), and a second bound no longer fits in this minute.
+    bound = budgets.prompt_token_bound([{"role": "user", "content": "hello there"}]) + 20
+    _, raw = APIKey.issue("tpm", tokens_per_minute=bound + 1)
+    assert chat(podium_server, raw, max_tokens=20).status_code == 200
+    writer.flush()  # the batched writer settles the call's actual tokens as it records it
+    refused = chat(podium_server, raw, max_tokens=20)
     assert refused.status_code == 429
     assert refused.json()["error"]["type"] == "tokens" and "retry-after" in refused.headers
 
 
+def test_a_request_whose_bound_alone_exceeds_tokens_per_minute_is_refused_without_retry_after(podium_server,
+                                                                                             demo_registry):
+    _, raw = APIKey.issue("tpm-small", tokens_per_minute=5)
+    refused = chat(podium_server, raw)  # no max_tokens: the bound is the model's whole context window
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert error["type"] == "tokens" and "max_tokens" in error["message"] and "retry-after" not in refused.headers
+
+
 def test_a_key_that_spent_its_budget_is_refused_without_retry_after(podium_server, demo_registry):
-    _, raw = APIKey.issue("budget", budget_usd="0.0001")  # one titan-ultra call costs more
-    first = chat(podium_server, raw, "titan-ultra")
-    assert first.status_code == 200, first.text
-    writer.flush()
-    refused = chat(podium_server, raw, "titan-ultra")
+    key, raw = APIKey.issue("budget", budget_usd="0.0100")
+    assert chat(podium_server, raw, "titan-ultra", max_tokens=10).status_code == 200  # its bound fits
+    APIKey.objects.filter(pk=key.pk).update(spent_usd="0.0100")  # as if the rest had been spent elsewhere
+    refused = chat(podium_server, raw, "titan-ultra", max_tokens=10)
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "insufficient_quota"
     assert "retry-after" not in refused.headers  # waiting does not refill a budget
@@ -83,12 +96,12 @@ def test_a_key_over_budget_may_still_read_its_runs_but_not_start_one(client, dem
 def test_the_local_limiter_admits_exactly_the_limit_from_many_threads():
     import threading
 
-    key = limits.KeyLimits(key_id=987654, requests_per_minute=50, tokens_per_minute=None, budget_usd=None)
+    key = limits.KeyLimits(key_id=987654, requests_per_minute=50)
     admitted = []
 
     def hammer():
         for _ in range(20):
-            code, _ = limits.local.admit(key, time.time(), lambda key_id: 0.0)
+            code, _ = limits.local.admit(key, time.time())
             admitted.append(code == 0)
 
     threads = [threading.Thread(target=hammer) for _ in range(8)]

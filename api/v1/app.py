@@ -16,7 +16,7 @@ from django.conf import settings
 from api.errors import http_status
 from api.v1.wire import (DONE_EVENT, ChunkEncoder, completion_body, error_body, error_event, parse_json, podium_options,
                          validate_chat_request, validate_embeddings_request)
-from orchestration.access import limits
+from orchestration.access import budgets, limits
 from orchestration.access.apikeys import KeyInfo, cached_key, load_key
 from orchestration.access.bearer import bearer_token, request_header
 from orchestration.access.hosts import host_header, host_is_allowed
@@ -79,7 +79,7 @@ async def authenticate(scope, required_scope: str) -> KeyInfo:
     if not info.allows(required_scope):
         raise GatewayError(f"This API key lacks the '{required_scope}' scope.", code="insufficient_scope",
                            type="permission_error")
-    await limits.admit_async(info)  # requests/min, tokens/min, budget: 429 + Retry-After (orchestration/access/limits.py)
+    await limits.admit_async(info)  # requests/min: 429 + Retry-After (budgets: reserved with each call, below)
     return info
 
 
@@ -88,6 +88,8 @@ async def chat_completions(scope, receive, send) -> None:
     data = parse_json(await read_body(receive, settings.PODIUM["MAX_BODY_BYTES"]))
     model, messages, params, metadata = validate_chat_request(data)
     if model.startswith("workflow/"):  # the run executes to its end, or to a gate awaiting review (202)
+        if budgets.Payer.of(key) is not None:  # a used-up budget is a 429 now; each step reserves its own call
+            await sync_to_async(budgets.check_open)(key)
         idempotency_key = request_header(scope, b"idempotency-key")
         if data.get("stream"):
             stream = await stream_workflow(key=key, model_name=model, messages=messages, params=params,
@@ -102,14 +104,16 @@ async def chat_completions(scope, receive, send) -> None:
         body = orjson.dumps(outcome.pending) if outcome.pending else completion_body(outcome)
         await send_json(send, 202 if outcome.pending else 200, body, [(b"x-podium-run-id", outcome.run_id.encode())])
         return
-    if data.get("stream"):
-        # Streams are never served from the response cache: of the podium options only data_class applies.
-        stream = await stream_chat_completion(key=key, model_name=model, messages=messages, params=params,
-                                              metadata=metadata, data_class=podium_options(data, key).get("data_class"))
-        await until_disconnect(receive, send_stream(send, stream, include_usage(data)))
-        return
-    outcome = await chat_completion(key=key, model_name=model, messages=messages, params=params, metadata=metadata,
-                                    **podium_options(data, key))
+    # The call's upper bound is held against the key's and team's budgets before the upstream sees anything.
+    async with budgets.holding(key, model, messages, params):
+        if data.get("stream"):
+            # Streams are never served from the response cache: of the podium options only data_class applies.
+            stream = await stream_chat_completion(key=key, model_name=model, messages=messages, params=params,
+                                                  metadata=metadata, data_class=podium_options(data, key).get("data_class"))
+            await until_disconnect(receive, send_stream(send, stream, include_usage(data)))
+            return
+        outcome = await chat_completion(key=key, model_name=model, messages=messages, params=params,
+                                        metadata=metadata, **podium_options(data, key))
     await send_json(send, 200, completion_body(outcome), [(b"x-podium-run-id", outcome.run_id.encode())])
 
 
@@ -224,8 +228,11 @@ async def embeddings(scope, receive, send) -> None:
     key = await authenticate(scope, "chat")
     data = parse_json(await read_body(receive, settings.PODIUM["MAX_BODY_BYTES"]))
     model, params, metadata = validate_embeddings_request(data)
-    outcome = await create_embeddings(key=key, model_name=model, params=params, metadata=metadata,
-                                      data_class=podium_options(data, key).get("data_class"))
+    inputs = params.get("input")
+    async with budgets.holding(key, model, [{"content": text} for text in
+                                            (inputs if isinstance(inputs, list) else [inputs])], {}, output=False):
+        outcome = await create_embeddings(key=key, model_name=model, params=params, metadata=metadata,
+                                          data_class=podium_options(data, key).get("data_class"))
     await send_json(send, 200, orjson.dumps(outcome.data), [(b"x-podium-run-id", outcome.run_id.encode())])
 
 

@@ -50,6 +50,7 @@ class RunContext:
     deadline: float | None = None  # time.monotonic() value; the run stops with deadline_exceeded after it
     meta: dict = field(default_factory=dict)
     calibrations: object | None = None  # engine/calibration.Calibrations: raw confidence -> P(right)
+    budgets: object | None = None  # access/budgets.RunBudgets: each call holds its bound on the key's/team's budgets
 
     def seconds_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -166,6 +167,12 @@ class Engine:
             if admission is None:
                 skipped.append(candidate.alias)
                 continue
+            if ctx.budgets is not None:  # raises BudgetExceeded before the upstream sees anything
+                try:
+                    await ctx.budgets.reserve(candidate, sent, step.step["step_id"])
+                except BaseException:
+                    breaker.release(admission, failed=None, sink=ctx.sink)  # no call: no verdict on the model
+                    raise
             step.start(sent.messages)
             adapter = self._adapters(candidate.provider.kind)
             try:

@@ -29,7 +29,7 @@ from django.db import (IntegrityError, InterfaceError, OperationalError, close_o
                        transaction)
 from django.db.models import F
 
-from orchestration.access import limits
+from orchestration.access import budgets
 from orchestration.instruments import WRITER_DEAD_LETTERS, WRITER_FAILED_FLUSHES, WRITER_PENDING
 from orchestration.models import APIKey, Run, Step, WriterDeadLetter
 from orchestration.recording import Row
@@ -264,6 +264,7 @@ class BatchedWriter:
         self.dropped_rows = 0  # rows that could not even be set aside (logged)
 
     def add(self, run: Run | Row, steps: list[Step | Row]) -> None:
+        budgets.bind_run(run)  # the /v1 call's budget hold is settled when this run is committed
         with self._lock:
             self._runs.append(run)
             self._steps.extend(steps)
@@ -367,19 +368,15 @@ class BatchedWriter:
 
     def _write(self, runs: list, steps: list) -> None:
         spend: dict[int, Decimal] = defaultdict(Decimal)
-        usage: dict[int, tuple[int, float]] = {}
         for run in runs:
             if run.api_key_id and run.cost_usd:
                 spend[run.api_key_id] += run.cost_usd
-            if run.api_key_id:
-                tokens, cost = usage.get(run.api_key_id, (0, 0.0))
-                usage[run.api_key_id] = (tokens + run.tokens_in + run.tokens_out, cost + float(run.cost_usd))
         with transaction.atomic():
             insert_rows(Run, runs)
             insert_rows(Step, steps)
             for key_id, amount in spend.items():
                 APIKey.objects.filter(pk=key_id).update(spent_usd=F("spent_usd") + amount)
-        limits.settle(usage)  # tokens/min and budget counters, once the rows are committed
+        budgets.settle_runs(runs)  # the calls' budget holds give way to their committed cost
 
     def _write_one_by_one(self, runs: list, steps: list) -> int:
         steps_by_run: dict[str, list] = defaultdict(list)
@@ -483,8 +480,8 @@ class BatchedWriter:
         else:
             self.dropped_rows += 1
         WRITER_DEAD_LETTERS.inc()
-        if key_id and spent:
-            limits.settle({key_id: (tokens, float(cost))})
+        if spent:  # a run's budget hold gives way to the spend settled here (else it expires, conservatively)
+            budgets.settle_record(object_id, cost, tokens)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -10,3 +10,4 @@ from orchestration.models.dead_letters import WriterDeadLetter  # noqa: F401
 from orchestration.models.calibration import Calibrator, ConfidenceLabel  # noqa: F401
 from orchestration.models.idempotency import IdempotencyKey  # noqa: F401
 from orchestration.models.teams import Team, TeamMembership  # noqa: F401
+from orchestration.models.budgets import BudgetReservation  # noqa: F401

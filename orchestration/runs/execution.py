@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from orchestration.access import budgets
 from orchestration.calibration.store import current_calibrations
 from orchestration.engine.executor import (AwaitingReview, BudgetExceeded, DeadlineExceeded, NodeResult, RunContext,
                                            StepFailed)
@@ -58,6 +59,7 @@ class Prepared:
     completed: dict[str, dict]
     decisions: dict[str, dict]
     team_id: int | None = None  # the run's team: its response-cache space (orchestration/response_cache.py)
+    payer: object | None = None  # access/budgets.Payer: the key's and team's budgets each step reserves against
 
 
 def execute_run(run_id) -> str | None:
@@ -127,7 +129,8 @@ def _prepare(run_id: str) -> Prepared | None:
         budget_usd=float(run.budget_usd) if run.budget_usd is not None else None,
         deadline_s=(run.deadline_at - now).total_seconds() if run.deadline_at else None,
         spent_usd=float(run.cost_usd), started_at=run.started_at, metadata=dict(run.metadata or {}),
-        completed=completed, decisions=decisions_for_run(run_id), team_id=run.team_id)
+        completed=completed, decisions=decisions_for_run(run_id), team_id=run.team_id,
+        payer=budgets.Payer.for_key_id(run.api_key_id))
 
 
 def routing_stats() -> dict:
@@ -152,7 +155,8 @@ async def _execute(prepared: Prepared, *, final_stream=None) -> str:
     ctx = RunContext(run_id=prepared.run_id, registry=await current_registry(), sink=sink,
                      data_class=prepared.metadata.get("data_class"), spent_usd=prepared.spent_usd,
                      budget_usd=prepared.budget_usd, meta=meta, calibrations=await current_calibrations(),
-                     deadline=time.monotonic() + prepared.deadline_s if prepared.deadline_s is not None else None)
+                     deadline=time.monotonic() + prepared.deadline_s if prepared.deadline_s is not None else None,
+                     budgets=budgets.RunBudgets(prepared.payer) if prepared.payer is not None else None)
     result: NodeResult | None = None
     review: AwaitingReview | None = None
     error, failure_code = "", ""

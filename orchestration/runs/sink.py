@@ -18,7 +18,7 @@ from django.db import close_old_connections, transaction
 from django.db.models import F
 
 from orchestration import live
-from orchestration.access import limits
+from orchestration.access import budgets
 from orchestration.engine.events import Event, with_team
 from orchestration.models import APIKey, Run, Step
 from orchestration.models.runs import RunStatus, StepStatus
@@ -84,6 +84,8 @@ class DurableSink:
                 self._write_started(event, existing)
             else:
                 self._write_finished(event, existing)
+        if event["type"] == "step.finished":
+            budgets.settle_step(event)  # the step's budget hold gives way to its committed cost
 
     def _write_started(self, event: dict, existing) -> None:
         fields = dict(parent_id=event.get("parent_id"), node_id=event.get("node_id", ""),
@@ -114,9 +116,5 @@ class DurableSink:
                 tokens_out=F("tokens_out") + int(event.get("tokens_out") or 0), cost_usd=F("cost_usd") + cost)
             if self.api_key_id and cost:
                 APIKey.objects.filter(pk=self.api_key_id).update(spent_usd=F("spent_usd") + cost)
-            if self.api_key_id:  # the key's tokens/min and budget counters (shared across processes)
-
-                limits.settle({self.api_key_id: (int(event.get("tokens_in") or 0) + int(event.get("tokens_out") or 0),
-                                                 float(cost))})
         if Run.objects.filter(pk=self.run_id, status=RunStatus.CANCELLED).exists():
             self.meta["cancel_requested"] = True

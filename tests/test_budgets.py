@@ -1,0 +1,245 @@
+"""Budgets that hold (embedded mode: SQLite, the database's reservations) on a live /v1 server with the fake upstream.
+
+Every call holds an upper bound of its cost before the upstream sees it and settles to its recorded cost after;
+so concurrent calls never spend past a budget. tests/production/test_budgets_production.py runs the same on
+PostgreSQL and Redis with two server processes.
+"""
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import httpx
+import pytest
+from django.conf import settings
+
+from orchestration.access import budgets
+from orchestration.engine.registry import Registry, RouteSpec
+from orchestration.engine.types import ModelSpec, ProviderSpec
+from orchestration.gateway.writer import writer
+from orchestration.models import APIKey, BudgetReservation, LLMModel, Run, Team
+from orchestration.registry import bump_version
+from orchestration.runner.inprocess import runner
+from orchestration.workflows import save_workflow
+from tests.conftest import wait_for
+
+# "hello" on fake-gpt ($2 in, $8 out per million): 1 prompt token and "echo: hello" (2 tokens) = $0.000018 a call;
+# its bound with max_tokens 4 is ~$0.00007. $0.0001 pays for 5 calls, not 6.
+CALL_COST = Decimal("0.000018")
+BUDGET = "0.0001"
+HELLO = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
+
+
+async def many_calls(server, raw_keys: list[str], count: int, model: str = "fake-gpt", body: dict | None = None):
+    async with httpx.AsyncClient(base_url=server.url, timeout=30,
+                                 limits=httpx.Limits(max_connections=count)) as client:
+        async def one(index: int):
+            return await client.post("/v1/chat/completions", json={"model": model, **(body or HELLO)},
+                                     headers={"authorization": f"Bearer {raw_keys[index % len(raw_keys)]}"})
+        return await asyncio.gather(*(one(index) for index in range(count)))
+
+
+def concurrently(server, raw_keys: list[str], count: int, **kwargs) -> list[httpx.Response]:
+    return asyncio.run(many_calls(server, raw_keys, count, **kwargs))
+
+
+def until_refused(server, raw_keys: list[str]) -> list[httpx.Response]:
+    """Sequential calls after the burst, until the budget refuses one: the budget is really spent, not just held."""
+    answers = []
+    for index in range(20):
+        writer.flush()
+        answers.append(concurrently(server, [raw_keys[index % len(raw_keys)]], 1)[0])
+        if answers[-1].status_code == 429:
+            break
+    return answers
+
+
+def assert_refusals_are_insufficient_quota(answers: list[httpx.Response], names: str) -> None:
+    for answer in answers:
+        if answer.status_code != 200:
+            assert answer.status_code == 429, answer.text
+            error = answer.json()["error"]
+            assert error["code"] == "insufficient_quota" and names in error["message"], error
+            assert "retry-after" not in answer.headers
+
+
+def spent_by(**filters) -> Decimal:
+    writer.flush()
+    return sum((run.cost_usd for run in Run.objects.filter(**filters)), Decimal(0))
+
+
+def test_fifty_concurrent_calls_never_spend_past_the_key_budget(podium_server, upstream_model, fake_upstream):
+    key, raw = APIKey.issue("tight", budget_usd=BUDGET)
+    answers = concurrently(podium_server, [raw], 50)
+    answers += until_refused(podium_server, [raw])
+    succeeded = [answer for answer in answers if answer.status_code == 200]
+    assert 1 <= len(succeeded) <= 5
+    assert_refusals_are_insufficient_quota(answers, "this API key's lifetime budget")
+    assert answers[-1].status_code == 429  # the budget ran out: the calls were refused by it, not by luck
+    assert spent_by(api_key=key) == len(succeeded) * CALL_COST <= Decimal(BUDGET)
+    key.refresh_from_db()
+    assert key.spent_usd <= Decimal(BUDGET)
+    assert fake_upstream.model_counts["fake-gpt-1"] == len(succeeded)  # refused calls never reached it
+
+
+def test_a_team_budget_holds_across_the_teams_keys(podium_server, upstream_model, fake_upstream):
+    team = Team.objects.create(slug="thrifty", name="Thrifty", budget_usd_per_day=BUDGET)
+    _, first = APIKey.issue("one", team=team)
+    _, second = APIKey.issue("two", team=team)
+    answers = concurrently(podium_server, [first, second], 50)
+    answers += until_refused(podium_server, [first, second])
+    succeeded = [answer for answer in answers if answer.status_code == 200]
+    assert 1 <= len(succeeded) <= 5
+    assert_refusals_are_insufficient_quota(answers, "the team 'thrifty's daily budget")
+    assert spent_by(team=team) == len(succeeded) * CALL_COST <= Decimal(BUDGET)
+    assert fake_upstream.model_counts["fake-gpt-1"] == len(succeeded)
+
+
+def test_a_40_kb_prompt_on_a_tiny_budget_is_refused_before_the_upstream_sees_it(podium_server, upstream_model,
+                                                                                 fake_upstream):
+    key, raw = APIKey.issue("tiny", budget_usd="0.0010")
+    big = {"messages": [{"role": "user", "content": "lorem ipsum " * 3400}], "max_tokens": 10}  # ~40 KB
+    answer = concurrently(podium_server, [raw], 1, body=big)[0]
+    assert answer.status_code == 429
+    error = answer.json()["error"]
+    assert error["code"] == "insufficient_quota" and "this API key's lifetime budget of $0.001" in error["message"]
+    assert fake_upstream.model_counts["fake-gpt-1"] == 0
+    assert spent_by(api_key=key) == 0 and not BudgetReservation.objects.filter(amount_usd__gt=0).exists()
+
+
+def test_each_call_settles_to_its_recorded_cost_and_its_tokens(podium_server, upstream_model, fake_upstream):
+    key, raw = APIKey.issue("settles", budget_usd_per_month="1", tokens_per_minute=1000)
+    assert concurrently(podium_server, [raw], 3)[0].status_code == 200
+    writer.flush()
+    holds = list(BudgetReservation.objects.filter(api_key=key))
+    assert len(holds) == 3 and all(hold.settled and hold.amount_usd == 0 for hold in holds)
+    assert sorted(hold.tokens for hold in holds) == [3, 3, 3]  # 1 prompt + 2 answer tokens, the actual ones
+    assert spent_by(api_key=key) == 3 * CALL_COST
+
+
+def test_a_finished_call_holds_its_actual_cost_not_its_bound_until_it_is_committed(podium_server, upstream_model):
+    key, raw = APIKey.issue("shrinks", budget_usd="1")
+    assert concurrently(podium_server, [raw], 1)[0].status_code == 200
+    hold = BudgetReservation.objects.get(api_key=key)  # answered: committed by now, or not yet (0.25 s flushes)
+    assert hold.amount_usd == (0 if hold.settled else CALL_COST)
+    writer.flush()
+    hold.refresh_from_db()
+    assert hold.settled and hold.amount_usd == 0
+
+
+def test_twenty_concurrent_workflow_runs_stop_at_the_budget(podium_server, upstream_model, fake_upstream):
+    save_workflow(slug="budgeted", spec={"root": {"type": "call", "model": "fake-gpt", "params": {"max_tokens": 4}}})
+    key, raw = APIKey.issue("runs", budget_usd=BUDGET)
+    answers = concurrently(podium_server, [raw], 20, model="workflow/budgeted")
+    assert runner.wait_idle(20)
+    succeeded = [answer for answer in answers if answer.status_code == 200]
+    assert 1 <= len(succeeded) <= 5
+    for answer in answers:
+        if answer.status_code != 200:
+            assert answer.json()["error"]["code"] in ("budget_exceeded", "insufficient_quota"), answer.text
+    runs = Run.objects.filter(api_key=key)
+    stopped = runs.filter(status="budget_exceeded")
+    assert runs.filter(status="succeeded").count() == len(succeeded)
+    assert stopped.count() + len(succeeded) == runs.count()
+    assert all("budget" in run.error for run in stopped)
+    key.refresh_from_db()
+    assert key.spent_usd == len(succeeded) * CALL_COST <= Decimal(BUDGET)
+    assert fake_upstream.model_counts["fake-gpt-1"] == len(succeeded)
+
+
+def test_a_hold_of_a_process_that_died_is_released_at_its_expiry(podium_server, upstream_model, fake_upstream,
+                                                                  monkeypatch):
+    monkeypatch.setitem(settings.PODIUM, "BUDGET_RESERVATION_TTL_S", 1.0)  # PODIUM_BUDGET_RESERVATION_TTL_S
+    key, raw = APIKey.issue("crashed", budget_usd=BUDGET)
+    payer = budgets.Payer.for_key_id(key.id)
+    budgets.reserve(payer, float(BUDGET), 0)  # held and never settled: its process is gone
+    refused = concurrently(podium_server, [raw], 1)[0]
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
+    assert fake_upstream.model_counts["fake-gpt-1"] == 0
+    answer = wait_for(lambda: (lambda a: a if a.status_code == 200 else None)(concurrently(podium_server, [raw], 1)[0]),
+                      timeout=10, interval=0.2)
+    assert answer.json()["choices"][0]["message"]["content"] == "echo: hello"
+
+
+def test_a_key_and_team_without_budgets_hold_nothing(podium_server, upstream_model, fake_upstream):
+    team = Team.objects.create(slug="free", name="Free")
+    _, raw = APIKey.issue("free", team=team)
+    assert {answer.status_code for answer in concurrently(podium_server, [raw], 5)} == {200}
+    assert not BudgetReservation.objects.exists()
+
+
+def test_the_bound_covers_the_prompt_bytes_the_output_limit_and_the_dearest_candidate():
+    provider = ProviderSpec(name="p", kind="mock", base_url="")
+    cheap = ModelSpec(alias="cheap", upstream_name="c", provider=provider, price_in_per_m=1, price_out_per_m=2,
+                      context_window=1000, fallbacks=("dear",))
+    dear = ModelSpec(alias="dear", upstream_name="d", provider=provider, price_in_per_m=10, price_out_per_m=40,
+                     context_window=500)
+    registry = Registry(models={"cheap": cheap, "dear": dear},
+                        routes={"auto": RouteSpec(name="auto", strategy="cost", candidates=("cheap",))})
+    messages = [{"role": "user", "content": "héllo wörld"}]  # 13 UTF-8 bytes
+    prompt = budgets.prompt_token_bound(messages)
+    assert prompt >= len("héllo wörld".encode()) + len("user")
+    assert [model.alias for model in budgets.candidates(registry, "auto")] == ["cheap", "dear"]
+    usd, tokens = budgets.call_bound(budgets.candidates(registry, "cheap"), messages, {"max_tokens": 7})
+    assert usd == pytest.approx(dear.cost_usd(prompt, 7)) and tokens == prompt + 7
+    usd, _ = budgets.call_bound([dear], messages, {})  # no max_tokens: the whole window may be answer
+    assert usd == pytest.approx(dear.cost_usd(prompt, 500))
+    usd, _ = budgets.call_bound([dear], messages, {"max_tokens": 7, "n": 3})
+    assert usd == pytest.approx(dear.cost_usd(prompt, 21))
+
+
+def test_a_streamed_call_holds_its_bound_and_settles_to_its_cost(podium_server, upstream_model, fake_upstream):
+    key, raw = APIKey.issue("streams", budget_usd=BUDGET)
+    with httpx.stream("POST", f"{podium_server.url}/v1/chat/completions", json={"model": "fake-gpt", "stream": True,
+                                                                                **HELLO},
+                      headers={"authorization": f"Bearer {raw}"}, timeout=30) as answer:
+        assert answer.status_code == 200
+        assert "data: [DONE]" in answer.read().decode()
+    writer.flush()
+    hold = BudgetReservation.objects.get(api_key=key)
+    assert hold.settled and hold.amount_usd == 0
+    run = Run.objects.get(api_key=key)
+    assert 0 < run.cost_usd <= Decimal(BUDGET) and hold.tokens == run.tokens_in + run.tokens_out
+
+
+def test_embeddings_reserve_their_input_before_the_upstream_sees_it(podium_server, upstream_model, fake_upstream):
+    LLMModel.objects.create(provider=upstream_model.provider, alias="embed", upstream_name="text-embed-1",
+                            price_in_per_m="10.0")
+    bump_version()
+    _, raw = APIKey.issue("embeds", budget_usd="0.0010")
+    headers = {"authorization": f"Bearer {raw}"}
+    small = httpx.post(f"{podium_server.url}/v1/embeddings", json={"model": "embed", "input": "hello"},
+                       headers=headers, timeout=30)
+    assert small.status_code == 200, small.text
+    big = httpx.post(f"{podium_server.url}/v1/embeddings", json={"model": "embed", "input": ["lorem ipsum " * 1000] * 10},
+                     headers=headers, timeout=30)  # 120 KB at $10 per million tokens: up to $0.0012
+    assert big.status_code == 429 and big.json()["error"]["code"] == "insufficient_quota"
+    assert [request["body"]["input"] for request in fake_upstream.requests
+            if request.get("path") == "/v1/embeddings"] == ["hello"]  # the big one never reached it
+
+
+def test_a_used_up_budget_refuses_priced_calls_but_not_free_ones(podium_server, upstream_model, fake_upstream):
+    LLMModel.objects.create(provider=upstream_model.provider, alias="free-gpt", upstream_name="free-1",
+                            price_in_per_m="0", price_out_per_m="0")
+    bump_version()
+    key, raw = APIKey.issue("used-up", budget_usd=BUDGET)
+    APIKey.objects.filter(pk=key.pk).update(spent_usd=BUDGET)
+    refused = concurrently(podium_server, [raw], 1)[0]
+    assert refused.status_code == 429 and "is used up" not in refused.json()["error"]["message"]
+    assert "more than is left of this API key's lifetime budget" in refused.json()["error"]["message"]
+    assert concurrently(podium_server, [raw], 1, model="free-gpt")[0].status_code == 200
+    assert fake_upstream.model_counts == {"free-1": 1}
+
+
+def test_a_model_outside_the_team_is_a_404_even_when_its_bound_exceeds_the_budget(podium_server, upstream_model,
+                                                                                   fake_upstream):
+    team = Team.objects.create(slug="narrow", name="Narrow", budget_usd_per_month="0.0001")
+    other = LLMModel.objects.create(provider=upstream_model.provider, alias="elsewhere", upstream_name="x",
+                                    price_in_per_m="1000", price_out_per_m="1000")
+    team.allowed_models.add(upstream_model)
+    bump_version()
+    _, raw = APIKey.issue("narrow", team=team)
+    answer = concurrently(podium_server, [raw], 1, model=other.alias)[0]
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "model_not_found"
+    assert concurrently(podium_server, [raw], 1)[0].status_code == 200  # its own model: held and served
+    assert fake_upstream.model_counts == {"fake-gpt-1": 1}
