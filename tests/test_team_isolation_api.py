@@ -531,3 +531,18 @@ def test_a_new_workflow_belongs_to_its_authors_team(world):
         assert Caller(world.server, user=admin_a).post("/api/workflows/", body).status_code in (400, 403)
     assert world.caller("reviewer_a").post("/api/workflows/", {"slug": "wf-z", "spec": spec}).status_code == 403
     assert "wf-a2" not in world.caller("key_b").get("/api/workflows/").text
+
+
+def test_a_shared_workflow_never_calls_a_model_outside_the_runs_team(world):
+    """A run sees only what its team may call: a shared workflow's step naming another team's model fails as an
+    unknown model would, and that model's upstream is never asked."""
+    save_workflow(slug="wf-shared-b", spec={"root": {"type": "call", "model": "model-b"}}, team_id=None)
+    body = {"model": "workflow/wf-shared-b", "messages": [{"role": "user", "content": f"wf {uuid.uuid4().hex}"}]}
+    refused = v1(world, world.keys["key_a"], "/v1/chat/completions", body)
+    assert refused.status_code >= 400
+    assert not world.upstream_requests_for("model-b")
+    run = Run.objects.get(target="workflow/wf-shared-b", api_key_id=world.key_rows["key_a"].pk)
+    assert run.status == "failed" and "model-b" in run.error
+    # Team B may call model-b: the same shared workflow runs for its key.
+    assert v1(world, world.keys["key_b"], "/v1/chat/completions", body).status_code == 200
+    assert len(world.upstream_requests_for("model-b")) == 1

@@ -69,6 +69,8 @@ async def open_chat_run(model_name: str, messages: list[dict], data_class: str |
     model = registry.models.get(model_name)
     if (model is None and model_name not in registry.routes) or (key is not None and not key.may_call(model_name)):
         raise model_not_found(model_name)
+    if key is not None and key.team is not None:  # fallbacks and route candidates: only what the team may call
+        registry = registry.within(key.team.allowed_targets)
     sink = PublishingSink(key.team_id if key else None)
     ctx = RunContext(run_id=new_id(), registry=registry, sink=sink, data_class=data_class,
                      calibrations=await current_calibrations(),

@@ -38,6 +38,8 @@ async def create_embeddings(*, key: KeyInfo, model_name: str, params: dict, meta
         raise GatewayError(f"The model '{model_name}' does not serve embeddings.", code="unsupported_model",
                            param="model")
     sink = PublishingSink(key.team_id)
+    if key.team is not None:  # fallbacks: only what the team may call
+        registry = registry.within(key.team.allowed_targets)
     ctx = RunContext(run_id=new_id(), registry=registry, sink=sink, data_class=data_class)
     run_id = ctx.run_id
     started_ms = now_ms()

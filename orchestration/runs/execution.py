@@ -18,6 +18,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from orchestration.access import budgets
+from orchestration.access.apikeys import TeamInfo
 from orchestration.calibration.store import current_calibrations
 from orchestration.engine.executor import (AwaitingReview, BudgetExceeded, DeadlineExceeded, NodeResult, RunContext,
                                            StepFailed)
@@ -59,6 +60,7 @@ class Prepared:
     completed: dict[str, dict]
     decisions: dict[str, dict]
     team_id: int | None = None  # the run's team: its response-cache space (orchestration/response_cache.py)
+    allowed_targets: frozenset[str] | None = None  # what the run's team may call; None = everything
     payer: object | None = None  # access/budgets.Payer: the key's and team's budgets each step reserves against
 
 
@@ -107,7 +109,8 @@ def _prepare(run_id: str) -> Prepared | None:
     now = timezone.now()
     with transaction.atomic():
         # of=("self",): PostgreSQL cannot lock the nullable side of the outer join to workflow_version.
-        run = Run.objects.select_for_update(of=("self",)).select_related("workflow_version__workflow").filter(pk=run_id).first()
+        run = Run.objects.select_for_update(of=("self",)).select_related(
+            "workflow_version__workflow", "team").filter(pk=run_id).first()
         if run is None or run.status not in RUNNABLE or run.workflow_version is None:
             return None
         run.status = RunStatus.RUNNING
@@ -130,6 +133,7 @@ def _prepare(run_id: str) -> Prepared | None:
         deadline_s=(run.deadline_at - now).total_seconds() if run.deadline_at else None,
         spent_usd=float(run.cost_usd), started_at=run.started_at, metadata=dict(run.metadata or {}),
         completed=completed, decisions=decisions_for_run(run_id), team_id=run.team_id,
+        allowed_targets=TeamInfo.of(run.team).allowed_targets if run.team_id else None,
         payer=budgets.Payer.for_key_id(run.api_key_id))
 
 
@@ -152,7 +156,9 @@ async def _execute(prepared: Prepared, *, final_stream=None) -> str:
             "workflow": prepared.workflow, "cache_scope": cache_scope(prepared.team_id)}
     sink = DurableSink(run_id=prepared.run_id, api_key_id=prepared.api_key_id, meta=meta,
                        loop=asyncio.get_running_loop())
-    ctx = RunContext(run_id=prepared.run_id, registry=await current_registry(), sink=sink,
+    # A team's run sees only the models and route aliases its team may call (engine/registry.py `within`).
+    registry = (await current_registry()).within(prepared.allowed_targets)
+    ctx = RunContext(run_id=prepared.run_id, registry=registry, sink=sink,
                      data_class=prepared.metadata.get("data_class"), spent_usd=prepared.spent_usd,
                      budget_usd=prepared.budget_usd, meta=meta, calibrations=await current_calibrations(),
                      deadline=time.monotonic() + prepared.deadline_s if prepared.deadline_s is not None else None,
