@@ -44,8 +44,10 @@ demo: migrate
 	$(PY) manage.py podium_seed_demo
 	HOST=$(HOST) PORT=$(PORT) PY=$(PY) bash scripts/demo.sh
 
+# The production web server (config/gunicorn.py: gunicorn + uvicorn worker), in the embedded mode one worker:
+# daphne cost 1.4-1.8x its CPU per /v1 call in the same run (bench/RESULTS.md).
 run: migrate
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) config.asgi:application
+	$(VENV)/bin/gunicorn -c config/gunicorn.py -b $(HOST):$(PORT)
 
 # The same application under uvicorn (uvloop + httptools): less CPU per /v1 call (bench/RESULTS.md).
 # --no-proxy-headers: which X-Forwarded-For to believe is PODIUM_TRUSTED_PROXIES's decision, not uvicorn's.

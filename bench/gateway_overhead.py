@@ -237,15 +237,19 @@ class Bench:
 
     def start_podium(self, server: str, key: str) -> Target:
         port = free_port()
-        if server == "daphne":
+        env = self.podium_env
+        if server == "daphne":  # what `make run` and `make demo` serve with
             command = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+        elif server == "gunicorn":  # the production server (`make up`, `make serve`): one uvicorn worker here
+            command = [str(BIN / "gunicorn"), "-c", str(ROOT / "config/gunicorn.py"), "-b", f"127.0.0.1:{port}"]
+            env = {**env, "WEB_PROCESSES": "1", "LOG_LEVEL": "warning"}
         else:
             # uvicorn's defaults as installed: uvloop and httptools when present, else asyncio and h11.
             command = [PY, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
                        "--no-access-log", "--log-level", "warning", "--lifespan", "on"]
             if server == "uvicorn-asyncio":
                 command += ["--loop", "asyncio", "--http", "h11"]
-        process = self.spawn(command, self.server_core, env=self.podium_env, log=f"podium-{server}")
+        process = self.spawn(command, self.server_core, env=env, log=f"podium-{server}")
         wait_http(f"http://127.0.0.1:{port}/v1/models", {"Authorization": f"Bearer {key}"})
         return Target(name=f"podium-{server}" if len(self.args.servers) > 1 else "podium",
                       url=f"http://127.0.0.1:{port}/v1/chat/completions", key=key,
@@ -455,7 +459,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--modes", default="plain,stream")
     parser.add_argument("--servers", default="uvicorn",
-                        help="Podium under: uvicorn (its defaults as installed), uvicorn-asyncio, daphne; comma-separated")
+                        help="Podium under: uvicorn (its defaults as installed), uvicorn-asyncio, daphne (`make run`), "
+                             "gunicorn (the production server, one worker); comma-separated")
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--no-minimal", action="store_true", help="leave out the minimal-proxy reference target")
     parser.add_argument("--write", help="also write the report (markdown) to this file")

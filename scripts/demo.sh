@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Runs daphne and the demo traffic generator; Ctrl-C stops both.
+# Runs the web server (gunicorn + uvicorn worker, config/gunicorn.py) and the demo traffic generator;
+# Ctrl-C stops both.
 set -euo pipefail
 HOST=${HOST:-127.0.0.1}; PORT=${PORT:-8000}; PY=${PY:-.venv/bin/python}
 KEY=$(sed -n 's/^API key: *//p' var/demo-credentials.txt)
 pids=()
 cleanup() { trap - INT TERM EXIT; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; echo; echo "Podium stopped."; }
 trap cleanup INT TERM EXIT
-"$(dirname "$PY")/daphne" -v 0 -b "$HOST" -p "$PORT" config.asgi:application &
+LOG_LEVEL=${LOG_LEVEL:-warning} "$(dirname "$PY")/gunicorn" -c config/gunicorn.py -b "$HOST:$PORT" &
 pids+=($!)
 "$PY" manage.py podium_demo_traffic --url "http://$HOST:$PORT" --key "$KEY" --rate 3 >/dev/null &
 pids+=($!)
