@@ -44,3 +44,11 @@ def test_database_and_redis_urls_switch_to_production_backends():
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-4:] == ["django.db.backends.postgresql", "channels_redis.core.RedisChannelLayer",
                                           "django.core.cache.backends.redis.RedisCache", "celery"]
+
+
+def test_log_level_is_read_in_any_case():
+    """gunicorn takes `LOG_LEVEL=warning`; the same variable must not stop Django's logging setup."""
+    result = manage("shell", "-c", "import logging; print(logging.getLevelName(logging.getLogger().level))",
+                    LOG_LEVEL="warning")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "WARNING"
