@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from api import reviews, runs, teams, views, workflows
+from api import audit, reviews, runs, teams, views, workflows
 
 router = DefaultRouter()
 router.register("providers", views.ProviderViewSet)
@@ -13,6 +13,7 @@ router.register("teams", teams.TeamViewSet, basename="team")
 urlpatterns = [
     path("models/<str:alias>/calibration/", views.ModelCalibration.as_view(), name="model-calibration"),
 ] + router.urls + [
+    path("audit/", audit.AuditList.as_view(), name="audit-list"),
     path("reviews/", reviews.ReviewList.as_view(), name="review-list"),
     path("reviews/bulk-approve/", reviews.ReviewBulkApprove.as_view(), name="review-bulk-approve"),
     path("reviews/<uuid:pk>/", reviews.ReviewDetail.as_view(), name="review-detail"),

@@ -6,7 +6,9 @@ management command or code.
 One place: model signals (pre_save reads the row as stored, post_save / post_delete / m2m_changed record the
 diff), so no admin form or API view can forget it. Each entry: actor (`user:<name>`, `key:<prefix>`, or
 `system` outside a request), action `config.<kind>.created|changed|deleted`, subject (`provider:<name>`, ...)
-and data `{"diff": {field: [old, new]}}`. Budgets are fields of keys and teams, so their changes are key and
+and data `{"diff": {field: [old, new]}}`, plus `"team": <team id>` when the row is a team's (a team, its
+membership, its key, its workflow or a version of it; see `team_of`) so the team's admins can read the entry
+(GET /api/audit/). Budgets are fields of keys and teams, so their changes are key and
 team changes. Never a secret value: fields named like secrets (key_hash, *secret*, *password*, *token*) show
 as "[hidden]", and so does any value that looks like a credential (see `mask`). `api_key_env` holds the NAME
 of an environment variable and is recorded as is.
@@ -197,13 +199,33 @@ def diff(row: models.Model, old: dict | None, new: dict | None) -> dict:
     return changes
 
 
-def _record(sender, row: models.Model, verb: str, changes: dict) -> None:
+def team_of(row: models.Model, old: dict | None = None) -> int | None:
+    """The team a configuration row belongs to (its id), else None (an operator's or shared row). A row that
+    left its team (a key moved to no team) stays the old team's, so that team's admins see it go."""
+    if isinstance(row, Team):
+        return row.pk
+    if isinstance(row, WorkflowVersion):
+        try:
+            return row.workflow.team_id
+        except Exception:  # its workflow already deleted in a cascade
+            return None
+    team_id = getattr(row, "team_id", None)
+    if team_id is None and old:
+        team_id = old.get("team_id")
+    return team_id
+
+
+def _record(sender, row: models.Model, verb: str, changes: dict, old: dict | None = None) -> None:
     kind, subject = AUDITED[sender]
     try:
         name = subject(row)
     except Exception:  # a row deleted in a cascade whose parent is already gone
         name = f"{kind}:{row.pk}"
-    audit.record(actor=current_actor(), action=f"config.{kind}.{verb}", subject=name, data={"diff": changes})
+    data = {"diff": changes}
+    team = team_of(row, old)
+    if team is not None:
+        data["team"] = team  # hashed with the rest of the entry: moving it to another team breaks the chain
+    audit.record(actor=current_actor(), action=f"config.{kind}.{verb}", subject=name, data=data)
 
 
 # --- receivers --------------------------------------------------------------------------------------------------
@@ -232,7 +254,7 @@ def after_save(sender, instance, created, raw=False, update_fields=None, **kwarg
     changes = diff(instance, None if created else old,
                    snapshot(instance, None if created else getattr(instance, "_config_audit_only", None)))
     if created or changes:
-        _record(sender, instance, "created" if created else "changed", changes)
+        _record(sender, instance, "created" if created else "changed", changes, old)
 
 
 def after_delete(sender, instance, **kwargs) -> None:

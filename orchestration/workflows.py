@@ -51,6 +51,8 @@ def save_workflow(*, slug: str, spec=None, description: str | None = None, enabl
             return workflow, current, False
         number = (workflow.versions.aggregate(top=Max("number"))["top"] or 0) + 1
         version = WorkflowVersion.objects.create(workflow=workflow, number=number, spec=spec)
-        audit.record(actor=actor, action="workflow.version_created", subject=f"workflow:{slug}",
-                     data={"version": number})
+        data = {"version": number}
+        if workflow.team_id is not None:
+            data["team"] = workflow.team_id  # a team's workflow: its admins read the entry (GET /api/audit/)
+        audit.record(actor=actor, action="workflow.version_created", subject=f"workflow:{slug}", data=data)
     return workflow, version, True

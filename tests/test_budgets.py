@@ -243,3 +243,46 @@ def test_a_model_outside_the_team_is_a_404_even_when_its_bound_exceeds_the_budge
     assert answer.status_code == 404 and answer.json()["error"]["code"] == "model_not_found"
     assert concurrently(podium_server, [raw], 1)[0].status_code == 200  # its own model: held and served
     assert fake_upstream.model_counts == {"fake-gpt-1": 1}
+
+
+def test_a_run_a_person_starts_pays_with_its_teams_budget_and_stops_at_it(podium_server, upstream_model,
+                                                                         fake_upstream):
+    """No key: a session's POST /api/runs/ makes a run of the person's team, and each of its steps reserves against
+    the team's budget (Payer.for_team_id) — the runs past it stop with budget_exceeded, their upstream not asked."""
+    import secrets
+
+    from django.contrib.auth import get_user_model
+
+    from orchestration.models import TeamMembership
+    from tests.livehelpers import session_cookie
+
+    save_workflow(slug="team-budgeted", spec={"root": {"type": "call", "model": "fake-gpt",
+                                                       "params": {"max_tokens": 4}}})
+    team = Team.objects.create(slug="paying", name="Paying", budget_usd_per_day=BUDGET)
+    person = get_user_model().objects.create_user("starter", password="starter-password-1")
+    TeamMembership.objects.create(team=team, user=person, role="reviewer")
+    csrf = secrets.token_hex(16)
+    headers = {"cookie": f"{session_cookie(person)}; {settings.CSRF_COOKIE_NAME}={csrf}", "x-csrftoken": csrf,
+               "origin": podium_server.url}
+
+    async def start_all(count: int):
+        async with httpx.AsyncClient(base_url=podium_server.url, headers=headers, timeout=30) as client:
+            return await asyncio.gather(*(client.post("/api/runs/", json={"workflow": "team-budgeted",
+                                                                          "input": "hello"})
+                                          for _ in range(count)))
+    started = asyncio.run(start_all(10))
+    assert {answer.status_code for answer in started} == {202}, [a.text for a in started]
+    assert {answer.json()["team"] for answer in started} == {"paying"}
+    assert runner.wait_idle(20)
+    writer.flush()
+
+    runs = Run.objects.filter(team=team)
+    assert runs.count() == 10 and not runs.filter(api_key__isnull=False).exists()
+    succeeded, stopped = runs.filter(status="succeeded"), runs.filter(status="budget_exceeded")
+    assert 1 <= succeeded.count() <= 5 and stopped.count() == 10 - succeeded.count()
+    assert all("paying" in run.error and "budget" in run.error for run in stopped)
+    assert spent_by(team=team) == succeeded.count() * CALL_COST <= Decimal(BUDGET)
+    assert fake_upstream.model_counts["fake-gpt-1"] == succeeded.count()
+    holds = BudgetReservation.objects.filter(team=team)
+    assert holds.count() == succeeded.count() and not holds.filter(api_key__isnull=False).exists()
+    assert all(hold.settled for hold in holds)

@@ -328,7 +328,27 @@ def review_action_case(action: str, body: dict | None = None):
     return case
 
 
+def case_audit_list(world):
+    """The audit trail: a team's admins read their team's entries; team B's admin none of team A's, and team B's
+    viewers, reviewers and keys are refused outright (the same 403 for everything, so no hint)."""
+    admins = {}
+    for team, letter in ((world.team_a, "a"), (world.team_b, "b")):
+        admins[letter] = get_user_model().objects.create_user(f"admin-{letter}", password=f"admin-{letter}-pw-1")
+        TeamMembership.objects.create(team=team, user=admins[letter], role="admin")
+    for who in OUTSIDERS:
+        hidden(world, who, world.caller(who).get("/api/audit/"), statuses=(403,))
+    admin_b = Caller(world.server, user=admins["b"])
+    for path in ("/api/audit/?limit=200", "/api/audit/?team=team-a", "/api/audit/?action=review."):
+        rows = listed(world, "admin_b", admin_b.get(path))["results"]
+        assert {row["team"] for row in rows} <= {"team-b"}
+    assert str(world.item_b.pk) in admin_b.get("/api/audit/?action=review.").text
+    mine = Caller(world.server, user=admins["a"]).get("/api/audit/?limit=200").json()["results"]
+    assert {row["team"] for row in mine} == {"team-a"}
+    assert f"review:{world.item_a.pk}" in {row["subject"] for row in mine}
+
+
 CASES = {
+    "audit-list": case_audit_list,
     "api-root": case_root,
     "provider-list": case_provider_list,
     "provider-detail": case_provider_detail,

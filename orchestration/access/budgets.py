@@ -87,8 +87,9 @@ class Budget:
 
 @dataclass(frozen=True)
 class Payer:
-    """The budgets a key's calls are held against: its own and its team's."""
-    key_id: int
+    """The budgets a key's calls are held against: its own and its team's. A run a person started (no key) pays
+    with its team alone: `key_id` None and no key budgets (`for_team_id`)."""
+    key_id: int | None
     team_id: int | None
     team_slug: str
     key_budget_usd: float | None
@@ -136,6 +137,26 @@ class Payer:
                     key_tokens_per_minute=row.tokens_per_minute,
                     team_tokens_per_minute=team.tokens_per_minute if team else None)
         return payer if payer.limited else None
+
+    @classmethod
+    def for_team_id(cls, team_id: int | None) -> "Payer | None":
+        """The payer of a team's run started without a key (a session, the control room): the team's budgets."""
+        if not team_id:
+            return None
+        team = Team.objects.filter(pk=team_id).first()
+        if team is None:
+            return None
+        money = (lambda value: float(value) if value is not None else None)
+        payer = cls(key_id=None, team_id=team.id, team_slug=team.slug, key_budget_usd=None, key_per_day=None,
+                    key_per_month=None, team_per_day=money(team.budget_usd_per_day),
+                    team_per_month=money(team.budget_usd_per_month), key_tokens_per_minute=None,
+                    team_tokens_per_minute=team.tokens_per_minute)
+        return payer if payer.limited else None
+
+    @classmethod
+    def for_run(cls, api_key_id: int | None, team_id: int | None) -> "Payer | None":
+        """A workflow run's payer: its key (and the key's team), else its team alone."""
+        return cls.for_key_id(api_key_id) if api_key_id else cls.for_team_id(team_id)
 
     @property
     def limited(self) -> bool:
@@ -543,7 +564,8 @@ def _reserve_db(hold: Hold, budgets: list[Budget], token_limits: list, now: floa
         if connection.vendor != "sqlite":  # SQLite's transactions are IMMEDIATE: the write lock is already ours
             if payer.team_id:  # the team first, then the key: one order, no deadlock
                 list(Team.objects.select_for_update().filter(pk=payer.team_id).values_list("pk", flat=True))
-            list(APIKey.objects.select_for_update().filter(pk=payer.key_id).values_list("pk", flat=True))
+            if payer.key_id:  # a team's payer alone (a person's run) has no key to lock
+                list(APIKey.objects.select_for_update().filter(pk=payer.key_id).values_list("pk", flat=True))
         BudgetReservation.objects.filter(expires_at__lt=moment - timedelta(seconds=WINDOW_S * 2)).delete()
         live = BudgetReservation.objects.filter(settled=False, expires_at__gt=moment)
         held = {"key": None, "team": None}

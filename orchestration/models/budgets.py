@@ -9,7 +9,8 @@ from django.db import models
 
 class BudgetReservation(models.Model):
     id = models.CharField(max_length=64, primary_key=True)
-    api_key = models.ForeignKey("orchestration.APIKey", on_delete=models.CASCADE, related_name="+")
+    api_key = models.ForeignKey("orchestration.APIKey", null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="+", help_text="None: a team's hold for a run a person started")
     team = models.ForeignKey("orchestration.Team", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     amount_usd = models.DecimalField(max_digits=14, decimal_places=8, default=0)
     tokens = models.PositiveIntegerField(default=0)

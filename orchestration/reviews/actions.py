@@ -29,7 +29,7 @@ from orchestration.calibration.labels import label_review
 from orchestration.engine.events import (StepFinished, StepIdentity, now_ms, review_created, review_decided,
                                          review_updated, step_finished, with_team)
 from orchestration.errors import ReviewConflict, ReviewError, ReviewForbidden, ReviewNotFound
-from orchestration.models import ReviewItem, Step, TeamMembership
+from orchestration.models import ReviewItem, Run, Step, TeamMembership
 from orchestration.models.runs import StepStatus
 from orchestration.reviews.selectors import (ACTION_BY_STATUS, DECIDE_PERMISSION, DECIDED_STATUSES, OPEN_STATUSES,
                                              Status, _decided_action, _float, _ms, best_candidate_index, decider_label,
@@ -124,8 +124,10 @@ def open_review(*, run_id, step_key: str, node_id: str = "", reason: str = Revie
             step_id=Step.objects.filter(run_id=run_id, key=step_key).values_list("id", flat=True).first(),
         )
         audit.record(actor=SYSTEM.label, action="review.opened", subject=f"review:{item.id}",
-                     data={"run_id": str(run_id), "step_key": step_key, "reason": reason,
-                           "models": [c["model"] for c in item.candidates], "default_action": default_action})
+                     data=_with_team({"run_id": str(run_id), "step_key": step_key, "reason": reason,
+                                      "models": [c["model"] for c in item.candidates],
+                                      "default_action": default_action},
+                                     Run.objects.filter(pk=run_id).values_list("team_id", flat=True).first()))
         _publish_on_commit(review_created, item.pk)
     return item
 
@@ -158,7 +160,7 @@ def claim_review(*, item_id, reviewer: Reviewer) -> ReviewItem:
         if not changed:
             raise _conflict(item, reviewer)
         audit.record(actor=reviewer.label, action="review.claimed", subject=f"review:{item.id}",
-                     data={"run_id": str(item.run_id)})
+                     data=_with_team({"run_id": str(item.run_id)}, item.run.team_id))
         _publish_on_commit(review_updated, item.pk, change="claimed")
     return item
 
@@ -174,7 +176,7 @@ def release_claim(*, item_id, reviewer: Reviewer) -> ReviewItem:
         if not changed:
             raise _conflict(item, reviewer)
         audit.record(actor=reviewer.label, action="review.released", subject=f"review:{item.id}",
-                     data={"run_id": str(item.run_id)})
+                     data=_with_team({"run_id": str(item.run_id)}, item.run.team_id))
         _publish_on_commit(review_updated, item.pk, change="released")
     return item
 
@@ -185,15 +187,15 @@ def lapse_stale_claims(now: datetime | None = None) -> int:
     cutoff = _claim_cutoff(now)
     lapsed = 0
     stale = list(ReviewItem.objects.filter(status=Status.CLAIMED, claimed_at__lt=cutoff)
-                 .values_list("pk", "assignee__username")[:500])
-    for pk, holder in stale:
+                 .values_list("pk", "assignee__username", "run__team_id")[:500])
+    for pk, holder, team in stale:
         with transaction.atomic():
             # Conditional again: the holder may have decided in the meantime.
             if ReviewItem.objects.filter(pk=pk, status=Status.CLAIMED, claimed_at__lt=cutoff).update(
                     status=Status.PENDING, assignee=None, claimed_at=None):
                 lapsed += 1
                 audit.record(actor=SYSTEM.label, action="review.claim_lapsed", subject=f"review:{pk}",
-                             data={"holder": holder})
+                             data=_with_team({"holder": holder}, team))
                 _publish_on_commit(review_updated, pk, change="claim_lapsed", previous_assignee=holder)
     return lapsed
 
@@ -260,8 +262,9 @@ def _decide(item_id, reviewer: Reviewer, status: str, *, candidate: int | None =
         action = ACTION_BY_STATUS[status]
         output, model = released(item)
         audit.record(actor=reviewer.label, action=f"review.{action}", subject=f"review:{item.id}",
-                     data={"run_id": str(item.run_id), "step_key": item.step_key, "reason": item.reason,
-                           "candidate": chosen, "model": model, "output": output, "comment": item.comment})
+                     data=_with_team({"run_id": str(item.run_id), "step_key": item.step_key, "reason": item.reason,
+                                      "candidate": chosen, "model": model, "output": output,
+                                      "comment": item.comment}, item.run.team_id))
         step = _record_human_step(item, reviewer, action, output, model, now)
         label_review(item)  # the decision teaches calibration whether the held-back answer was right
         _publish_on_commit(review_decided, item.pk, action=action, output=output, comment=item.comment)
@@ -291,10 +294,10 @@ def expire_due_reviews(now: datetime | None = None) -> int:
             action, escalate = _decided_action(item)
             output, model = released(item)
             audit.record(actor=SYSTEM.label, action="review.expired", subject=f"review:{pk}",
-                         data={"run_id": str(item.run_id), "step_key": item.step_key,
-                               "default_action": item.default_action, "applied": action, "escalate": escalate,
-                               "candidate": chosen, "model": model, "output": output,
-                               "due_at": item.due_at.isoformat()})
+                         data=_with_team({"run_id": str(item.run_id), "step_key": item.step_key,
+                                          "default_action": item.default_action, "applied": action,
+                                          "escalate": escalate, "candidate": chosen, "model": model,
+                                          "output": output, "due_at": item.due_at.isoformat()}, item.run.team_id))
             _publish_on_commit(review_decided, pk, action=action, output=output, expired=True)
             _resume_on_commit(item.run_id)
     return expired
@@ -337,6 +340,11 @@ def _pk(item_id) -> uuid.UUID:
         return item_id if isinstance(item_id, uuid.UUID) else uuid.UUID(str(item_id))
     except ValueError:
         raise ReviewNotFound("No such review item.") from None
+
+
+def _with_team(data: dict, team_id: int | None) -> dict:
+    """An audit entry's data with the run's team (`"team": <id>`), so that team's admins can read it."""
+    return data if team_id is None else {**data, "team": team_id}
 
 
 def _load(item_id) -> ReviewItem:

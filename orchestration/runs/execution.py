@@ -61,7 +61,7 @@ class Prepared:
     decisions: dict[str, dict]
     team_id: int | None = None  # the run's team: its response-cache space (orchestration/response_cache.py)
     allowed_targets: frozenset[str] | None = None  # what the run's team may call; None = everything
-    payer: object | None = None  # access/budgets.Payer: the key's and team's budgets each step reserves against
+    payer: object | None = None  # access/budgets.Payer: the key's (else the run's team's) budgets each step reserves against
 
 
 def execute_run(run_id) -> str | None:
@@ -134,7 +134,7 @@ def _prepare(run_id: str) -> Prepared | None:
         spent_usd=float(run.cost_usd), started_at=run.started_at, metadata=dict(run.metadata or {}),
         completed=completed, decisions=decisions_for_run(run_id), team_id=run.team_id,
         allowed_targets=TeamInfo.of(run.team).allowed_targets if run.team_id else None,
-        payer=budgets.Payer.for_key_id(run.api_key_id))
+        payer=budgets.Payer.for_run(run.api_key_id, run.team_id))  # no key (a person's run): the team's budgets
 
 
 def routing_stats() -> dict:
