@@ -57,7 +57,7 @@ def prepare(var_dir: str) -> tuple[str, str]:
     call_command("migrate", verbosity=0)
     seed_demo_registry()
     Provider.objects.filter(kind="mock").update(mock_options={"seed": 1, "latency_ms": 5, "failure_rate": 0})
-    user = get_user_model().objects.create_user("bench", password="bench-password-1", is_staff=True)
+    user = get_user_model().objects.create_superuser("bench", password="bench-password-1")
     _, raw_key = APIKey.issue("bench")
     session = SessionStore()
     session["_auth_user_id"] = str(user.pk)
