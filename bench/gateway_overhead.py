@@ -42,9 +42,12 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse, urlunparse
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+POSTGRES_URL = os.environ.get("PODIUM_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("PODIUM_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 BIN = Path(PY).parent
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -68,6 +71,10 @@ def free_port() -> int:
 
 
 NICE = [0]  # --nice: on a machine others are loading, every benchmark process alike gets this priority
+
+
+def with_path(url: str, path: str) -> str:
+    return urlunparse(urlparse(url)._replace(path=path))
 
 
 def pinned(command: list[str], core: int | None) -> list[str]:
@@ -196,6 +203,8 @@ class Bench:
         self.processes: list[subprocess.Popen] = []
         self.upstreams: dict[int, int] = {}  # delay -> port
         self.podium_env: dict = {}
+        self.production_env: dict = {}  # --servers production: PostgreSQL + Redis, as `make up` runs
+        self.production_db = f"podium_overhead_{os.getpid()}"
 
     def spawn(self, command: list[str], core: int | None, env: dict | None = None, log: str = "") -> subprocess.Popen:
         out = open(self.workdir / f"{log or 'process'}.log", "w")
@@ -214,14 +223,8 @@ class Bench:
         for port in self.upstreams.values():
             wait_http(f"http://127.0.0.1:{port}/v1/models")
 
-    def prepare_podium(self) -> str:
-        """A fresh database with one provider per upstream, a model on each, and an API key; returns the key."""
-        self.podium_env = {**os.environ, "PODIUM_VAR_DIR": str(self.workdir / "var"),
-                           "SECRET_KEY": secrets.token_urlsafe(32), "LOG_LEVEL": "WARNING",
-                           "DJANGO_SETTINGS_MODULE": "config.settings"}
-        for name in ("DATABASE_URL", "REDIS_URL"):
-            self.podium_env.pop(name, None)  # the embedded mode: what `make run` gives a newcomer
-        subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=self.podium_env, check=True)
+    def seed(self, env: dict) -> str:
+        """One provider per upstream, a model on each, and an API key in `env`'s database; returns the key."""
         seed = (
             "from orchestration.models import APIKey, LLMModel, Provider\n"
             f"for delay, port in {self.upstreams!r}.items():\n"
@@ -231,17 +234,45 @@ class Bench:
             "        price_in_per_m=1, price_out_per_m=2)\n"
             "print(APIKey.issue('bench')[1])\n"
         )
-        result = subprocess.run([PY, "manage.py", "shell", "-c", seed], cwd=ROOT, env=self.podium_env, check=True,
+        result = subprocess.run([PY, "manage.py", "shell", "-c", seed], cwd=ROOT, env=env, check=True,
                                 capture_output=True, text=True)
         return result.stdout.strip().splitlines()[-1]
+
+    def prepare_production(self) -> str:
+        """A database of the bench's own on the local PostgreSQL (dropped at the end) and a flushed Redis db."""
+        import psycopg
+        import redis
+
+        with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{self.production_db}"')
+        redis_url = with_path(REDIS_URL, f"/{self.args.redis_db}")
+        redis.Redis.from_url(redis_url, socket_timeout=5).flushdb()
+        self.production_env = {**self.podium_env, "DATABASE_URL": with_path(POSTGRES_URL, "/" + self.production_db),
+                               "REDIS_URL": redis_url, "PODIUM_VAR_DIR": str(self.workdir / "var-production")}
+        subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=self.production_env,
+                       check=True)
+        return self.seed(self.production_env)
+
+    def prepare_podium(self) -> str:
+        """A fresh database with one provider per upstream, a model on each, and an API key; returns the key."""
+        self.podium_env = {**os.environ, "PODIUM_VAR_DIR": str(self.workdir / "var"),
+                           "SECRET_KEY": secrets.token_urlsafe(32), "LOG_LEVEL": "WARNING",
+                           "DJANGO_SETTINGS_MODULE": "config.settings"}
+        for name in ("DATABASE_URL", "REDIS_URL"):
+            self.podium_env.pop(name, None)  # the embedded mode: what `make run` gives a newcomer
+        subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=self.podium_env, check=True)
+        return self.seed(self.podium_env)
 
     def start_podium(self, server: str, key: str) -> Target:
         port = free_port()
         env = self.podium_env
-        if server == "daphne":  # what `make run` and `make demo` serve with
+        if server == "daphne":  # what `make run` and `make demo` served with until they moved to gunicorn
             command = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
-        elif server == "gunicorn":  # the production server (`make up`, `make serve`): one uvicorn worker here
+        elif server in ("gunicorn", "production"):  # the production server (`make up`, `make run`): one worker
             command = [str(BIN / "gunicorn"), "-c", str(ROOT / "config/gunicorn.py"), "-b", f"127.0.0.1:{port}"]
+            if server == "production":  # and the production stack's PostgreSQL and Redis
+                key = self.prepare_production()
+                env = self.production_env
             env = {**env, "WEB_PROCESSES": "1", "LOG_LEVEL": "warning"}
         else:
             # uvicorn's defaults as installed: uvloop and httptools when present, else asyncio and h11.
@@ -346,8 +377,17 @@ class Bench:
             if target.process and target.name.startswith("podium"):
                 target.process.send_signal(signal.SIGTERM)  # a clean shutdown flushes the batched writer
                 target.process.wait(60)
+        query = "SELECT status, COUNT(*) FROM orchestration_run GROUP BY status"
+        by_status: dict = {}
         with contextlib.closing(sqlite3.connect(self.workdir / "var" / "podium.sqlite3")) as db:
-            by_status = dict(db.execute("SELECT status, COUNT(*) FROM orchestration_run GROUP BY status").fetchall())
+            for status, count in db.execute(query).fetchall():
+                by_status[status] = by_status.get(status, 0) + count
+        if self.production_env:
+            import psycopg
+
+            with psycopg.connect(self.production_env["DATABASE_URL"], connect_timeout=5) as db:
+                for status, count in db.execute(query).fetchall():
+                    by_status[status] = by_status.get(status, 0) + count
         return {"upstream_requests": upstream_requests, "runs": sum(by_status.values()), "by_status": by_status}
 
     def close(self) -> None:
@@ -360,6 +400,11 @@ class Bench:
                 process.wait(20)
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
+        if self.production_env:
+            import psycopg
+
+            with contextlib.suppress(Exception), psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.production_db}" WITH (FORCE)')
         if not self.args.keep:
             shutil.rmtree(self.workdir, ignore_errors=True)  # its database holds every recorded call
 
@@ -460,7 +505,9 @@ def main() -> None:
     parser.add_argument("--modes", default="plain,stream")
     parser.add_argument("--servers", default="uvicorn",
                         help="Podium under: uvicorn (its defaults as installed), uvicorn-asyncio, daphne (`make run`), "
-                             "gunicorn (the production server, one worker); comma-separated")
+                             "gunicorn (the production server, one worker, embedded mode: `make run`), production (the same "
+                             "on PostgreSQL and Redis: `make up` with WEB_PROCESSES=1); comma-separated")
+    parser.add_argument("--redis-db", type=int, default=13, help="--servers production: the Redis db it flushes")
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--no-minimal", action="store_true", help="leave out the minimal-proxy reference target")
     parser.add_argument("--write", help="also write the report (markdown) to this file")

@@ -38,16 +38,14 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 # The gateway benchmark's helpers: a free port, and a process tree's CPU time from /proc.
-from bench.gateway_overhead import cpu_seconds, free_port, process_tree  # noqa: E402
+from bench.gateway_overhead import (POSTGRES_URL, REDIS_URL, cpu_seconds, free_port, process_tree,  # noqa: E402
+                                   with_path)
 PY = sys.executable
 BIN = Path(PY).parent
-POSTGRES_URL = os.environ.get("PODIUM_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("PODIUM_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 TICK = os.sysconf("SC_CLK_TCK")
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -61,10 +59,6 @@ done = function(summary, latency, requests)
     summary.errors.status, summary.errors.timeout, latency:percentile(50), latency:percentile(99)))
 end
 """
-
-
-def with_path(url: str, path: str) -> str:
-    return urlunparse(urlparse(url)._replace(path=path))
 
 
 def machine_busy_seconds() -> float:
