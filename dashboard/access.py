@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.views import LoginView, redirect_to_login
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
 from django.urls import reverse, reverse_lazy
 
-from orchestration.access.login_throttle import RETRY_AFTER_ATTR
+from orchestration.access.login_throttle import throttled_login_error
 from orchestration.access.teams import TeamScope, scope_for_user
 from orchestration.models import Team, TeamMembership
 
@@ -107,11 +107,7 @@ class ControlRoomLoginForm(AuthenticationForm):
     as the admin's form does (orchestration/access/login_throttle.py)."""
 
     def get_invalid_login_error(self):
-        wait = getattr(self.request, RETRY_AFTER_ATTR, 0)
-        if wait:
-            return ValidationError(f"Too many failed login attempts. Try again in {wait} second"
-                                   f"{'' if wait == 1 else 's'}.", code="throttled")
-        return super().get_invalid_login_error()
+        return throttled_login_error(self.request) or super().get_invalid_login_error()
 
 
 login = LoginView.as_view(template_name="dashboard/login.html", authentication_form=ControlRoomLoginForm,

@@ -169,15 +169,20 @@ class LoginThrottleBackend:
     # No get_user(): sessions (and test clients' force_login) must name a backend that loads users.
 
 
+def throttled_login_error(request) -> ValidationError | None:
+    """What a login form says instead of "wrong password" while this request is throttled, else None."""
+    wait = getattr(request, RETRY_AFTER_ATTR, 0)
+    if wait:
+        return ValidationError(f"Too many failed login attempts. Try again in {wait} second"
+                               f"{'' if wait == 1 else 's'}.", code="throttled")
+    return None
+
+
 class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
     """The admin's login form, saying when to try again instead of "wrong password" while throttled."""
 
     def get_invalid_login_error(self):
-        wait = getattr(self.request, RETRY_AFTER_ATTR, 0)
-        if wait:
-            return ValidationError(f"Too many failed login attempts. Try again in {wait} second"
-                                   f"{'' if wait == 1 else 's'}.", code="throttled")
-        return super().get_invalid_login_error()
+        return throttled_login_error(self.request) or super().get_invalid_login_error()
 
 
 class LoginThrottleMiddleware(MiddlewareMixin):
