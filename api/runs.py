@@ -7,14 +7,16 @@ the run's team may also start and cancel. Another team's run is a 404. A start w
 header is done once per key and body (orchestration/runs/actions.py `start_run_once`).
 """
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import mixins, permissions, serializers, status, viewsets
+from rest_framework import exceptions, mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from api.input import RejectUnknownFields, query_choices
 from api.scoping import Role, team_filter, visibility
 from api.serializers import RunDetailSerializer, RunSerializer
+from orchestration.access import budgets
 from orchestration.access.apikeys import KeyInfo
+from orchestration.access.limits import LimitExceeded
 from orchestration.models import Run, Team
 from orchestration.models.runs import RunStatus
 from orchestration.runs.actions import (IdempotencyConflict, WorkflowNotFound, cancel_run, start_run, start_run_once,
@@ -105,12 +107,17 @@ def run_team(request, slug: str | None) -> int | None:
     return team_id
 
 
-def run_metadata(fields: dict, auth) -> dict:
+def run_metadata(fields: dict, auth, team_id: int | None) -> dict:
     """The run's metadata; its `data_class` (what its steps are held to) is the request's, else the key's or the
-    key's team's default."""
+    key's team's default, else (a person's run) the run's team's default."""
     metadata = dict(fields.get("metadata") or {})
-    if not metadata.get("data_class") and isinstance(auth, KeyInfo) and auth.default_data_class:
-        metadata["data_class"] = auth.default_data_class
+    if not metadata.get("data_class"):
+        if isinstance(auth, KeyInfo):
+            default = auth.default_data_class
+        else:
+            default = Team.objects.filter(pk=team_id).values_list("default_data_class", flat=True).first()
+        if default:
+            metadata["data_class"] = default
     return metadata
 
 
@@ -152,8 +159,14 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         except TeamChoiceError as exc:
             body = {"team": [exc.message]} if exc.status_code == 400 else {"detail": exc.message}
             return Response(body, status=exc.status_code)
+        if not isinstance(request.auth, KeyInfo):  # a key's budgets are checked by its throttle (api/throttling.py)
+            try:
+                budgets.check_team_open(team_id)
+            except LimitExceeded as exc:
+                raise exceptions.Throttled(wait=exc.retry_after, detail=exc.message, code=exc.code) from None
         run_request = dict(
-            workflow_slug=fields["workflow"], input=fields["input"], metadata=run_metadata(fields, request.auth),
+            workflow_slug=fields["workflow"], input=fields["input"],
+            metadata=run_metadata(fields, request.auth, team_id),
             api_key_id=request.auth.id if isinstance(request.auth, KeyInfo) else None, team_id=team_id,
             budget_usd=float(fields["budget_usd"]) if fields.get("budget_usd") is not None else None,
             deadline_s=fields.get("deadline_s"))

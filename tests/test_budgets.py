@@ -286,3 +286,15 @@ def test_a_run_a_person_starts_pays_with_its_teams_budget_and_stops_at_it(podium
     holds = BudgetReservation.objects.filter(team=team)
     assert holds.count() == succeeded.count() and not holds.filter(api_key__isnull=False).exists()
     assert all(hold.settled for hold in holds)
+
+    # Once the team's budget is used up a person's next run is refused up front (429), as a key's would be,
+    # rather than accepted and stopped at its first step.
+    # (A probe refuses a budget fully used; what is left here may be less than a call but more than nothing, so
+    # the budget is lowered to what was spent.)
+    Team.objects.filter(pk=team.pk).update(budget_usd_per_day=spent_by(team=team))
+    bump_version()
+    with httpx.Client(base_url=podium_server.url, headers=headers, timeout=30) as client:
+        refused = client.post("/api/runs/", json={"workflow": "team-budgeted", "input": "again"})
+    assert refused.status_code == 429, refused.text
+    assert "paying" in refused.json()["detail"]
+    assert Run.objects.filter(team=team).count() == 10

@@ -190,6 +190,24 @@ def test_api_runs_post_with_a_key_takes_the_keys_class(podium_server, models, fa
     assert Run.objects.get(id=response.json()["id"]).metadata["data_class"] == "sensitive"
 
 
+def test_api_runs_post_by_a_person_takes_the_run_teams_class(podium_server, models, fake_upstream):
+    """No key: a person's run belongs to their team, and its steps are held to that team's default class."""
+    from django.contrib.auth import get_user_model
+
+    from orchestration.models import TeamMembership
+    from tests.livehelpers import session_cookie
+
+    save_workflow(slug="summarise", spec={"root": {"type": "call", "model": "cheapest", "prompt": "sum up {{input}}"}})
+    person = get_user_model().objects.create_user("counsel", password="counsel-password-1")
+    TeamMembership.objects.create(team=team("legal", default_data_class="sensitive"), user=person, role="reviewer")
+    csrf = "c" * 32
+    response = httpx.post(f"{podium_server.url}/api/runs/", json={"workflow": "summarise", "input": "the dossier"},
+                          headers={"cookie": f"{session_cookie(person)}; csrftoken={csrf}", "x-csrftoken": csrf,
+                                   "origin": podium_server.url}, timeout=10)
+    assert response.status_code == 202, response.text
+    assert Run.objects.get(id=response.json()["id"]).metadata["data_class"] == "sensitive"
+
+
 def test_a_streamed_request_is_held_to_the_same_rule(podium_server, models, fake_upstream):
     raw = key_of(team("legal", default_data_class="sensitive", routes=["cloud-only", "cheapest"]))
     body = {"stream": True, "messages": [{"role": "user", "content": "the dossier"}]}

@@ -600,6 +600,13 @@ def check_open(key) -> None:
         reserve(payer, 0.0, 0, probe=True)
 
 
+def check_team_open(team_id: int | None) -> None:
+    """`check_open` for a run a person starts in a team: refused now rather than at its first step."""
+    payer = Payer.for_team_id(team_id)
+    if payer is not None:
+        reserve(payer, 0.0, 0, probe=True)
+
+
 async def _off_loop(function, *args, **kwargs):
     """Run a sync budget operation off the event loop. With Redis, in the default thread pool (redis-py's pool is
     thread-safe, and concurrent calls need not queue behind each other or behind the ORM in Django's one
