@@ -140,7 +140,7 @@ async def measure(args, key: str, upstream: str) -> list[tuple[float, float]]:
         await drive(podium, args.calls, args.concurrency)
         await asyncio.to_thread(writer.flush)
         profiler.disable()
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile_lines)
+        pstats.Stats(profiler).sort_stats(args.profile_sort).print_stats(args.profile_lines)
     await session.close()
     await close_clients()
     return results
@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="then profile one more round of Podium")
     parser.add_argument("--profile-lines", type=int, default=40)
+    parser.add_argument("--profile-sort", default="tottime", help="pstats order: tottime, cumulative, ...")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="podium-v1cpu-"))
