@@ -48,6 +48,18 @@ class TeamUpdateSerializer(RejectUnknownFields, serializers.Serializer):
     tokens_per_minute = serializers.IntegerField(min_value=0, required=False, allow_null=True)
 
 
+LIMIT_FIELDS = ("budget_usd_per_day", "budget_usd_per_month", "tokens_per_minute")
+
+
+def raises_a_limit(team: Team, changes: dict) -> bool:
+    """Whether the changes remove a limit the team has or set one higher (None = no limit)."""
+    for name in LIMIT_FIELDS:
+        if name in changes and getattr(team, name) is not None and (
+                changes[name] is None or changes[name] > getattr(team, name)):
+            return True
+    return False
+
+
 class TeamViewSet(mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = TeamSerializer
     lookup_field = "slug"
@@ -74,6 +86,10 @@ class TeamViewSet(mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
                             status=status.HTTP_403_FORBIDDEN)
         body = TeamUpdateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        if not visibility(request).everything and raises_a_limit(team, body.validated_data):
+            return Response({"detail": "A team's admins may set or lower its budgets and tokens per minute; raising "
+                                       "or removing one is for an operator (superuser)."},
+                            status=status.HTTP_403_FORBIDDEN)
         for name, value in body.validated_data.items():
             setattr(team, name, value)
         if body.validated_data:

@@ -119,9 +119,9 @@ class WorkflowViewSet(viewsets.ModelViewSet):
         slug = request.data.get("slug") if isinstance(request.data, dict) else None
         if not slug:
             return Response({"slug": ["This field is required."]}, status=status.HTTP_400_BAD_REQUEST)
-        if Workflow.objects.filter(slug=slug).exists():  # slugs are global: this says a slug is taken, nothing more
-            return Response({"slug": [f"A workflow '{slug}' already exists; update it instead."]},
-                            status=status.HTTP_400_BAD_REQUEST)
+        if Workflow.objects.filter(slug=slug).exists():  # slugs are global; one answer whoever's it is
+            return Response({"slug": [f"The slug '{slug}' is not available: update your workflow of that name, "
+                                      f"or choose another."]}, status=status.HTTP_400_BAD_REQUEST)
         return self._save(request, slug=slug, creating=True, current_team=self._default_team(request))
 
     @staticmethod

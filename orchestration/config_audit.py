@@ -41,6 +41,9 @@ SECRET_WORD_RE = re.compile(r"(?:^|[_\-])(?:secret|password|passwd|token|key_has
 SECRET_VALUE_RE = re.compile(r"^(?:sk|pk|rk|pdm|ghp|gho|xox[abpr]|AKIA)[-_A-Za-z0-9]{12,}$"
                              r"|^(?=[A-Za-z0-9_\-+/=]*\d)(?=[A-Za-z0-9_\-+/=]*[A-Za-z])[A-Za-z0-9_\-+/=]{32,}$")
 URL_PASSWORD_RE = re.compile(r"(://[^/:@\s]+:)[^@/\s]+@")
+# A query parameter that carries a credential (`?key=AIza…`, `&api-key=…`, `?access_token=…`) in a URL.
+URL_SECRET_PARAM_RE = re.compile(r"([?&;](?:[A-Za-z0-9_\-]*[_\-])?(?:key|api[_\-]?key|secret|token|password|"
+                                 r"signature|sig|code|auth)=)[^&;#\s]+", re.IGNORECASE)
 
 
 def _subject_of_membership(row: TeamMembership) -> str:
@@ -134,7 +137,7 @@ def mask(name: str, value):
     if isinstance(value, str):
         if SECRET_VALUE_RE.match(value):
             return HIDDEN
-        return URL_PASSWORD_RE.sub(rf"\1{HIDDEN}@", value)
+        return URL_SECRET_PARAM_RE.sub(rf"\1{HIDDEN}", URL_PASSWORD_RE.sub(rf"\1{HIDDEN}@", value))
     return value
 
 

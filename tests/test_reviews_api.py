@@ -64,6 +64,21 @@ def test_a_staff_user_without_the_permission_may_view_but_not_decide(staff_user,
     assert ReviewItem.objects.get(pk=item.pk).status == "pending"
 
 
+def test_a_reviewer_role_in_some_team_does_not_decide_the_operator_spaces_items(staff_user, item):
+    """An item of a run with no team is the reviewers group's to decide, as before teams: a staff member who
+    reviews for a team may look at it (staff see the operator space) but not decide it."""
+    from orchestration.models import Team, TeamMembership
+
+    TeamMembership.objects.create(team=Team.objects.create(slug="elsewhere", name="Elsewhere"), user=staff_user,
+                                  role=TeamMembership.Role.REVIEWER)
+    assert item.run.team_id is None
+    client = client_for(staff_user)
+    assert client.get(f"/api/reviews/{item.id}/").status_code == 200
+    for action in ("claim", "approve", "reject"):
+        assert client.post(f"/api/reviews/{item.id}/{action}/").status_code == 403
+    assert ReviewItem.objects.get(pk=item.pk).status == "pending"
+
+
 def test_an_outsider_may_not_even_look(outsider, item):
     client = client_for(outsider)
     assert client.get("/api/reviews/").status_code == 403

@@ -415,6 +415,14 @@ def test_a_team_admin_changes_the_teams_budgets_and_default_data_class(world):
     assert response.status_code == 200, response.text
     team = Team.objects.get(pk=world.team_a.pk)
     assert (float(team.budget_usd_per_day), team.default_data_class) == (2.5, "internal")
+    # A budget is the operator's limit on the team: its admins may lower it, not raise or remove it.
+    for raised in ({"budget_usd_per_day": "3"}, {"budget_usd_per_day": None}):
+        refused = Caller(world.server, user=admin_a).patch("/api/teams/team-a/", raised)
+        assert refused.status_code == 403, refused.text
+    assert Caller(world.server, user=admin_a).patch("/api/teams/team-a/", {"budget_usd_per_day": "1"}).status_code == 200
+    assert float(Team.objects.get(pk=world.team_a.pk).budget_usd_per_day) == 1.0
+    superuser = get_user_model().objects.create_superuser("root-a", password="root-a-password-1")
+    assert Caller(world.server, user=superuser).patch("/api/teams/team-a/", {"budget_usd_per_day": "9"}).status_code == 200
     # ... and the team's workflows, not another team's.
     assert Caller(world.server, user=admin_a).patch("/api/workflows/wf-a/", {"description": "ours"}).status_code == 200
     assert Caller(world.server, user=admin_a).patch("/api/workflows/wf-b/", {"description": "x"}).status_code == 404

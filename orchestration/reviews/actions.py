@@ -88,7 +88,9 @@ class Reviewer:
     def may_decide_in(self, team_id: int | None) -> bool:
         """Decide an item of this team: the reviewer role or above in it (superusers always); items with no
         team, the reviewers group as before teams; keys, the `reviews:decide` scope."""
-        if self.user is not None and team_id is not None:
+        if self.user is not None:
+            if team_id is None:  # a reviewer role in some team gives nothing here
+                return self.user.is_active and (self.user.has_perm(DECIDE_PERMISSION) or self._scope.everything)
             return self.user.is_active and self._scope.has_role(team_id, TeamMembership.Role.REVIEWER)
         return self.may_decide
 
