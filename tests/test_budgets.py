@@ -298,3 +298,28 @@ def test_a_run_a_person_starts_pays_with_its_teams_budget_and_stops_at_it(podium
     assert refused.status_code == 429, refused.text
     assert "paying" in refused.json()["detail"]
     assert Run.objects.filter(team=team).count() == 10
+
+
+def test_twenty_concurrent_streamed_workflow_runs_hold_their_final_call_and_stop_at_the_budget(
+        podium_server, upstream_model, fake_upstream):
+    """A streamed workflow's final call goes through engine/streaming.py, not call_model: it holds its bound too, so
+    the runs past the budget stop with budget_exceeded before their upstream is asked."""
+    save_workflow(slug="streamed-budgeted", spec={"root": {"type": "call", "model": "fake-gpt",
+                                                           "params": {"max_tokens": 4}}})
+    key, raw = APIKey.issue("streamed-runs", budget_usd=BUDGET)
+    answers = concurrently(podium_server, [raw], 20, model="workflow/streamed-budgeted",
+                           body={**HELLO, "stream": True})
+    succeeded = [answer for answer in answers if answer.status_code == 200]
+    assert succeeded and all(answer.text.rstrip().endswith("data: [DONE]") for answer in succeeded)
+    refused = [answer for answer in answers if answer.status_code != 200]
+    assert refused  # 20 calls' bounds are far more than the budget: the holds kept most of them out
+    for answer in refused:  # before the first delta: a plain error, no stream
+        assert answer.json()["error"]["code"] == "budget_exceeded", answer.text
+    runs = Run.objects.filter(api_key=key)
+    assert runs.count() == 20 and runs.filter(status="succeeded").count() == len(succeeded)
+    stopped = runs.filter(status="budget_exceeded")
+    assert stopped.count() == len(refused) and all("budget" in run.error for run in stopped)
+    key.refresh_from_db()
+    assert 0 < key.spent_usd == sum(run.cost_usd for run in runs) <= Decimal(BUDGET)
+    assert fake_upstream.model_counts["fake-gpt-1"] == len(succeeded)  # the refused never reached it
+    assert all(hold.settled for hold in BudgetReservation.objects.filter(api_key=key))

@@ -52,7 +52,8 @@ class ModelStream:
         await self._iterator.aclose()
 
     async def _run(self) -> AsyncIterator[StreamDelta]:
-        # The engine's policy (data class, PII redaction) and circuit breakers apply as to `call_model`;
+        # The engine's policy (data class, PII redaction), circuit breakers and budget holds (the key's and
+        # team's, `ctx.budgets`: settled when the step's finish is committed) apply as to `call_model`;
         # retries do not: a stream that failed moves on to the next model at once.
         chain = self.engine.chain_for(self.ctx, self.model)  # PolicyViolation before any call
         failure: ProviderError | None = None
@@ -68,6 +69,12 @@ class ModelStream:
             attributes = {**self.attributes, **({"redacted": redacted} if redacted else {}),
                           **({"circuit_skipped": list(skipped)} if skipped else {})}
             attempt = _Attempt(self, model, position, chain[0].alias if position else None, sent, attributes)
+            if self.ctx.budgets is not None:  # as call_model: BudgetExceeded before the upstream sees anything
+                try:
+                    await self.ctx.budgets.reserve(model, sent, attempt.step["step_id"])
+                except BaseException:
+                    breaker.release(admission, failed=None, sink=self.ctx.sink)  # no call: no verdict on the model
+                    raise
             deltas = attempt.deltas()
             verdict = None  # the breaker's: None when the client left (no verdict on the model)
             try:

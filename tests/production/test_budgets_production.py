@@ -46,6 +46,8 @@ keys = {name: APIKey.issue(name, team=team if name.startswith("team") else None,
                            budget_usd=None if name.startswith("team") else BUDGET)
         for name in ("key", "team1", "team2", "runs", "crash", "big", "outage")}
 APIKey.objects.filter(pk=keys["big"][0].pk).update(budget_usd="0.0010")
+streaming = Team.objects.create(slug="streaming", name="Streaming", budget_usd_per_day=BUDGET)
+keys["streams"] = APIKey.issue("streams", team=streaming)
 busy = Team.objects.create(slug="busy", name="Busy", tokens_per_minute=TPM)
 for name in ("busy1", "busy2"):
     keys[name] = APIKey.issue(name, team=busy)
@@ -180,6 +182,27 @@ def test_twenty_concurrent_workflow_runs_stop_at_the_budget(stack, upstream):
     assert runs.get("succeeded", 0) == succeeded and set(runs) <= {"succeeded", "budget_exceeded"}
     assert recorded_spend(stack, "api_key_id", key_id(stack, "runs"), succeeded) == succeeded * CALL_COST <= BUDGET
     assert upstream.model_counts["fake-gpt-1"] - before == succeeded
+
+
+def test_twenty_concurrent_streamed_workflow_runs_stop_at_the_teams_daily_budget(stack, upstream):
+    """The streamed final call (engine/streaming.py) holds its bound in Redis as call_model does; the team's day's
+    spend is its runs' finished steps (PostgreSQL)."""
+    before = upstream.model_counts["fake-gpt-1"]
+    answers = calls(stack, [raw(stack, "streams")], 20, model="workflow/budgeted", body={**HELLO, "stream": True})
+    succeeded = [answer for answer in answers if answer.status_code == 200]
+    print(f"\nstreamed workflow runs: {len(succeeded)} of 20 succeeded")
+    assert succeeded and all(answer.text.rstrip().endswith("data: [DONE]") for answer in succeeded)
+    refused = [answer for answer in answers if answer.status_code != 200]
+    assert refused and all(answer.json()["error"]["code"] == "budget_exceeded" for answer in refused)
+    team_id = stack.db.value("SELECT id FROM orchestration_team WHERE slug = 'streaming'")
+    runs = dict(stack.db.query("SELECT status, count(*) FROM orchestration_run WHERE team_id = %s GROUP BY status",
+                               [team_id]))
+    assert runs == {"succeeded": len(succeeded), "budget_exceeded": len(refused)}
+    spent = Decimal(stack.db.value("SELECT coalesce(sum(s.cost_usd), 0) FROM orchestration_step s JOIN "
+                                   "orchestration_run r ON r.id = s.run_id WHERE r.team_id = %s AND "
+                                   "s.node_type = 'call'", [team_id]))
+    assert 0 < spent <= BUDGET
+    assert upstream.model_counts["fake-gpt-1"] - before == len(succeeded)
 
 
 def test_the_holds_of_a_killed_process_are_released_at_their_expiry(stack, upstream):
