@@ -15,9 +15,10 @@ from django.conf import settings
 
 from orchestration.access import budgets
 from orchestration.engine.registry import Registry, RouteSpec
+from orchestration.engine.routing import CLASSIFIER_MAX_TOKENS, classifier_prompt
 from orchestration.engine.types import ModelSpec, ProviderSpec
 from orchestration.gateway.writer import writer
-from orchestration.models import APIKey, BudgetReservation, LLMModel, Run, Team
+from orchestration.models import APIKey, BudgetReservation, LLMModel, RouteAlias, Run, Team
 from orchestration.registry import bump_version
 from orchestration.runner.inprocess import runner
 from orchestration.workflows import save_workflow
@@ -323,3 +324,68 @@ def test_twenty_concurrent_streamed_workflow_runs_hold_their_final_call_and_stop
     assert 0 < key.spent_usd == sum(run.cost_usd for run in runs) <= Decimal(BUDGET)
     assert fake_upstream.model_counts["fake-gpt-1"] == len(succeeded)  # the refused never reached it
     assert all(hold.settled for hold in BudgetReservation.objects.filter(api_key=key))
+
+
+def classifier_route(upstream_model) -> None:
+    """A classifier route whose candidate is free but whose classifier and general model are fake-gpt (paid)."""
+    LLMModel.objects.create(provider=upstream_model.provider, alias="free-local", upstream_name="free-1",
+                            price_in_per_m="0", price_out_per_m="0")
+    RouteAlias.objects.create(name="triage", strategy="classifier", candidates=["free-local"],
+                              options={"classifier_model": "fake-gpt", "general": "fake-gpt",
+                                       "categories": {"code": "free-local"}})
+    bump_version()
+
+
+def test_a_classifier_route_with_free_candidates_is_refused_by_a_used_up_budget(podium_server, upstream_model,
+                                                                               fake_upstream):
+    """The route's classifier and general model are paid though its one candidate is free: its bound is not $0."""
+    classifier_route(upstream_model)
+    key, raw = APIKey.issue("triaged", budget_usd=BUDGET)
+    APIKey.objects.filter(pk=key.pk).update(spent_usd=BUDGET)
+    refused = concurrently(podium_server, [raw], 1, model="triage")[0]
+    assert refused.status_code == 429, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "insufficient_quota" and "this API key's lifetime budget" in error["message"]
+    assert not fake_upstream.model_counts  # neither the classifier nor the general model was asked
+
+
+def test_a_classifier_routes_hold_covers_its_classification_call_and_its_answer(podium_server, upstream_model,
+                                                                               fake_upstream):
+    classifier_route(upstream_model)
+    key, raw = APIKey.issue("triage-paid", budget_usd="1")
+    answer = concurrently(podium_server, [raw], 1, model="triage")[0]
+    assert answer.status_code == 200, answer.text
+    # The classification (the fake echoes the prompt's example, {"category": "code", ...}), then the code model.
+    assert fake_upstream.model_counts == {"fake-gpt-1": 1, "free-1": 1}
+    registry = budgets.get_registry()
+    bound_usd = (budgets.call_bound(budgets.candidates(registry, "triage"), HELLO["messages"], {"max_tokens": 4})[0]
+                 + budgets.classifier_bound(registry, "triage", HELLO["messages"])[0])
+    writer.flush()
+    run = Run.objects.get(api_key=key)
+    assert 0 < run.cost_usd <= Decimal(repr(bound_usd))
+    assert BudgetReservation.objects.get(api_key=key).settled
+
+
+def test_the_bound_of_a_route_covers_every_model_its_options_name_and_the_classifier_call():
+    provider = ProviderSpec(name="p", kind="mock", base_url="")
+    spec = (lambda alias, price, **extra: ModelSpec(alias=alias, upstream_name=alias, provider=provider,
+                                                    price_in_per_m=price, price_out_per_m=price * 4,
+                                                    context_window=1000, **extra))
+    models = {"local": spec("local", 0), "general": spec("general", 3), "coder": spec("coder", 5),
+              "judge": spec("judge", 1, fallbacks=("judge-backup",)), "judge-backup": spec("judge-backup", 4),
+              "unrelated": spec("unrelated", 100)}
+    route = RouteSpec(name="triage", strategy="classifier", candidates=("local",),
+                      options={"general": "general", "classifier_model": "judge",
+                               "categories": {"code": "coder", "chat": "local"}})
+    registry = Registry(models=models, routes={"triage": route})
+    assert {model.alias for model in budgets.candidates(registry, "triage")} == {
+        "local", "general", "coder", "judge", "judge-backup"}
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "fix my python"}]
+    usd, tokens = budgets.classifier_bound(registry, "triage", messages)
+    asked = [{"role": "user", "content": classifier_prompt("fix my python", ["code", "chat"])}]
+    prompt = budgets.prompt_token_bound(asked)
+    assert tokens == prompt + CLASSIFIER_MAX_TOKENS
+    assert usd == pytest.approx(models["judge-backup"].cost_usd(prompt, CLASSIFIER_MAX_TOKENS))  # the dearer
+    routed_usd, _ = budgets.call_bound(budgets.candidates(registry, "triage"), messages, {"max_tokens": 10})
+    assert routed_usd == pytest.approx(models["coder"].cost_usd(budgets.prompt_token_bound(messages), 10))
+    assert budgets.classifier_bound(registry, "coder", messages) == (0.0, 0)  # a model classifies nothing

@@ -5,9 +5,10 @@ its USD per day and per month, its team's USD per day and per month (shared by a
 tokens per minute of the key and of the team. The amount held is an upper bound of the call's cost
 (`call_bound`): the prompt's UTF-8 bytes as its tokens (a byte-level BPE token covers at least one byte) plus
 the output limit (`max_tokens`, else the model's whole context window), priced with the most expensive model
-the call may reach (its fallbacks, a route's candidates). The hold is released when the call's cost is
-committed to the database with its run (the batched writer for /v1, the run's sink for workflow steps), so a
-budget's spend is always `settled in the database + held`, never less. A hold lost to a crashed process
+the call may reach (its fallbacks, a route's candidates and the models its options name), plus a classifier
+route's classification call. The hold is released when the call's cost is committed to the database with its
+run (the batched writer for /v1, the run's sink for workflow steps), so a budget's spend is always `settled in
+the database + held`, never less. A hold lost to a crashed process
 expires after PODIUM_BUDGET_RESERVATION_TTL_S (settings.PODIUM).
 
 With REDIS_URL one Lua script checks and holds (and another releases) in Redis; the settled spend is read from
@@ -37,6 +38,8 @@ from django.db.models import Q, Sum
 from orchestration.access.limits import LimitExceeded, _redis, _window
 from orchestration.engine.executor import BudgetExceeded
 from orchestration.engine.resilience import fallback_chain
+from orchestration.engine.routing import CLASSIFIER_MAX_TOKENS, classifier_prompt
+from orchestration.engine.workflow import input_text
 from orchestration.ids import new_id
 from orchestration.instruments import RATE_LIMITED
 from orchestration.models import APIKey, BudgetReservation, Run, Team
@@ -236,19 +239,46 @@ def output_token_bound(model, params: dict | None) -> int:
     return out * (choices if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1 else 1)
 
 
+def route_targets(route) -> list[str]:
+    """Every model alias a route may send a request to: its candidates, and the models its options name — the
+    classifier's `general` answer, its `classifier_model` and each of its `categories`' models."""
+    options = route.options or {}
+    categories = options.get("categories")
+    targets = [*route.candidates, options.get("general"), options.get("classifier_model"),
+               *(categories.values() if isinstance(categories, dict) else ())]
+    return [alias for alias in targets if isinstance(alias, str) and alias]
+
+
 def candidates(registry, name: str) -> list:
-    """Every model a call to `name` may reach: the model and its fallbacks, or each route candidate's."""
+    """Every model a call to `name` may reach: the model and its fallbacks, or each of a route's targets
+    (`route_targets`) with theirs."""
     model = registry.models.get(name)
     if model is not None:
         return fallback_chain(model, registry)
     route = registry.routes.get(name)
     found: dict[str, object] = {}
-    for alias in (route.candidates if route else ()):
+    for alias in (route_targets(route) if route else ()):
         spec = registry.models.get(alias)
         if spec is not None:
             for each in fallback_chain(spec, registry):
                 found.setdefault(each.alias, each)
     return list(found.values())
+
+
+def classifier_bound(registry, name: str, messages: list) -> tuple[float, int]:
+    """(USD, tokens) of the classification call a route alias `name` may make before its routed call: the
+    classification prompt of the request's text (routing.classifier_prompt) with CLASSIFIER_MAX_TOKENS of answer,
+    at the dearest of the classifier model and its fallbacks; (0, 0) for a model or a route that classifies by
+    none."""
+    route = registry.routes.get(name)
+    options = (route.options or {}) if route is not None else {}
+    categories = options.get("categories")
+    classifier = registry.models.get(options.get("classifier_model") or "")
+    if classifier is None or not categories or not isinstance(categories, dict):
+        return 0.0, 0
+    prompt = classifier_prompt(input_text({"messages": messages}), list(categories))  # as the /v1 route builds it
+    return call_bound(fallback_chain(classifier, registry), [{"role": "user", "content": prompt}],
+                      {"max_tokens": CLASSIFIER_MAX_TOKENS})
 
 
 def call_bound(models: list, messages: list, params: dict | None, *, output: bool = True) -> tuple[float, int]:
@@ -629,6 +659,10 @@ async def holding(key, model_name: str, messages: list, params: dict, *, output:
         yield None
         return
     amount, tokens = call_bound(models, messages, params, output=output)
+    if output:  # a route that asks a model to classify the request first: that call is paid from this hold too
+        extra_usd, extra_tokens = classifier_bound(cached_registry() or await sync_to_async(get_registry)(),
+                                                   model_name, messages)
+        amount, tokens = amount + extra_usd, tokens + extra_tokens
     hold = await _off_loop(reserve, payer, amount, tokens)
     token = _current.set(hold)
     try:

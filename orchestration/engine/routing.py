@@ -47,6 +47,7 @@ TIER_ORDER = ("fast", "medium", "large")
 BALANCED_WEIGHTS = {"quality": 0.40, "success": 0.20, "cost": 0.25, "latency": 0.15}
 CLASSIFIER_THRESHOLD = 0.6
 CLASSIFY_MARKER = "Classify the request into exactly one of these categories"
+CLASSIFIER_MAX_TOKENS = 256  # a /v1 route's classification call answers at most this (its budget hold's bound)
 
 
 def observed_latency(model: ModelSpec, stats: Mapping[str, Mapping]) -> float:

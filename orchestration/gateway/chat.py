@@ -13,7 +13,7 @@ from orchestration.engine.events import Event, StepFinished, now_ms, with_team
 from orchestration.engine.executor import NodeResult, RunContext, StepFailed
 from orchestration.engine.policy import PolicyViolation
 from orchestration.engine.registry import Registry
-from orchestration.engine.routing import resolve_route
+from orchestration.engine.routing import CLASSIFIER_MAX_TOKENS, resolve_route
 from orchestration.engine.types import ChatRequest, ModelSpec
 from orchestration.engine.workflow import input_text
 from orchestration.engine_config import engine
@@ -118,7 +118,8 @@ async def resolve_chat_route(ctx: RunContext, route_name: str, messages: list[di
     """(model, step attributes) a route alias picks for a chat request (see orchestration/engine/routing.py)."""
     async def classify(alias: str, prompt: str) -> NodeResult:
         return await engine.call_model(ctx, ctx.registry.model(alias),
-                                       ChatRequest(messages=[{"role": "user", "content": prompt}]),
+                                       ChatRequest(messages=[{"role": "user", "content": prompt}],
+                                                   params={"max_tokens": CLASSIFIER_MAX_TOKENS}),  # its hold's bound
                                        key="classify", node_id="classify", attributes={"role": "classifier"})
 
     try:
