@@ -7,18 +7,20 @@ PostgreSQL and Redis with two server processes.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from decimal import Decimal
 
 import httpx
 import pytest
 from django.conf import settings
+from django.utils import timezone
 
 from orchestration.access import budgets
 from orchestration.engine.registry import Registry, RouteSpec
 from orchestration.engine.routing import CLASSIFIER_MAX_TOKENS, classifier_prompt
 from orchestration.engine.types import ModelSpec, ProviderSpec
 from orchestration.gateway.writer import writer
-from orchestration.models import APIKey, BudgetReservation, LLMModel, RouteAlias, Run, Team
+from orchestration.models import APIKey, BudgetReservation, LLMModel, RouteAlias, Run, Step, Team
 from orchestration.registry import bump_version
 from orchestration.runner.inprocess import runner
 from orchestration.workflows import save_workflow
@@ -389,3 +391,47 @@ def test_the_bound_of_a_route_covers_every_model_its_options_name_and_the_classi
     routed_usd, _ = budgets.call_bound(budgets.candidates(registry, "triage"), messages, {"max_tokens": 10})
     assert routed_usd == pytest.approx(models["coder"].cost_usd(budgets.prompt_token_bound(messages), 10))
     assert budgets.classifier_bound(registry, "coder", messages) == (0.0, 0)  # a model classifies nothing
+
+
+def test_a_run_created_yesterday_pays_its_steps_finished_today_into_todays_budget(podium_server, upstream_model,
+                                                                                 fake_upstream):
+    """A period budget counts the model calls that finished in it, not the runs created in it: a run paused at a
+    review gate yesterday and resumed today adds its today's steps to today's spend."""
+    save_workflow(slug="daily", spec={"root": {"type": "call", "model": "fake-gpt", "params": {"max_tokens": 4}}})
+    team = Team.objects.create(slug="daily", name="Daily", budget_usd_per_day=BUDGET)
+    key, raw = APIKey.issue("daily", team=team, budget_usd_per_day=BUDGET)
+    assert concurrently(podium_server, [raw], 1, model="workflow/daily")[0].status_code == 200
+    run = Run.objects.get(api_key=key)
+    yesterday = timezone.now() - timedelta(days=1, minutes=1)  # before today's start, whatever the hour
+    Run.objects.filter(pk=run.pk).update(created_at=yesterday)
+    step = Step.objects.get(run=run, node_type="call")
+    assert step.finished_at.date() == timezone.now().date() and step.cost_usd > 0
+    payer = budgets.Payer.for_key_id(key.id)
+    daily = {budget.owner: budget for budget in payer.budgets(timezone.now().timestamp())}
+    assert budgets.spent_in_database(payer, daily["key"]) == step.cost_usd
+    assert budgets.spent_in_database(payer, daily["team"]) == step.cost_usd
+    # Its steps of yesterday count in yesterday's period, not today's.
+    Step.objects.filter(pk=step.pk).update(finished_at=yesterday)
+    assert budgets.spent_in_database(payer, daily["key"]) == 0
+
+    # Through /v1: today's spend, held against the day's budget, keeps out what would cross it.
+    Step.objects.filter(pk=step.pk).update(finished_at=timezone.now())
+    Team.objects.filter(pk=team.pk).update(budget_usd_per_day=step.cost_usd)  # used up by that run's step alone
+    bump_version()
+    refused = concurrently(podium_server, [raw], 1)[0]
+    assert refused.status_code == 429, refused.text
+    assert "the team 'daily's daily budget" in refused.json()["error"]["message"]
+    assert fake_upstream.model_counts["fake-gpt-1"] == 1
+
+
+def test_a_v1_call_counts_once_in_its_days_spend_and_the_lifetime_spend_is_the_keys(podium_server, upstream_model):
+    key, raw = APIKey.issue("once", budget_usd="1", budget_usd_per_day="1", budget_usd_per_month="1")
+    assert {answer.status_code for answer in concurrently(podium_server, [raw], 3)} == {200}
+    writer.flush()
+    assert Step.objects.filter(run__api_key=key).count() == 3  # one step per call, written with its run
+    payer = budgets.Payer.for_key_id(key.id)
+    spent = {budget.scope.split(":")[1][0]: budgets.spent_in_database(payer, budget)
+             for budget in payer.budgets(timezone.now().timestamp())}
+    assert spent == {"l": 3 * CALL_COST, "d": 3 * CALL_COST, "m": 3 * CALL_COST}
+    key.refresh_from_db()
+    assert key.spent_usd == spent_by(api_key=key) == 3 * CALL_COST

@@ -8,7 +8,8 @@ the output limit (`max_tokens`, else the model's whole context window), priced w
 the call may reach (its fallbacks, a route's candidates and the models its options name), plus a classifier
 route's classification call. The hold is released when the call's cost is committed to the database with its
 run (the batched writer for /v1, the run's sink for workflow steps), so a budget's spend is always `settled in
-the database + held`, never less. A hold lost to a crashed process
+the database + held`, never less. A day's or month's settled spend is the cost of the model calls (steps) that
+finished in it, whenever their run was created (`spent_in_database`). A hold lost to a crashed process
 expires after PODIUM_BUDGET_RESERVATION_TTL_S (settings.PODIUM).
 
 With REDIS_URL one Lua script checks and holds (and another releases) in Redis; the settled spend is read from
@@ -42,7 +43,7 @@ from orchestration.engine.routing import CLASSIFIER_MAX_TOKENS, classifier_promp
 from orchestration.engine.workflow import input_text
 from orchestration.ids import new_id
 from orchestration.instruments import RATE_LIMITED
-from orchestration.models import APIKey, BudgetReservation, Run, Team
+from orchestration.models import APIKey, BudgetReservation, Step, Team
 from orchestration.registry import cached_registry, get_registry
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ DEFAULT_RESERVATION_TTL_S = 600.0
 WINDOW_S = 60
 MESSAGE_OVERHEAD_TOKENS = 8  # role, separators: more than any chat template adds per message
 NON_TEXT_PART_TOKENS = 2_000  # an image or audio part of a message: beyond any provider's per-image count
+MODEL_STEP_TYPES = ("call", "embeddings")  # the steps that cost money (a span's step repeats its children's sum)
 stats = {"reserved": 0, "refused": 0, "released": 0, "fallbacks": 0}
 
 
@@ -580,9 +582,13 @@ def spent_in_database(payer: Payer, budget: Budget) -> Decimal:
     if budget.since is None:
         value = APIKey.objects.filter(pk=payer.key_id).values_list("spent_usd", flat=True).first()
         return Decimal(value or 0)
-    runs = Run.objects.filter(created_at__gte=budget.since)
-    runs = runs.filter(api_key_id=payer.key_id) if budget.owner == "key" else runs.filter(team_id=payer.team_id)
-    return runs.aggregate(total=Sum("cost_usd"))["total"] or Decimal(0)
+    # A period counts what was spent in it: the model calls (steps) that finished in it, whenever their run was
+    # created — a workflow run paused at a review gate yesterday and resumed today pays today's steps today.
+    # A /v1 call's run and its steps are committed together (the batched writer), its cost being its steps'.
+    steps = Step.objects.filter(finished_at__gte=budget.since, node_type__in=MODEL_STEP_TYPES)
+    steps = (steps.filter(run__api_key_id=payer.key_id) if budget.owner == "key"
+             else steps.filter(run__team_id=payer.team_id))
+    return steps.aggregate(total=Sum("cost_usd"))["total"] or Decimal(0)
 
 
 # --- the database ------------------------------------------------------------------------------------------------
