@@ -101,7 +101,8 @@ class Step(models.Model):
     class Meta:
         ordering = ["started_at"]
         constraints = [models.UniqueConstraint(fields=["run", "key"], name="step_key_unique_per_run")]
-        indexes = [models.Index(fields=["model_alias", "finished_at"])]
+        # finished_at: a daily or monthly budget sums the steps finished in its period (access/budgets.py)
+        indexes = [models.Index(fields=["model_alias", "finished_at"]), models.Index(fields=["finished_at"])]
 
     def __str__(self) -> str:
         return f"{self.key} {self.status}"
