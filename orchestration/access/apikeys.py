@@ -28,11 +28,13 @@ class TeamInfo:
         targets = set(team.allowed_models.values_list("alias", flat=True))
         targets |= set(team.allowed_route_aliases.values_list("name", flat=True))
         return cls(id=team.id, slug=team.slug, allowed_targets=frozenset(targets) if targets else None,
-                   default_data_class=team.default_data_class, budget_usd_per_day=_money(team.budget_usd_per_day),
-                   budget_usd_per_month=_money(team.budget_usd_per_month), tokens_per_minute=team.tokens_per_minute)
+                   default_data_class=team.default_data_class,
+                   budget_usd_per_day=money_or_none(team.budget_usd_per_day),
+                   budget_usd_per_month=money_or_none(team.budget_usd_per_month),
+                   tokens_per_minute=team.tokens_per_minute)
 
 
-def _money(value) -> float | None:
+def money_or_none(value) -> float | None:
     return float(value) if value is not None else None
 
 
@@ -82,6 +84,17 @@ def cached_key(raw_key: str) -> tuple[bool, KeyInfo | None]:
     return False, None
 
 
+def key_info_of(row: APIKey) -> KeyInfo:
+    """What the hot path keeps of an API key row (its team read with it: select_related("team"))."""
+    return KeyInfo(
+        id=row.id, name=row.name, prefix=row.prefix, scopes=frozenset(row.scopes or ()),
+        budget_usd=money_or_none(row.budget_usd), requests_per_minute=row.requests_per_minute,
+        tokens_per_minute=row.tokens_per_minute, budget_usd_per_day=money_or_none(row.budget_usd_per_day),
+        budget_usd_per_month=money_or_none(row.budget_usd_per_month),
+        team=TeamInfo.of(row.team) if row.team_id else None, data_class=row.data_class,
+    )
+
+
 def load_key(raw_key: str) -> KeyInfo | None:
     """Look a key up in the database (sync) and remember the answer, found or not."""
     registry_module.get_registry()  # refresh the version first so the cache is cleared when stale
@@ -93,13 +106,7 @@ def load_key(raw_key: str) -> KeyInfo | None:
         return None
     digest = hash_key(raw_key)
     row = APIKey.objects.filter(key_hash=digest, revoked_at__isnull=True).select_related("team").first()
-    info = None if row is None else KeyInfo(
-        id=row.id, name=row.name, prefix=row.prefix, scopes=frozenset(row.scopes or ()),
-        budget_usd=_money(row.budget_usd), requests_per_minute=row.requests_per_minute,
-        tokens_per_minute=row.tokens_per_minute, budget_usd_per_day=_money(row.budget_usd_per_day),
-        budget_usd_per_month=_money(row.budget_usd_per_month),
-        team=TeamInfo.of(row.team) if row.team_id else None, data_class=row.data_class,
-    )
+    info = None if row is None else key_info_of(row)
     if len(_cache) > 10_000:  # bounded: random bad keys must not grow memory forever
         _cache.clear()
     _cache[digest] = info

@@ -36,6 +36,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.models import Q, Sum
 
+from orchestration.access.apikeys import key_info_of, money_or_none
 from orchestration.access.limits import LimitExceeded, _redis, _window
 from orchestration.engine.executor import BudgetExceeded
 from orchestration.engine.resilience import fallback_chain
@@ -130,18 +131,7 @@ class Payer:
         if not key_id:
             return None
         row = APIKey.objects.filter(pk=key_id).select_related("team").first()
-        if row is None:
-            return None
-        team = row.team
-        money = (lambda value: float(value) if value is not None else None)
-        payer = cls(key_id=row.id, team_id=team.id if team else None, team_slug=team.slug if team else "",
-                    key_budget_usd=money(row.budget_usd), key_per_day=money(row.budget_usd_per_day),
-                    key_per_month=money(row.budget_usd_per_month),
-                    team_per_day=money(team.budget_usd_per_day) if team else None,
-                    team_per_month=money(team.budget_usd_per_month) if team else None,
-                    key_tokens_per_minute=row.tokens_per_minute,
-                    team_tokens_per_minute=team.tokens_per_minute if team else None)
-        return payer if payer.limited else None
+        return cls.of(key_info_of(row)) if row is not None else None
 
     @classmethod
     def for_team_id(cls, team_id: int | None) -> "Payer | None":
@@ -151,10 +141,9 @@ class Payer:
         team = Team.objects.filter(pk=team_id).first()
         if team is None:
             return None
-        money = (lambda value: float(value) if value is not None else None)
         payer = cls(key_id=None, team_id=team.id, team_slug=team.slug, key_budget_usd=None, key_per_day=None,
-                    key_per_month=None, team_per_day=money(team.budget_usd_per_day),
-                    team_per_month=money(team.budget_usd_per_month), key_tokens_per_minute=None,
+                    key_per_month=None, team_per_day=money_or_none(team.budget_usd_per_day),
+                    team_per_month=money_or_none(team.budget_usd_per_month), key_tokens_per_minute=None,
                     team_tokens_per_minute=team.tokens_per_minute)
         return payer if payer.limited else None
 
