@@ -130,6 +130,14 @@ _routing_cache: dict = {"stats": {}, "checked_at": 0.0}
 _routing_lock = threading.Lock()
 
 
+def cached_routing_stats() -> dict[str, dict] | None:
+    """`routing_stats()` while its cache is fresh, else None: a request path reads it without a thread hop and
+    calls `routing_stats` (through sync_to_async) only when a refresh is due."""
+    if time.monotonic() - _routing_cache["checked_at"] < settings.PODIUM_LEARNING_INTERVAL_S:
+        return _routing_cache["stats"]
+    return None
+
+
 def routing_stats() -> dict[str, dict]:
     """alias -> {"calls", "success_rate", "latency_p50_ms", "latency_p95_ms", "mean_cost_usd", "approvals",
     "reviews", "approval_rate", "categories": {category: {"approvals", "reviews", "approval_rate"}}}.
@@ -138,9 +146,9 @@ def routing_stats() -> dict[str, dict]:
     24 h; approvals always from 24 h (reviews are sparse). Cached for PODIUM_LEARNING_INTERVAL_S (one query
     per refresh); sync — call it through sync_to_async from async code.
     """
-    interval = settings.PODIUM_LEARNING_INTERVAL_S
-    if time.monotonic() - _routing_cache["checked_at"] < interval:
-        return _routing_cache["stats"]
+    cached = cached_routing_stats()
+    if cached is not None:
+        return cached
     with _routing_lock:
         rows = list(ModelStat.objects.all())
         by_key = {(r.model_alias, r.window, r.category): r for r in rows}

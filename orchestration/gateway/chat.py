@@ -24,6 +24,7 @@ from orchestration.models import Run
 from orchestration.models.runs import RunStatus
 from orchestration.registry import cached_registry, get_registry
 from orchestration.response_cache import cache_scope
+from orchestration.learning import cached_routing_stats
 from orchestration.runs.execution import routing_stats
 
 
@@ -122,9 +123,12 @@ async def resolve_chat_route(ctx: RunContext, route_name: str, messages: list[di
                                                    params={"max_tokens": CLASSIFIER_MAX_TOKENS}),  # its hold's bound
                                        key="classify", node_id="classify", attributes={"role": "classifier"})
 
+    stats = cached_routing_stats()  # empty ({}) is fresh too: test for None
+    if stats is None:
+        stats = await sync_to_async(routing_stats)()
     try:
         return await resolve_route(ctx.registry.routes[route_name], ctx.registry, text=input_text({"messages": messages}),
-                                   stats=await sync_to_async(routing_stats)(), classify=classify,
+                                   stats=stats, classify=classify,
                                    data_class=ctx.data_class)
     except PolicyViolation as exc:  # no candidate may receive the data class: refused, the rule named (403)
         raise GatewayError(str(exc), code=exc.code, type="permission_error", param="podium.data_class") from None
