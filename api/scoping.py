@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
 from orchestration.access.apikeys import KeyInfo
-from orchestration.access.teams import EVERYTHING, TeamScope, scope_for_user
-from orchestration.models import LLMModel, Team, TeamMembership
+from orchestration.access.teams import EVERYTHING, TeamScope, of_teams, scope_for_user
+from orchestration.access.watching import chosen_models_and_routes
+from orchestration.models import LLMModel, TeamMembership
 from orchestration.reviews.selectors import DECIDE_PERMISSION
 
 Role = TeamMembership.Role
@@ -55,12 +56,8 @@ class Visibility:
                reviews: bool = False) -> QuerySet:
         """The rows this caller sees by `field` (a team FK path); `shared` also shows rows with no team
         (workflows: a workflow with no team is shared with every team); `reviews`: review items."""
-        if self.everything:
-            return queryset
-        condition = Q(**{f"{field}__in": list(self.teams.roles)})
-        if shared or (self.operator_reviews if reviews else self.operator_space):
-            condition |= Q(**{f"{field}__isnull": True})
-        return queryset.filter(condition)
+        return of_teams(queryset, field, None if self.everything else self.teams.roles,
+                        with_no_team=shared or (self.operator_reviews if reviews else self.operator_space))
 
     def team_ids_for_models(self) -> list[int] | None:
         """The teams whose model lists bound what this caller may see; None = every model."""
@@ -106,17 +103,8 @@ def allowed_models(view: Visibility) -> QuerySet:
     """The models the caller may see: the union of their teams' allowed models (a team with no model and no
     route alias chosen may call every model). A route alias a team may call does not list its candidates."""
     models = LLMModel.objects.select_related("provider")
-    team_ids = view.team_ids_for_models()
-    if team_ids is None:
-        return models
-    teams = Team.objects.filter(pk__in=team_ids).prefetch_related("allowed_models", "allowed_route_aliases")
-    aliases: set[str] = set()
-    for team in teams:
-        allowed = {m.alias for m in team.allowed_models.all()}
-        if not allowed and not team.allowed_route_aliases.all():
-            return models  # this team may call every model
-        aliases |= allowed
-    return models.filter(alias__in=aliases)
+    chosen = chosen_models_and_routes(view.team_ids_for_models())
+    return models if chosen is None else models.filter(alias__in=chosen[0])
 
 
 def may_see_model(view: Visibility, alias: str) -> bool:

@@ -19,7 +19,7 @@ from django.http import Http404
 from django.urls import reverse, reverse_lazy
 
 from orchestration.access.login_throttle import throttled_login_error
-from orchestration.access.teams import TeamScope, scope_for_user
+from orchestration.access.teams import TeamScope, of_teams, scope_for_user
 from orchestration.models import Team, TeamMembership
 
 
@@ -40,15 +40,7 @@ class PageScope:
     def filter(self, queryset: QuerySet, field: str = "team", *, shared: bool = False) -> QuerySet:
         """The rows of `queryset` the page shows, by `field` (a team FK path); `shared` adds rows with no team
         (workflows shared with every team)."""
-        teams = self.teams
-        if teams is None:
-            return queryset
-        from django.db.models import Q
-
-        condition = Q(**{f"{field}__in": list(teams)})
-        if shared:
-            condition |= Q(**{f"{field}__isnull": True})
-        return queryset.filter(condition)
+        return of_teams(queryset, field, self.teams, with_no_team=shared)
 
     def sees(self, team_id: int | None) -> bool:
         teams = self.teams

@@ -1,7 +1,7 @@
 """Which teams a person may see and what they may do there.
 
 Superusers see every team (and rows with no team); everyone else sees the teams they are a member of,
-with the role that membership gives. Views filter with `TeamScope.filter(queryset, field)`.
+with the role that membership gives. Views filter rows with `of_teams(queryset, field, team_ids)`.
 """
 from __future__ import annotations
 
@@ -34,14 +34,17 @@ class TeamScope:
         held = self.roles.get(team_id) if team_id is not None else None
         return held is not None and ROLE_RANK[held] >= ROLE_RANK[role]
 
-    def filter(self, queryset: QuerySet, field: str = "team", *, shared: bool = False) -> QuerySet:
-        """The rows of `queryset` this scope sees by `field` (a team FK path); `shared` adds team-less rows."""
-        if self.everything:
-            return queryset
-        condition = Q(**{f"{field}__in": list(self.roles)})
-        if shared:
-            condition |= Q(**{f"{field}__isnull": True})
-        return queryset.filter(condition)
+
+
+def of_teams(queryset: QuerySet, field: str, teams, *, with_no_team: bool = False) -> QuerySet:
+    """The rows of `queryset` whose team (by `field`, a team FK path) is one of `teams` (None = every row);
+    `with_no_team` adds the rows with no team (workflows shared with every team, the operator space)."""
+    if teams is None:
+        return queryset
+    condition = Q(**{f"{field}__in": list(teams)})
+    if with_no_team:
+        condition |= Q(**{f"{field}__isnull": True})
+    return queryset.filter(condition)
 
 
 EVERYTHING = TeamScope(everything=True, roles={})

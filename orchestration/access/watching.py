@@ -7,9 +7,7 @@ watches its team; a key with no team and `events` (an operator's key, as before 
 """
 from __future__ import annotations
 
-from django.db.models import QuerySet
-
-from orchestration.access.teams import scope_for_user
+from orchestration.access.teams import of_teams, scope_for_user  # noqa: F401  (of_teams: dashboard/, terminal/)
 from orchestration.models import Team
 
 EVENTS_SCOPE = "events"
@@ -58,20 +56,24 @@ def team_id_of(slug: str | None) -> int:
     return team_id
 
 
-def of_teams(queryset: QuerySet, field: str, teams) -> QuerySet:
-    """The rows of `queryset` whose team (by `field`) is one of `teams`; all of them when teams is None."""
-    return queryset if teams is None else queryset.filter(**{f"{field}__in": list(teams)})
-
-
-def callable_targets(teams) -> set[str] | None:
-    """The model and route aliases any of `teams` may call; None = every one (a team that chose none, or no
+def chosen_models_and_routes(teams) -> tuple[set[str], set[str]] | None:
+    """(model aliases, route alias names) any of `teams` chose; None = every one (a team that chose none, or no
     scoping). Three queries for a team scope, none otherwise."""
     if teams is None:
         return None
-    targets: set[str] = set()
+    models: set[str] = set()
+    routes: set[str] = set()
     for team in Team.objects.filter(id__in=list(teams)).prefetch_related("allowed_models", "allowed_route_aliases"):
-        chosen = {m.alias for m in team.allowed_models.all()} | {r.name for r in team.allowed_route_aliases.all()}
-        if not chosen:
+        team_models = {m.alias for m in team.allowed_models.all()}
+        team_routes = {r.name for r in team.allowed_route_aliases.all()}
+        if not team_models and not team_routes:
             return None  # this team may call every model
-        targets |= chosen
-    return targets
+        models |= team_models
+        routes |= team_routes
+    return models, routes
+
+
+def callable_targets(teams) -> set[str] | None:
+    """The model and route aliases any of `teams` may call; None = every one."""
+    chosen = chosen_models_and_routes(teams)
+    return None if chosen is None else chosen[0] | chosen[1]
