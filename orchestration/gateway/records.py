@@ -36,14 +36,14 @@ def record_call(*, run_id: str, kind: str, model_name: str, key: KeyInfo, status
         metadata = {**metadata, "input_redacted": redacted}
     finished_ms = now_ms()
     started_at = ms_to_datetime(started_ms)
-    run = Row(Run, id=run_id, kind=kind, target=model_name, api_key_id=key.id, team_id=key.team_id, status=status, input=input,
-              output=output, confidence=confidence, tokens_in=tokens_in, tokens_out=tokens_out,
+    run = Row(Run, id=run_id, kind=kind, target=model_name, api_key_id=key.id, team_id=key.team_id, status=status,
+              input=input, output=output, confidence=confidence, tokens_in=tokens_in, tokens_out=tokens_out,
               cost_usd=money(spent_usd), latency_ms=latency_ms, error=error, metadata=metadata,
               created_at=started_at, started_at=started_at, finished_at=ms_to_datetime(finished_ms))
     writer.add(run, [step_row(event) for event in steps])
     live.publish(run_updated(ts=finished_ms, run_id=run_id, status=status, target=model_name, kind=kind,
-                             api_key=key.prefix, team=key.team_id, cost_usd=spent_usd, latency_ms=latency_ms, tokens_in=tokens_in,
-                             tokens_out=tokens_out))
+                             api_key=key.prefix, team=key.team_id, cost_usd=spent_usd, latency_ms=latency_ms,
+                             tokens_in=tokens_in, tokens_out=tokens_out))
 
 
 Result = TypeVar("Result")

@@ -45,8 +45,8 @@ def create_run(*, workflow_slug: str, input, metadata: dict | None = None, api_k
     now = timezone.now()
     run = Run.objects.create(
         kind=Run.Kind.WORKFLOW, target=f"workflow/{workflow.slug}", workflow_version=version,
-        api_key_id=api_key_id, team_id=team_id, status=status, input=input if isinstance(input, dict) and "messages" in input
-        else {"input": input}, metadata=metadata or {},
+        api_key_id=api_key_id, team_id=team_id, status=status,
+        input=input if isinstance(input, dict) and "messages" in input else {"input": input}, metadata=metadata or {},
         budget_usd=Decimal(str(budget_usd)) if budget_usd is not None else None,
         deadline_at=now + timedelta(seconds=deadline_s) if deadline_s else None, created_at=now,
         started_at=now if status == RunStatus.RUNNING else None)
@@ -69,8 +69,7 @@ def start_run(*, workflow_slug: str, input, metadata: dict | None = None, api_ke
     """Create a queued run and hand it to the runner once the row is committed."""
     with transaction.atomic():
         run = create_run(workflow_slug=workflow_slug, input=input, metadata=metadata, api_key_id=api_key_id,
-                         team_id=team_id,
-                         budget_usd=budget_usd, deadline_s=deadline_s)
+                         team_id=team_id, budget_usd=budget_usd, deadline_s=deadline_s)
         run_id = str(run.pk)
         transaction.on_commit(lambda: dispatch(run_id))
     return run
