@@ -39,7 +39,7 @@ from dashboard import snapshots
 from dashboard.protocol import FLUSH_INTERVAL_S, TopicState, encode, run_id_of
 from observability.metrics_window import MetricsWindow, local_window
 from observability.model_status import model_status
-from orchestration.live import EVENTS_GROUP
+from orchestration.live import EVENTS_GROUP, events_in
 
 logger = logging.getLogger(__name__)
 
@@ -352,11 +352,11 @@ class Hub:
                     await asyncio.sleep(min(2.0, 0.05 * unreachable))
                     continue
                 unreachable = 0
-                try:
-                    if message.get("type") == "podium.event":
-                        self.apply(message["event"])
-                except Exception:
-                    logger.exception("dashboard hub: an event could not be applied")
+                for event in events_in(message):
+                    try:
+                        self.apply(event)
+                    except Exception:
+                        logger.exception("dashboard hub: an event could not be applied")
         finally:  # the server is stopping: leave the group so publishers stop queueing for us
             try:
                 await asyncio.wait_for(self.layer.group_discard(EVENTS_GROUP, self.channel), 1)

@@ -35,7 +35,7 @@ from rich.live import Live
 from websockets.exceptions import WebSocketException
 
 from orchestration.access.watching import callable_targets, of_teams
-from orchestration.live import EVENTS_GROUP
+from orchestration.live import EVENTS_GROUP, events_in
 from orchestration.models import LLMModel, ReviewItem, Run, Step
 from orchestration.reviews.selectors import OPEN_STATUSES
 from podium.client import AsyncPodiumClient, PodiumError
@@ -76,9 +76,9 @@ class ChannelLayerSource:
         try:
             while True:
                 message = await layer.receive(channel)
-                event = message.get("event")
-                if isinstance(event, dict) and await self.shows(event):
-                    yield event
+                for event in events_in(message):
+                    if await self.shows(event):
+                        yield event
         finally:
             with contextlib.suppress(Exception):
                 await layer.group_discard(EVENTS_GROUP, channel)

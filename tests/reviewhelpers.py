@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from orchestration.live import EVENTS_GROUP
+from orchestration.live import EVENTS_GROUP, events_in
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
 from orchestration.reviews.actions import open_review
@@ -57,7 +57,7 @@ class EventTap:
                     message = await asyncio.wait_for(self.layer.receive(self.channel), 0.05)
                 except asyncio.TimeoutError:
                     return
-                events.append(message["event"])
+                events.extend(events_in(message))
 
         async_to_sync(collect)()
         return events

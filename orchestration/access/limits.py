@@ -11,6 +11,7 @@ USD budgets and tokens per minute are reserved before each model call and settle
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -149,9 +150,12 @@ def _admit_redis(client, limits: KeyLimits, now: float) -> tuple[int, int]:
 
 async def admit_async(key) -> None:
     """Requests/min for async callers (/v1: a call's budgets are reserved with the call, budgets.holding);
-    free (no thread hop) for keys without a requests/min limit."""
+    free for keys without a requests/min limit. The in-process count (embedded mode) is a dict under a lock:
+    answered in the event loop. Redis's round trip runs in the default thread pool (redis-py's pool is
+    thread-safe), not in Django's one thread-sensitive thread, where it would queue behind ORM calls."""
     if KeyLimits.of(key).unlimited:
         return
-    from asgiref.sync import sync_to_async
-
-    await sync_to_async(admit)(key, spending=False)
+    if _redis() is None:
+        admit(key, spending=False)
+        return
+    await asyncio.get_running_loop().run_in_executor(None, lambda: admit(key, spending=False))
