@@ -203,6 +203,9 @@ def main() -> None:
     parser.add_argument("--profile-sort", default="tottime", help="pstats order: tottime, cumulative, ...")
     parser.add_argument("--stack", choices=("embedded", "production"), default="embedded",
                         help="production: PostgreSQL and Redis, as `make up` runs (default: SQLite, in-process)")
+    parser.add_argument("--upstream-delay-ms", type=int, default=0,
+                        help="the fake upstream's latency (at --concurrency 1 and 50 ms: what is on the answer's path "
+                             "while the upstream works, as in the gateway benchmark)")
     parser.add_argument("--redis-db", type=int, default=12, help="--stack production: the Redis db it flushes")
     args = parser.parse_args()
 
@@ -210,7 +213,7 @@ def main() -> None:
     production = production_stack(workdir, args.redis_db) if args.stack == "production" else None
     port = free_port()
     upstream_process = subprocess.Popen([*pin(1), sys.executable, "-m", "podium.fake_upstream", "--port", str(port),
-                                         "--delay-ms", "0"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                         "--delay-ms", str(args.upstream_delay_ms)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         if pin(0):

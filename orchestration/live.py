@@ -17,6 +17,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from orchestration.engine.events import Event
+from orchestration.instruments import LIVE_EVENTS_DROPPED
 from orchestration.process_loop import process_loop
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ async def _send(events: list[Event]) -> None:
             stats["published"] += len(part)
         except Exception as exc:  # Redis down, channel full, timeout: the run goes on
             before, stats["dropped"] = stats["dropped"], stats["dropped"] + len(part)
+            LIVE_EVENTS_DROPPED.inc(len(part))
             if before == 0 or before // 100 != stats["dropped"] // 100:  # the first, then about one in 100
                 logger.warning("live events dropped (%s dropped so far): %s", stats["dropped"],
                                type(exc).__name__)

@@ -114,7 +114,10 @@ async def chat_completions(scope, receive, send) -> None:
             return
         outcome = await chat_completion(key=key, model_name=model, messages=messages, params=params,
                                         metadata=metadata, **podium_options(data, key))
-    await send_json(send, 200, completion_body(outcome), [(b"x-podium-run-id", outcome.run_id.encode())])
+    try:
+        await send_json(send, 200, completion_body(outcome), [(b"x-podium-run-id", outcome.run_id.encode())])
+    finally:  # the call's record is off the answer's path, and never lost with it
+        outcome.answered()
 
 
 def include_usage(data: dict) -> bool:

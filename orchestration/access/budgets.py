@@ -670,6 +670,11 @@ async def holding(key, model_name: str, messages: list, params: dict, *, output:
             await _off_loop(shrink, hold)  # before the client has its answer and sends the next call
 
 
+def hold_open() -> bool:
+    """Whether the current /v1 call holds a budget reservation (its run must reach `bind_run` before it closes)."""
+    return _current.get() is not None
+
+
 def bind_run(run) -> None:
     """The batched writer received the run of the current /v1 call: its commit settles the call's hold."""
     hold = _current.get()

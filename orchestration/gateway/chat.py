@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from asgiref.sync import sync_to_async
 
 from orchestration import live
+from orchestration.access import budgets
 from orchestration.access.apikeys import KeyInfo
 from orchestration.calibration.store import current_calibrations
 from orchestration.engine.events import Event, StepFinished, now_ms, with_team
@@ -35,6 +38,14 @@ class ChatOutcome:
     model: str
     result: NodeResult
     pending: dict | None = None  # a workflow run paused for review: what the client gets instead (HTTP 202)
+    # The call's record, when it waits for the answer to be sent (`answered`); None once recorded.
+    unrecorded: Callable[[], None] | None = None
+
+    def answered(self) -> None:
+        """The answer was handed to the server (or could not be): record the call now if it is still due."""
+        record, self.unrecorded = self.unrecorded, None
+        if record is not None:
+            record()
 
 
 class PublishingSink:
@@ -94,6 +105,9 @@ async def chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict]
                           use_cache: bool = True) -> ChatOutcome:
     """A direct call to one model: no database write in the request path (the batched writer records it).
 
+    A successful call is recorded once its answer is sent (the caller calls `outcome.answered()`), unless a
+    budget hold is open: the hold is settled against the call's run, which it must see before it closes.
+    A failed one is recorded before its error is raised.
     `data_class` and `use_cache` come from the request's `podium` object (policy and response cache)."""
     ctx, sink, model, route_attributes = await open_chat_run(model_name, messages, data_class, key)
     run_id = ctx.run_id
@@ -104,15 +118,20 @@ async def chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict]
         ctx, model, chat_request(model, messages, params), cache=use_cache, attributes=route_attributes))
     latency_ms = (time.perf_counter() - started) * 1000
     status = RunStatus.SUCCEEDED if result else RunStatus.FAILED
-    record_call(run_id=run_id, kind=Run.Kind.CHAT, model_name=model_name, key=key, status=status,
-                input={"messages": messages}, output=result.output if result else "",
-                confidence=result.confidence if result else None, tokens_in=result.tokens_in if result else 0,
-                tokens_out=result.tokens_out if result else 0, spent_usd=ctx.spent_usd, latency_ms=latency_ms,
-                error=error, metadata=metadata or {}, started_ms=started_ms, steps=sink.finished,
-                registry=ctx.registry)
+    record = partial(record_call, run_id=run_id, kind=Run.Kind.CHAT, model_name=model_name, key=key, status=status,
+                     input={"messages": messages}, output=result.output if result else "",
+                     confidence=result.confidence if result else None, tokens_in=result.tokens_in if result else 0,
+                     tokens_out=result.tokens_out if result else 0, spent_usd=ctx.spent_usd, latency_ms=latency_ms,
+                     error=error, metadata=metadata or {}, started_ms=started_ms, steps=sink.finished,
+                     registry=ctx.registry)
     if result is None:
+        record()
         raise failed_call_error(error=error, refused=refused, run_id=run_id)
-    return ChatOutcome(run_id=run_id, created=int(started_ms / 1000), model=model_name, result=result)
+    outcome = ChatOutcome(run_id=run_id, created=int(started_ms / 1000), model=model_name, result=result,
+                          unrecorded=record)
+    if budgets.hold_open():  # its settlement needs the run now (budgets.bind_run)
+        outcome.answered()
+    return outcome
 
 
 async def resolve_chat_route(ctx: RunContext, route_name: str, messages: list[dict]):

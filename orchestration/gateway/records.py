@@ -51,7 +51,8 @@ Result = TypeVar("Result")
 
 async def attempt_call(call: Awaitable[Result]) -> tuple[Result | None, str, PolicyViolation | None]:
     """Await a model call: (its result, "", None), or (None, why it failed, the policy's refusal when it was one).
-    Either way the call is recorded (`record_call`) before the caller answers."""
+    Either way the caller records the call (`record_call`): a failure before it answers, a result at the latest
+    once its answer is sent."""
     try:
         return await call, "", None
     except StepFailed as exc:

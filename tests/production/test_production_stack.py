@@ -143,20 +143,25 @@ def test_redis_unavailable_for_a_few_seconds_v1_keeps_answering_and_dashboards_r
     statuses = []
     # One keep-alive connection, so one web process: podium_live_events_dropped_process is the answering
     # process's own count, and the scrapes must come from the process that served the calls.
+    # podium_live_events_dropped_total is the host's (every web process's files in the multiprocess dir).
     with httpx.Client(headers=stack.key_headers, timeout=10) as client:
-        dropped_before = metric(client.get(f"{stack.url()}/metrics").text, "podium_live_events_dropped_process")
+        scrape = client.get(f"{stack.url()}/metrics").text
+        dropped_before = metric(scrape, "podium_live_events_dropped_process")
+        host_dropped_before = metric(scrape, "podium_live_events_dropped_total")
         stack.proxy.cut()
         cut_at = time.monotonic()
         while time.monotonic() - cut_at < 4:
             statuses.append(client.post(f"{stack.url()}/v1/chat/completions", json=v1_body).status_code)
         ready = httpx.get(f"{stack.url()}/readyz", timeout=10)
-        dropped = metric(client.get(f"{stack.url()}/metrics").text,
-                         "podium_live_events_dropped_process") - dropped_before
+        scrape = client.get(f"{stack.url()}/metrics").text
+        dropped = metric(scrape, "podium_live_events_dropped_process") - dropped_before
+        host_dropped = metric(scrape, "podium_live_events_dropped_total") - host_dropped_before
     stack.proxy.restore()
 
     assert statuses and set(statuses) == {200}, statuses
     assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("error")
     assert dropped > 0  # the events had nowhere to go: dropped and counted, never raised to the caller
+    assert host_dropped >= dropped  # the host's count includes this process's
 
     async def recovered():
         """A dashboard (re)connecting after the outage gets the next call live."""

@@ -1,0 +1,122 @@
+"""orchestration.live: what a publisher pays and what a subscriber of the events group receives."""
+from __future__ import annotations
+
+import asyncio
+
+from channels.layers import get_channel_layer
+from prometheus_client import REGISTRY
+
+from orchestration import live
+from orchestration.engine.events import run_updated
+
+
+def running(model: str) -> dict:
+    """A run still going (no metric counts it): `target` tells the events apart."""
+    return run_updated(run_id=f"run-{model}", status="running", target=model, kind="chat", api_key="pk-test",
+                       team=None)
+
+
+async def joined_channel(layer) -> str:
+    channel = await layer.new_channel()
+    await layer.group_add(live.EVENTS_GROUP, channel)
+    return channel
+
+
+def test_events_published_in_one_turn_are_observed_after_the_caller_and_sent_as_one_message_in_order():
+    layer = get_channel_layer()
+    seen: list[str] = []
+    live.observers.append(lambda event: seen.append(event["target"]) if event.get("api_key") == "pk-test" else None)
+
+    async def scenario():
+        channel = await joined_channel(layer)
+        try:
+            for model in ("first", "second", "third"):
+                live.publish(running(model))
+            seen_by_the_caller = list(seen)  # the caller's own work goes on before any observer runs
+            message = await asyncio.wait_for(layer.receive(channel), 2)
+            try:
+                more = await asyncio.wait_for(layer.receive(channel), 0.2)
+            except TimeoutError:
+                more = None
+        finally:
+            await layer.group_discard(live.EVENTS_GROUP, channel)
+        return seen_by_the_caller, message, more
+
+    try:
+        seen_by_the_caller, message, more = asyncio.run(scenario())
+    finally:
+        live.observers.pop()
+
+    assert seen_by_the_caller == []
+    assert seen == ["first", "second", "third"]
+    events = live.events_in(message)
+    assert [event["target"] for event in events] == ["first", "second", "third"]
+    sequence = [event["oseq"] for event in events]  # stamped by the origin observer before the send
+    assert sequence == sorted(sequence) and len(set(sequence)) == 3
+    assert more is None  # one message for the three, not one each
+
+
+def counted_dropped() -> float:
+    return REGISTRY.get_sample_value("podium_live_events_dropped_total") or 0.0
+
+
+def test_a_layer_that_refuses_the_send_costs_the_caller_nothing_and_every_event_is_counted_as_dropped(monkeypatch):
+    layer = get_channel_layer()
+
+    async def refuse(group, message):
+        raise ConnectionError("the layer is away")
+
+    monkeypatch.setattr(layer, "group_send", refuse)
+    monkeypatch.setattr(live, "_nobody_listens", lambda layer: False)
+    dropped_before, counted_before = live.stats["dropped"], counted_dropped()
+
+    async def scenario():
+        live.publish(running("a"))
+        live.publish(running("b"))
+        await asyncio.sleep(0.05)  # the next turns: observe, then the send that fails
+        return "answered"
+
+    assert asyncio.run(scenario()) == "answered"
+    assert live.stats["dropped"] - dropped_before == 2
+    assert counted_dropped() - counted_before == 2
+
+
+def test_a_turn_with_more_events_than_one_message_carries_goes_out_in_several_in_order(monkeypatch):
+    layer = get_channel_layer()
+    monkeypatch.setattr(live, "MAX_EVENTS_PER_MESSAGE", 2)
+
+    async def scenario():
+        channel = await joined_channel(layer)
+        try:
+            for index in range(5):
+                live.publish(running(f"m{index}"))
+            messages = [await asyncio.wait_for(layer.receive(channel), 2) for _ in range(3)]
+        finally:
+            await layer.group_discard(live.EVENTS_GROUP, channel)
+        return messages
+
+    messages = asyncio.run(scenario())
+    assert [len(live.events_in(message)) for message in messages] == [2, 2, 1]
+    assert [event["target"] for message in messages for event in live.events_in(message)] == [
+        "m0", "m1", "m2", "m3", "m4"]
+
+
+def test_from_sync_code_an_event_is_observed_before_publish_returns_and_delivered():
+    layer = get_channel_layer()
+    seen: list[str] = []
+    channel = asyncio.run(joined_channel(layer))  # the in-memory layer keeps groups across loops
+    live.observers.append(lambda event: seen.append(event["target"]) if event.get("api_key") == "pk-test" else None)
+    try:
+        live.publish(running("from-sync"))
+        assert seen == ["from-sync"]
+        message = asyncio.run(asyncio.wait_for(layer.receive(channel), 2))
+    finally:
+        live.observers.pop()
+        asyncio.run(layer.group_discard(live.EVENTS_GROUP, channel))
+    assert [event["target"] for event in live.events_in(message)] == ["from-sync"]
+
+
+def test_messages_of_other_kinds_carry_no_events():
+    assert live.events_in({"type": "podium.event", "event": running("old")}) == []
+    assert live.events_in({"type": "podium.events", "events": "not a list"}) == []
+    assert live.events_in({"type": "podium.events", "events": [running("x"), "junk"]}) == [running("x")]
