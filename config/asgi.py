@@ -19,6 +19,7 @@ from dashboard.origin import OriginGuard  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from orchestration.providers.pool import close_clients  # noqa: E402
 from orchestration.gateway.writer import writer  # noqa: E402
+from orchestration.runner.inprocess import runner as inprocess_runner  # noqa: E402
 from orchestration.runner.periodic import scheduler  # noqa: E402
 
 
@@ -39,6 +40,11 @@ async def lifespan(scope, receive, send):
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await close_clients()
+            # The in-process runner's loop outlives this one: its upstream sessions would be reported unclosed
+            # at exit (a no-op when it never ran anything, or with Celery). Not under a run still going: its
+            # step would fail instead of resuming after the restart.
+            if not inprocess_runner.busy():
+                await sync_to_async(inprocess_runner.close_clients, thread_sensitive=False)()
             await sync_to_async(scheduler.stop)()
             await sync_to_async(writer.stop)()
             await send({"type": "lifespan.shutdown.complete"})

@@ -2,7 +2,8 @@
 
 Most of Podium's metrics are counted from live events by the observability app; these are counted
 where the thing happens, because no event carries them: a refusal by a per-key limit, a live event
-dropped, the batched writer's backlog, failed flushes and dead letters. observability/prometheus.py exports them with the rest.
+dropped, the batched writer's backlog, failed flushes and dead letters. observability/prometheus.py
+exports them with the rest.
 """
 from __future__ import annotations
 

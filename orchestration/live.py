@@ -66,8 +66,11 @@ async def _send(events: list[Event]) -> None:
 
 
 def events_in(message: dict) -> list[Event]:
-    """The live events a channel-layer message of the events group carries (none for any other message)."""
-    events = message.get("events") if message.get("type") == "podium.events" else None
+    """The live events a channel-layer message of the events group carries (none for any other message).
+    `podium.event` (one event a message) is what a process of an earlier version sends during an upgrade."""
+    kind = message.get("type")
+    events = message.get("events") if kind == "podium.events" else [message.get("event")] if kind == "podium.event" \
+        else None
     return [event for event in events if isinstance(event, dict)] if isinstance(events, list) else []
 
 
@@ -106,6 +109,20 @@ def _drain(loop: asyncio.AbstractEventLoop) -> None:
     task = loop.create_task(_send(list(events)))
     _pending.add(task)
     task.add_done_callback(_pending.discard)
+
+
+async def sent(timeout_s: float = SEND_TIMEOUT_S + 0.5) -> None:
+    """Wait (bounded) until what this loop published has been handed to the channel layer: a loop about to end
+    (a Celery task's run) would otherwise take its last events with it."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0)  # publishes scheduled from other threads (call_soon_threadsafe) run first
+    for _ in range(10):  # their turn: the observers, then the send task
+        if loop not in _outbox:
+            break
+        await asyncio.sleep(0)
+    sending = [task for task in _pending if task.get_loop() is loop]
+    if sending:
+        await asyncio.wait(sending, timeout=timeout_s)
 
 
 def _nobody_listens(layer) -> bool:

@@ -2,6 +2,7 @@
 (Database blinks and rows that can never be stored: tests/test_writer_dead_letters.py.)"""
 import os
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone as dt_timezone
 from decimal import Decimal
@@ -75,4 +76,29 @@ def test_the_writer_thread_yields_the_core_to_the_request_path():
     writer.add(run_row(), [])  # starts its thread
     own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     wait_for(lambda: os.getpriority(os.PRIO_PROCESS, writer._thread.native_id) == min(19, own + WRITER_NICENESS), 5)
+    writer.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_flush_includes_a_call_already_answered_whose_record_is_still_on_its_way():
+    """/v1 records a call once its answer is sent (gateway/records.record_later): a flush that starts in
+    between waits for that record instead of missing it; one promised later does not hold it up."""
+    writer = BatchedWriter(interval_s=60)
+    answered = run_row()
+    ticket = writer.expect()
+
+    def record_a_moment_later():
+        time.sleep(0.3)
+        writer.add(answered, [])
+        writer.fulfilled(ticket)
+
+    threading.Thread(target=record_a_moment_later).start()
+    assert writer.flush() == 1
+    assert Run.objects.filter(id=answered.id).exists()
+
+    late = writer.expect()  # a promise nobody keeps: a flush waits for it at most as long as it is told
+    started = time.monotonic()
+    assert writer.flush(promised_wait_s=0.2) == 0
+    assert 0.2 <= time.monotonic() - started < 2
+    writer.fulfilled(late)
     writer.stop()

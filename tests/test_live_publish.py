@@ -116,7 +116,32 @@ def test_from_sync_code_an_event_is_observed_before_publish_returns_and_delivere
     assert [event["target"] for event in live.events_in(message)] == ["from-sync"]
 
 
-def test_messages_of_other_kinds_carry_no_events():
-    assert live.events_in({"type": "podium.event", "event": running("old")}) == []
+def test_messages_of_other_kinds_carry_no_events_and_an_earlier_versions_single_event_is_read():
+    old = running("old")
+    assert live.events_in({"type": "podium.event", "event": old}) == [old]
+    assert live.events_in({"type": "podium.event"}) == []
+    assert live.events_in({"type": "dashboard.frame", "text": "{}"}) == []
     assert live.events_in({"type": "podium.events", "events": "not a list"}) == []
-    assert live.events_in({"type": "podium.events", "events": [running("x"), "junk"]}) == [running("x")]
+    new = running("new")
+    assert live.events_in({"type": "podium.events", "events": [new, "junk"]}) == [new]
+
+
+def test_sent_returns_once_the_loops_events_are_handed_to_the_layer(monkeypatch):
+    """What a Celery task's run loop awaits before it ends, so that its last events are not lost with it."""
+    layer = get_channel_layer()
+    handed: list[str] = []
+
+    async def slow_send(group, message):
+        await asyncio.sleep(0.05)
+        handed.extend(event["target"] for event in live.events_in(message))
+
+    monkeypatch.setattr(layer, "group_send", slow_send)
+    monkeypatch.setattr(live, "_nobody_listens", lambda layer: False)
+
+    async def a_run_that_ends():
+        loop = asyncio.get_running_loop()
+        loop.call_soon(live.publish, running("last"))  # as the durable sink's thread hands it over
+        await live.sent()
+        return list(handed)
+
+    assert asyncio.run(a_run_that_ends()) == ["last"]

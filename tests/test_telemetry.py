@@ -4,6 +4,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from observability import telemetry
+from tests.conftest import wait_for
 
 
 @pytest.fixture
@@ -38,7 +39,9 @@ def test_a_v1_call_is_a_run_span_with_a_chat_step_span_carrying_genai_attributes
     response = httpx.post(f"{podium_server.url}/v1/chat/completions", headers={"authorization": f"Bearer {api_key}"},
                           json={"model": "swift-mini", "messages": [{"role": "user", "content": "trace me"}]})
     usage = response.json()["usage"]
-    finished = {span.name: span for span in spans.get_finished_spans()}
+    # The spans end as the call's events are observed, on the server loop's turn after the answer went out.
+    finished = wait_for(lambda: (names := {span.name: span for span in spans.get_finished_spans()})
+                        and "run swift-mini" in names and names)
     run, step = finished["run swift-mini"], finished["chat swift-mini"]
     assert step.parent is not None and step.parent.span_id == run.context.span_id
     assert step.context.trace_id == run.context.trace_id
@@ -65,6 +68,7 @@ def test_a_failed_call_is_an_error_span(spans, podium_server, upstream_model, ap
     response = httpx.post(f"{podium_server.url}/v1/chat/completions", headers={"authorization": f"Bearer {api_key}"},
                           json={"model": "fake-gpt", "messages": [{"role": "user", "content": "fail"}]})
     assert response.status_code == 502
+    wait_for(lambda: any(s.name == "run fake-gpt" for s in spans.get_finished_spans()))
     step_spans = [s for s in spans.get_finished_spans() if s.name == "chat fake-gpt"]
     assert step_spans and all(s.status.status_code == StatusCode.ERROR for s in step_spans)
     assert step_spans[-1].attributes["error.type"]

@@ -21,7 +21,8 @@ from orchestration.engine.types import ChatRequest, ModelSpec
 from orchestration.engine.workflow import input_text
 from orchestration.engine_config import engine
 from orchestration.errors import GatewayError
-from orchestration.gateway.records import attempt_call, failed_call_error, publish_call_started, record_call
+from orchestration.gateway.records import (attempt_call, failed_call_error, publish_call_started, record_call,
+                                           record_later)
 from orchestration.ids import new_id
 from orchestration.models import Run
 from orchestration.models.runs import RunStatus
@@ -127,11 +128,11 @@ async def chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict]
     if result is None:
         record()
         raise failed_call_error(error=error, refused=refused, run_id=run_id)
-    outcome = ChatOutcome(run_id=run_id, created=int(started_ms / 1000), model=model_name, result=result,
-                          unrecorded=record)
-    if budgets.hold_open():  # its settlement needs the run now (budgets.bind_run)
-        outcome.answered()
-    return outcome
+    if budgets.hold_open():  # the hold is settled against the run: it must have it before it closes (bind_run)
+        record()
+        return ChatOutcome(run_id=run_id, created=int(started_ms / 1000), model=model_name, result=result)
+    return ChatOutcome(run_id=run_id, created=int(started_ms / 1000), model=model_name, result=result,
+                       unrecorded=record_later(record))
 
 
 async def resolve_chat_route(ctx: RunContext, route_name: str, messages: list[dict]):

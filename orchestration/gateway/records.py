@@ -4,7 +4,7 @@ No database write in the request path: the rows are plain values (recording.Row)
 """
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from orchestration import live
@@ -44,6 +44,23 @@ def record_call(*, run_id: str, kind: str, model_name: str, key: KeyInfo, status
     live.publish(run_updated(ts=finished_ms, run_id=run_id, status=status, target=model_name, kind=kind,
                              api_key=key.prefix, team=key.team_id, cost_usd=spent_usd, latency_ms=latency_ms,
                              tokens_in=tokens_in, tokens_out=tokens_out))
+
+
+def record_later(record: Callable[[], None]) -> Callable[[], None]:
+    """`record` (a `record_call`), to be called once the call's answer is sent: until then the writer holds a
+    promise for it, so that a flush (a test's, a shutdown's) includes every call already answered. Calling the
+    result more than once records once."""
+    ticket = writer.expect()
+    pending = [record]
+
+    def record_now() -> None:
+        if not pending:
+            return
+        try:
+            pending.pop()()
+        finally:
+            writer.fulfilled(ticket)
+    return record_now
 
 
 Result = TypeVar("Result")

@@ -13,6 +13,7 @@ dead-letter table (WriterDeadLetter) with the reason, its spend settled all the 
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import reprlib
@@ -152,6 +153,8 @@ def lower_this_threads_priority() -> None:
         pass
 
 
+# How long a flush asked from outside (tests, shutdown, commands) waits for answered calls' records to arrive.
+PROMISED_WAIT_S = 2.0
 # After a failed flush the writer waits interval × 2^failures, up to this, before the next attempt.
 MAX_RETRY_DELAY_S = 5.0
 # While the database stays unavailable, one log line this often (not one per attempt).
@@ -255,6 +258,11 @@ class BatchedWriter:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._in_flight = 0  # runs taken by the flush under way
+        # Calls answered whose record is still to come (`expect`/`fulfilled`): a flush asked from outside
+        # waits for those promised before it began, so it never misses a call whose answer is out.
+        self._promised: set[int] = set()
+        self._promises_kept = threading.Condition(self._lock)
+        self._tickets = itertools.count()
         self.written_runs = 0
         self.failed_flushes = 0
         self.failures_in_a_row = 0  # flushes failed since the last one that wrote
@@ -270,6 +278,25 @@ class BatchedWriter:
             self._steps.extend(steps)
         if self._thread is None:
             self._start()
+
+    def expect(self) -> int:
+        """A call's record will come shortly (once its answer is sent): a ticket for `fulfilled`."""
+        ticket = next(self._tickets)
+        with self._lock:
+            self._promised.add(ticket)
+        return ticket
+
+    def fulfilled(self, ticket: int) -> None:
+        with self._lock:
+            self._promised.discard(ticket)
+            self._promises_kept.notify_all()
+
+    def _await_promised(self, timeout_s: float) -> None:
+        """Until the records promised so far are added (bounded: a caller on the loop that owes one must not hang)."""
+        with self._lock:
+            owed = set(self._promised)
+            if owed:
+                self._promises_kept.wait_for(lambda: self._promised.isdisjoint(owed), timeout_s)
 
     def discard_pending(self) -> int:
         """Forget rows not yet written (tests: one test's rows must not land in the next one's database)."""
@@ -299,7 +326,7 @@ class BatchedWriter:
             self._wake.wait(self._next_delay())
             self._wake.clear()
             try:
-                self.flush()
+                self.flush(promised_wait_s=0)  # the next round takes what comes meanwhile
             except Exception:  # a bug here must not end recording for the life of the process
                 logger.exception("batched writer: flush failed unexpectedly")
             WRITER_PENDING.set(self.pending())
@@ -310,7 +337,10 @@ class BatchedWriter:
             return self.interval_s
         return min(MAX_RETRY_DELAY_S, max(self.interval_s, 0.01) * 2 ** min(self.failures_in_a_row, 16))
 
-    def flush(self) -> int:
+    def flush(self, *, promised_wait_s: float = PROMISED_WAIT_S) -> int:
+        """Write what is waiting, including the records of calls already answered and about to be added."""
+        if promised_wait_s > 0:
+            self._await_promised(promised_wait_s)
         with self._flush_lock:
             return self._flush()
 

@@ -30,6 +30,7 @@ from orchestration.engine_config import engine
 from orchestration.learning import routing_stats as learned_routing_stats
 from orchestration.models import Run, Step
 from orchestration.models.runs import FINAL_RUN_STATUSES, RunStatus, StepStatus
+from orchestration import live
 from orchestration.providers.pool import close_clients
 from orchestration.recording import stored_input, workflow_steps_all_local
 from orchestration.registry import cached_registry, get_registry
@@ -70,6 +71,7 @@ def execute_run(run_id) -> str | None:
         try:
             return await execute_run_async(run_id)
         finally:
+            await live.sent()  # the run's last live events, before this loop ends
             await close_clients()
 
     return asyncio.run(execute_and_close())
