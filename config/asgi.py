@@ -40,12 +40,12 @@ async def lifespan(scope, receive, send):
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await close_clients()
+            await sync_to_async(scheduler.stop)()  # first: its stalled-run recovery may hand the runner a run
             # The in-process runner's loop outlives this one: its upstream sessions would be reported unclosed
             # at exit (a no-op when it never ran anything, or with Celery). Not under a run still going: its
             # step would fail instead of resuming after the restart.
             if not inprocess_runner.busy():
                 await sync_to_async(inprocess_runner.close_clients, thread_sensitive=False)()
-            await sync_to_async(scheduler.stop)()
             await sync_to_async(writer.stop)()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -1,7 +1,7 @@
 """Publishing live events to dashboards: one helper, never blocking or failing a run.
 
 Channel-layer messages are at-most-once; an event that cannot be delivered is
-dropped and counted (`dropped_events`), never raised to the caller.
+dropped and counted (`stats["dropped"]`, `podium_live_events_dropped_total`), never raised to the caller.
 
 Every event is a dict `{"type": ..., "ts": <epoch ms>, ...}` built by a builder of
 orchestration/engine/events.py, whose TypedDicts say what each type carries: step.started,
@@ -25,7 +25,6 @@ logger = logging.getLogger(__name__)
 EVENTS_GROUP = "podium.events"
 SEND_TIMEOUT_S = 1.0
 stats = {"published": 0, "dropped": 0}
-_pending: set[asyncio.Task] = set()
 # Callables fed every event before it is sent (metrics, tracing); they must be quick and never block.
 observers: list = []
 
@@ -42,27 +41,74 @@ async def publish_async(event: Event) -> None:
     await _send([event])
 
 
-# One channel-layer message carries every event a loop published between two of its turns (up to this many):
-# a message costs channels-redis several Redis commands, whatever it holds.
+# One channel-layer message carries the events a loop published since its last message, up to this many and
+# about this much text (prompts and outputs ride in step events): a message costs channels-redis several
+# Redis commands, whatever it holds.
 MAX_EVENTS_PER_MESSAGE = 200
+MAX_MESSAGE_CHARS = 1_000_000
+
+
+def _messages(events: list[Event]):
+    part, chars = [], 0
+    for event in events:
+        size = _approx_chars(event)
+        if part and (len(part) >= MAX_EVENTS_PER_MESSAGE or chars + size > MAX_MESSAGE_CHARS):
+            yield part
+            part, chars = [], 0
+        part.append(event)
+        chars += size
+    if part:
+        yield part
+
+
+def _approx_chars(event: Event) -> int:
+    """The text an event carries, roughly: its strings and its prompt's message contents."""
+    size = 200
+    for value in event.values():
+        if isinstance(value, str):
+            size += len(value)
+        elif isinstance(value, list):  # a prompt: [{"role": ..., "content": ...}, ...]
+            size += sum(len(str(item.get("content", ""))) if isinstance(item, dict) else 50 for item in value)
+    return size
 
 
 async def _send(events: list[Event]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    for start in range(0, len(events), MAX_EVENTS_PER_MESSAGE):
-        part = events[start:start + MAX_EVENTS_PER_MESSAGE]
+    parts = list(_messages(events))
+    for index, part in enumerate(parts):
         try:
             async with asyncio.timeout(SEND_TIMEOUT_S):  # unlike wait_for, no extra task per message
                 await layer.group_send(EVENTS_GROUP, {"type": "podium.events", "events": part})
             stats["published"] += len(part)
-        except Exception as exc:  # Redis down, channel full, timeout: the run goes on
-            before, stats["dropped"] = stats["dropped"], stats["dropped"] + len(part)
-            LIVE_EVENTS_DROPPED.inc(len(part))
-            if before == 0 or before // 100 != stats["dropped"] // 100:  # the first, then about one in 100
-                logger.warning("live events dropped (%s dropped so far): %s", stats["dropped"],
-                               type(exc).__name__)
+        except (TypeError, ValueError) as exc:  # a value the layer cannot encode: only its own event is lost
+            if len(part) == 1:
+                _dropped(1, exc)
+            else:
+                await _send_one_by_one(layer, part)
+        except Exception as exc:  # Redis down, channel full, timeout: the run goes on, and so does the sender:
+            # the rest is dropped at once rather than waited on part by part, so that a backlog cannot build up
+            _dropped(sum(len(rest) for rest in parts[index:]), exc)
+            return
+
+
+async def _send_one_by_one(layer, events: list[Event]) -> None:
+    for event in events:
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await layer.group_send(EVENTS_GROUP, {"type": "podium.events", "events": [event]})
+            stats["published"] += 1
+        except Exception as exc:
+            _dropped(1, exc)
+
+
+def _dropped(count: int, exc: BaseException | None) -> None:
+    before, stats["dropped"] = stats["dropped"], stats["dropped"] + count
+    LIVE_EVENTS_DROPPED.inc(count)
+    if before == 0 or before // 100 != stats["dropped"] // 100:  # the first, then about one in 100
+        logger.warning("live events dropped (%s dropped so far): %s", stats["dropped"],
+                       type(exc).__name__ if exc else "not answered")
 
 
 def events_in(message: dict) -> list[Event]:
@@ -94,10 +140,13 @@ def publish(event: Event) -> None:
     loop.call_soon(_drain, loop)
 
 
-# Events published on one loop between two of its iterations are observed together and go out in one task and
-# one channel-layer message, in order: a task or a message each was a measurable share of the /v1 hot path's CPU
-# (four events a call; on Redis, four group sends were half of a call's CPU).
+# Events published on one loop between two of its iterations are observed together on its next turn; then
+# one sender task per loop sends what has been observed, in order, as few messages as it can (a message or a
+# task per event was a measurable share of the /v1 hot path's CPU: four events a call, and on Redis four group
+# sends were half of a call's CPU). One sender, not a task per turn: two messages never race each other.
 _outbox: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Event]]" = weakref.WeakKeyDictionary()
+_unsent: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Event]]" = weakref.WeakKeyDictionary()
+_senders: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = weakref.WeakKeyDictionary()
 
 
 def _drain(loop: asyncio.AbstractEventLoop) -> None:
@@ -106,23 +155,34 @@ def _drain(loop: asyncio.AbstractEventLoop) -> None:
         _observe(event)  # before the send: the origin stamp numbers what receivers get
     if not events or _nobody_listens(get_channel_layer()):
         return  # no task for events nobody would receive
-    task = loop.create_task(_send(list(events)))
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
+    _unsent.setdefault(loop, []).extend(events)
+    if loop not in _senders:
+        _senders[loop] = loop.create_task(_send_unsent(loop))  # held here until it ends
+
+
+async def _send_unsent(loop: asyncio.AbstractEventLoop) -> None:
+    try:
+        while events := _unsent.pop(loop, None):  # what arrived meanwhile goes in the next message(s)
+            await _send(events)
+    except asyncio.CancelledError:  # the loop is ending: what it had not started sending is lost, and counted
+        _dropped(len(_unsent.pop(loop, ())), None)
+        raise
+    finally:
+        _senders.pop(loop, None)
 
 
 async def sent(timeout_s: float = SEND_TIMEOUT_S + 0.5) -> None:
     """Wait (bounded) until what this loop published has been handed to the channel layer: a loop about to end
-    (a Celery task's run) would otherwise take its last events with it."""
+    (a Celery worker's between tasks, a test's) would otherwise take its last events with it."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep(0)  # publishes scheduled from other threads (call_soon_threadsafe) run first
-    for _ in range(10):  # their turn: the observers, then the send task
+    for _ in range(10):  # their turn: the observers, then the sender
         if loop not in _outbox:
             break
         await asyncio.sleep(0)
-    sending = [task for task in _pending if task.get_loop() is loop]
-    if sending:
-        await asyncio.wait(sending, timeout=timeout_s)
+    sender = _senders.get(loop)
+    if sender is not None:
+        await asyncio.wait([sender], timeout=timeout_s)
 
 
 def _nobody_listens(layer) -> bool:
@@ -138,5 +198,5 @@ def _publish_from_sync(event: Event) -> None:
     try:
         process_loop.run(publish_async(event), timeout=SEND_TIMEOUT_S + 1)
     except Exception:  # publish_async counts its own failures; this is the loop thread not answering
-        stats["dropped"] += 1
+        _dropped(1, None)
 

@@ -22,6 +22,7 @@ from orchestration.calibration.fitting import recalibrate
 from orchestration.learning import recompute_model_stats
 from orchestration.process_loop import process_loop
 from orchestration.reviews.actions import expire_due_reviews, lapse_stale_claims
+from orchestration import live
 from orchestration.runs.delivery import HARD_LIMIT_S
 from orchestration.runs.execution import execute_run_async
 from orchestration.runs.leases import LeaseHeartbeat, acquire_lease, lease_holder, release_lease
@@ -42,6 +43,7 @@ async def _execute(run_id: str) -> str | None:
     try:
         return await execute_run_async(run_id)
     finally:
+        await live.sent()  # the run's last events leave before the task ends (a child may exit after it)
         await sync_to_async(close_old_connections)()
 
 

@@ -145,3 +145,78 @@ def test_sent_returns_once_the_loops_events_are_handed_to_the_layer(monkeypatch)
         return list(handed)
 
     assert asyncio.run(a_run_that_ends()) == ["last"]
+
+
+def test_turns_published_while_a_send_is_under_way_follow_it_in_order_in_one_later_message(monkeypatch):
+    """One sender per loop: a slow layer never lets a later turn's message overtake an earlier one."""
+    layer = get_channel_layer()
+    messages: list[list[str]] = []
+
+    async def slow_send(group, message):
+        await asyncio.sleep(0.05)
+        messages.append([event["target"] for event in live.events_in(message)])
+
+    monkeypatch.setattr(layer, "group_send", slow_send)
+    monkeypatch.setattr(live, "_nobody_listens", lambda layer: False)
+
+    async def three_turns():
+        for index in range(3):
+            live.publish(running(f"turn{index}"))
+            await asyncio.sleep(0.001)  # the next turn: the first send is still under way
+        await live.sent()
+
+    asyncio.run(three_turns())
+    assert [target for message in messages for target in message] == ["turn0", "turn1", "turn2"]
+    assert messages[0] == ["turn0"] and len(messages) == 2  # what came during the first send went in one
+
+
+def test_large_events_are_split_by_size_and_an_event_the_layer_cannot_encode_costs_only_itself(monkeypatch):
+    layer = get_channel_layer()
+    sent_messages: list[list[str]] = []
+
+    async def picky_send(group, message):
+        targets = [event["target"] for event in live.events_in(message)]
+        if "unencodable" in targets:
+            raise TypeError("can not serialize 'object' object")
+        sent_messages.append(targets)
+
+    monkeypatch.setattr(layer, "group_send", picky_send)
+    monkeypatch.setattr(live, "_nobody_listens", lambda layer: False)
+    monkeypatch.setattr(live, "MAX_MESSAGE_CHARS", 10_000)
+    dropped_before = live.stats["dropped"]
+    big = "x" * 6_000
+
+    async def scenario():
+        first, second = running("big-1"), running("big-2")
+        first["api_key"], second["api_key"] = big, big  # two do not fit in one message of 10,000 characters
+        for event in (first, second, running("unencodable"), running("small")):
+            live.publish(event)
+        await live.sent()
+
+    asyncio.run(scenario())
+    assert sent_messages == [["big-1"], ["big-2"], ["small"]]  # the bad one alone was dropped
+    assert live.stats["dropped"] - dropped_before == 1
+
+
+def test_while_the_layer_is_away_a_send_gives_up_on_the_whole_backlog_at_once(monkeypatch):
+    """One timeout, not one per message: events piling up during an outage never wait in a growing queue."""
+    layer = get_channel_layer()
+    calls = []
+
+    async def unreachable(group, message):
+        calls.append(len(live.events_in(message)))
+        raise ConnectionError("Redis is away")
+
+    monkeypatch.setattr(layer, "group_send", unreachable)
+    monkeypatch.setattr(live, "_nobody_listens", lambda layer: False)
+    monkeypatch.setattr(live, "MAX_EVENTS_PER_MESSAGE", 2)
+    dropped_before = live.stats["dropped"]
+
+    async def scenario():
+        for index in range(7):
+            live.publish(running(f"lost{index}"))
+        await live.sent()
+
+    asyncio.run(scenario())
+    assert calls == [2]  # the first message failed; the other three were not tried
+    assert live.stats["dropped"] - dropped_before == 7

@@ -107,3 +107,20 @@ def test_an_unknown_v1_path_is_a_404_in_openai_format(podium_server):
     response = httpx.get(f"{podium_server.url}/v1/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "unknown_url"
+
+
+def test_a_record_that_fails_after_the_answer_was_sent_is_logged_not_raised_and_is_made_once(caplog):
+    """The answer is out by then: a second response (or a hidden send error) would be worse than a log line."""
+    from orchestration.gateway.chat import ChatOutcome
+
+    attempts = []
+
+    def failing_record():
+        attempts.append(1)
+        raise RuntimeError("the writer refused")
+
+    outcome = ChatOutcome(run_id="run-1", created=0, model="m", result=None, unrecorded=failing_record)
+    outcome.answered()
+    outcome.answered()
+    assert attempts == [1]
+    assert "run-1" in caplog.text and "could not be recorded" in caplog.text

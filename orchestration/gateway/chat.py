@@ -1,6 +1,7 @@
 """Chat completions on /v1: one call to a model or a route alias (with its fallbacks), recorded as a run."""
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from orchestration.response_cache import cache_scope
 from orchestration.learning import cached_routing_stats
 from orchestration.runs.execution import routing_stats
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class ChatOutcome:
@@ -43,10 +46,15 @@ class ChatOutcome:
     unrecorded: Callable[[], None] | None = None
 
     def answered(self) -> None:
-        """The answer was handed to the server (or could not be): record the call now if it is still due."""
+        """The answer was handed to the server (or could not be): record the call now if it is still due.
+        Never raises: the answer is out, so a failure here can only be logged."""
         record, self.unrecorded = self.unrecorded, None
-        if record is not None:
+        if record is None:
+            return
+        try:
             record()
+        except Exception:
+            logger.exception("run %s: the call was answered but could not be recorded", self.run_id)
 
 
 class PublishingSink:
@@ -119,7 +127,7 @@ async def chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict]
         ctx, model, chat_request(model, messages, params), cache=use_cache, attributes=route_attributes))
     latency_ms = (time.perf_counter() - started) * 1000
     status = RunStatus.SUCCEEDED if result else RunStatus.FAILED
-    record = partial(record_call, run_id=run_id, kind=Run.Kind.CHAT, model_name=model_name, key=key, status=status,
+    record = partial(record_call, finished_ms=now_ms(), run_id=run_id, kind=Run.Kind.CHAT, model_name=model_name, key=key, status=status,
                      input={"messages": messages}, output=result.output if result else "",
                      confidence=result.confidence if result else None, tokens_in=result.tokens_in if result else 0,
                      tokens_out=result.tokens_out if result else 0, spent_usd=ctx.spent_usd, latency_ms=latency_ms,

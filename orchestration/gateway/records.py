@@ -26,7 +26,8 @@ def publish_call_started(*, run_id: str, started_ms: float, model_name: str, kin
 
 def record_call(*, run_id: str, kind: str, model_name: str, key: KeyInfo, status: str, input: dict, output: str,
                 confidence: float | None, tokens_in: int, tokens_out: int, spent_usd: float, latency_ms: float,
-                error: str, metadata: dict, started_ms: float, steps: list[dict], registry=None) -> None:
+                error: str, metadata: dict, started_ms: float, steps: list[dict], registry=None,
+                finished_ms: float | None = None) -> None:
     """Hand a finished call's run and its finished steps (`step.finished` events) to the batched writer, then
     publish where the run ended. The input is stored redacted when the policy redacted what went upstream
     (recording.stored_input; metadata `input_redacted` has the counts per kind). Without the call's `registry`
@@ -34,7 +35,7 @@ def record_call(*, run_id: str, kind: str, model_name: str, key: KeyInfo, status
     input, redacted = stored_input(input, all_local=registry is not None and steps_all_local(steps, registry))
     if redacted:
         metadata = {**metadata, "input_redacted": redacted}
-    finished_ms = now_ms()
+    finished_ms = now_ms() if finished_ms is None else finished_ms  # a call recorded after its answer: when it ended
     started_at = ms_to_datetime(started_ms)
     run = Row(Run, id=run_id, kind=kind, target=model_name, api_key_id=key.id, team_id=key.team_id, status=status,
               input=input, output=output, confidence=confidence, tokens_in=tokens_in, tokens_out=tokens_out,
