@@ -62,13 +62,12 @@ def _messages(events: list[Event]):
 
 
 def _approx_chars(event: Event) -> int:
-    """The text an event carries, roughly: its strings and its prompt's message contents."""
-    size = 200
-    for value in event.values():
-        if isinstance(value, str):
-            size += len(value)
-        elif isinstance(value, list):  # a prompt: [{"role": ..., "content": ...}, ...]
-            size += sum(len(str(item.get("content", ""))) if isinstance(item, dict) else 50 for item in value)
+    """The text an event carries, roughly: the fields that hold model text (the rest is small and bounded)."""
+    size = 200 + sum(len(event.get(field) or "") for field in ("output", "preview", "error"))
+    prompt = event.get("prompt")
+    if isinstance(prompt, list):  # [{"role": ..., "content": ...}, ...]; content may be parts: priced flat
+        size += sum(len(message["content"]) if isinstance(message, dict) and isinstance(message.get("content"), str)
+                    else 1_000 for message in prompt)
     return size
 
 
@@ -86,21 +85,12 @@ async def _send(events: list[Event]) -> None:
             if len(part) == 1:
                 _dropped(1, exc)
             else:
-                await _send_one_by_one(layer, part)
+                for event in part:
+                    await _send([event])
         except Exception as exc:  # Redis down, channel full, timeout: the run goes on, and so does the sender:
             # the rest is dropped at once rather than waited on part by part, so that a backlog cannot build up
             _dropped(sum(len(rest) for rest in parts[index:]), exc)
             return
-
-
-async def _send_one_by_one(layer, events: list[Event]) -> None:
-    for event in events:
-        try:
-            async with asyncio.timeout(SEND_TIMEOUT_S):
-                await layer.group_send(EVENTS_GROUP, {"type": "podium.events", "events": [event]})
-            stats["published"] += 1
-        except Exception as exc:
-            _dropped(1, exc)
 
 
 def _dropped(count: int, exc: BaseException | None) -> None:

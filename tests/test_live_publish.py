@@ -7,7 +7,7 @@ from channels.layers import get_channel_layer
 from prometheus_client import REGISTRY
 
 from orchestration import live
-from orchestration.engine.events import run_updated
+from orchestration.engine.events import run_updated, step_started
 
 
 def running(model: str) -> dict:
@@ -170,26 +170,32 @@ def test_turns_published_while_a_send_is_under_way_follow_it_in_order_in_one_lat
     assert messages[0] == ["turn0"] and len(messages) == 2  # what came during the first send went in one
 
 
+def a_long_prompt(name: str, chars: int) -> dict:
+    """A workflow span's step.started carrying a long prompt (a span: no model metric counts it)."""
+    step = {"run_id": f"run-{name}", "step_id": name, "parent_id": None, "key": name, "node_id": name,
+            "node_type": "sequence", "model": "", "provider": ""}
+    return step_started(step=step, ts=0, prompt=[{"role": "user", "content": "x" * chars}])
+
+
 def test_large_events_are_split_by_size_and_an_event_the_layer_cannot_encode_costs_only_itself(monkeypatch):
     layer = get_channel_layer()
     sent_messages: list[list[str]] = []
 
     async def picky_send(group, message):
-        targets = [event["target"] for event in live.events_in(message)]
-        if "unencodable" in targets:
+        names = [event["run_id"].removeprefix("run-") for event in live.events_in(message)]
+        if "unencodable" in names:
             raise TypeError("can not serialize 'object' object")
-        sent_messages.append(targets)
+        sent_messages.append(names)
 
     monkeypatch.setattr(layer, "group_send", picky_send)
     monkeypatch.setattr(live, "_nobody_listens", lambda layer: False)
     monkeypatch.setattr(live, "MAX_MESSAGE_CHARS", 10_000)
     dropped_before = live.stats["dropped"]
-    big = "x" * 6_000
 
     async def scenario():
-        first, second = running("big-1"), running("big-2")
-        first["api_key"], second["api_key"] = big, big  # two do not fit in one message of 10,000 characters
-        for event in (first, second, running("unencodable"), running("small")):
+        # two prompts of 6,000 characters do not fit in one message of 10,000
+        for event in (a_long_prompt("big-1", 6_000), a_long_prompt("big-2", 6_000), running("unencodable"),
+                      running("small")):
             live.publish(event)
         await live.sent()
 
