@@ -11,6 +11,7 @@ from orchestration import live
 from orchestration.engine.events import model_health
 from orchestration.gateway.writer import writer
 from orchestration.models import ReviewItem, Run
+from tests.conftest import wait_for
 
 
 def metric(text: str, name: str, **labels) -> float:
@@ -32,9 +33,18 @@ def test_a_v1_call_is_counted_per_model_and_provider(podium_server, demo_registr
                           json={"model": "atlas-pro", "messages": [{"role": "user", "content": "count me"}]})
     assert response.status_code == 200
     usage = response.json()["usage"]
-    after = client.get("/metrics")
+    labels = {"model": "atlas-pro", "provider": "mock-medium"}
+
+    def counted():
+        """The scrape once the call's events were observed: on the server loop's turn after the answer."""
+        scrape = client.get("/metrics")
+        finished = metric(scrape.content.decode(), "podium_runs_finished_total", kind="chat", status="succeeded")
+        return scrape if finished > metric(before, "podium_runs_finished_total", kind="chat", status="succeeded") \
+            else None
+
+    after = wait_for(counted)
     assert after.status_code == 200 and after["Content-Type"].startswith("text/plain")
-    text, labels = after.content.decode(), {"model": "atlas-pro", "provider": "mock-medium"}
+    text = after.content.decode()
 
     def delta(name, **extra):
         return metric(text, name, **labels, **extra) - metric(before, name, **labels, **extra)
