@@ -127,8 +127,8 @@ async def chat_completion(*, key: KeyInfo, model_name: str, messages: list[dict]
         ctx, model, chat_request(model, messages, params), cache=use_cache, attributes=route_attributes))
     latency_ms = (time.perf_counter() - started) * 1000
     status = RunStatus.SUCCEEDED if result else RunStatus.FAILED
-    record = partial(record_call, finished_ms=now_ms(), run_id=run_id, kind=Run.Kind.CHAT, model_name=model_name, key=key, status=status,
-                     input={"messages": messages}, output=result.output if result else "",
+    record = partial(record_call, run_id=run_id, kind=Run.Kind.CHAT, model_name=model_name, key=key, status=status,
+                     finished_ms=now_ms(), input={"messages": messages}, output=result.output if result else "",
                      confidence=result.confidence if result else None, tokens_in=result.tokens_in if result else 0,
                      tokens_out=result.tokens_out if result else 0, spent_usd=ctx.spent_usd, latency_ms=latency_ms,
                      error=error, metadata=metadata or {}, started_ms=started_ms, steps=sink.finished,

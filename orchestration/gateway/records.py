@@ -48,17 +48,14 @@ def record_call(*, run_id: str, kind: str, model_name: str, key: KeyInfo, status
 
 
 def record_later(record: Callable[[], None]) -> Callable[[], None]:
-    """`record` (a `record_call`), to be called once the call's answer is sent: until then the writer holds a
-    promise for it, so that a flush (a test's, a shutdown's) includes every call already answered. Calling the
-    result more than once records once."""
+    """`record` (a `record_call`), to be called once, after the call's answer is sent (`ChatOutcome.answered`):
+    until then the writer holds a promise for it, so that a flush (a test's, a shutdown's) includes every call
+    already answered."""
     ticket = writer.expect()
-    pending = [record]
 
     def record_now() -> None:
-        if not pending:
-            return
         try:
-            pending.pop()()
+            record()
         finally:
             writer.fulfilled(ticket)
     return record_now
